@@ -1,0 +1,4 @@
+// Package testutil holds helpers shared by tests: the privileged-test gate,
+// network-namespace helpers and golden-file helpers. It is imported by tests
+// only and uses nothing but the standard library and x/sys.
+package testutil
