@@ -76,13 +76,18 @@ type L4Key struct {
 
 // Entry is one L4 entry of a direction's policy.
 //
-// Lookup semantics the datapath must implement (and Trace implements): for a
-// packet (identity, proto, port) the result is the highest Verdict among all
-// entries whose key covers it, where a key covers the packet if its identity
-// is IDAny or equal, its proto is ProtoAny or equal, and its range contains
-// the port. If no entry covers it: drop when the direction is Enforced,
-// allow otherwise. The compiler emits entries already merged so that two
-// entries never have the same key.
+// Lookup semantics, which the datapath implements and Trace checks against:
+// an entry covers a packet (identity, proto, port) when its identity is IDAny
+// or equal, its proto is ProtoAny or equal, and its range contains the port.
+// The verdict is the highest Verdict among the covering entries; if none
+// covers the packet it is dropped when the direction is Enforced and allowed
+// otherwise (deny entries apply either way).
+//
+// The compiler guarantees a shape that makes this cheap: no two entries
+// share a key; for one (Identity, Proto) pair the port ranges of entries are
+// disjoint; an entry with ProtoAny covers every port. So at most four entries
+// can cover a packet ((identity|any) x (proto|any)), and an LPM lookup on a
+// port prefix finds each of them.
 type Entry struct {
 	L4Key
 	Verdict Verdict `json:"verdict"`
