@@ -1,0 +1,47 @@
+# Targets mirror the README. `make test` is what CI runs (through .ci/run).
+GO      ?= go
+PKGS    ?= ./...
+EXAMPLE ?= examples/starwars
+
+.PHONY: all build demo test test-unit vet generate generate-check bench bench-l4 clean
+
+all: build
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+## demo: run moat's main job on a shipped example
+demo: build
+	./bin/moat policy validate examples/*/policies
+	./bin/moat policy compile --policies $(EXAMPLE)/policies --endpoints $(EXAMPLE)/endpoints.yaml -o yaml
+	./bin/moat policy trace --policies $(EXAMPLE)/policies --endpoints $(EXAMPLE)/endpoints.yaml \
+		--from default/tiefighter --to default/deathstar --port 80/TCP \
+		--http-method POST --http-path /v1/request-landing
+	-./bin/moat policy trace --policies $(EXAMPLE)/policies --endpoints $(EXAMPLE)/endpoints.yaml \
+		--from default/tiefighter --to default/deathstar --port 80/TCP \
+		--http-method PUT --http-path /v1/exhaust-port
+
+vet:
+	$(GO) vet $(PKGS)
+
+## test: unit tests, fuzz seeds, and (with MOAT_PRIVILEGED_TESTS=1, as root) privileged tests
+test: vet
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+test-unit:
+	$(GO) test -count=1 $(PKGS)
+
+## generate: rebuild the committed bpf2go output from bpf/ (clang-14)
+generate:
+	$(GO) generate ./datapath/...
+
+## generate-check: fail when the committed generated code differs from a fresh build
+generate-check: generate
+	git diff --exit-code -- datapath/ || (echo "generated BPF objects are stale: run make generate and commit" >&2; exit 1)
+
+## bench: Go benchmarks (policy compile, translation, xDS push, matchers)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x $(PKGS)
+
+clean:
+	rm -rf bin/

@@ -1,0 +1,204 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/moatnet/moat/flow"
+)
+
+// Config is the agent's configuration. The config file (YAML) and the
+// command-line flags map onto the same struct; zero fields take defaults.
+type Config struct {
+	// NodeName names this node; it is the xDS node ID the proxy uses.
+	NodeName string `json:"nodeName,omitempty"`
+	// StateDir keeps state that must survive restarts (identities).
+	StateDir string `json:"stateDir,omitempty"`
+	// RunDir holds the agent's sockets: agent.sock (local API), xds.sock,
+	// accesslog.sock.
+	RunDir string `json:"runDir,omitempty"`
+
+	// Policies is a policy file or directory, watched for changes.
+	Policies string `json:"policies,omitempty"`
+	// Endpoints is the standalone endpoints file, watched for changes.
+	Endpoints string `json:"endpoints,omitempty"`
+	// PollInterval is how often the policy and endpoint sources are checked.
+	PollInterval Duration `json:"pollInterval,omitempty"`
+
+	// BPFRoot is where maps and links are pinned.
+	BPFRoot string `json:"bpfRoot,omitempty"`
+	// Attach is "" (TCX, falling back to legacy tc), "tcx" or "tc".
+	Attach string `json:"attach,omitempty"`
+	// EventsPerSecond caps datapath events per CPU (0: unlimited).
+	EventsPerSecond uint32 `json:"eventsPerSecond,omitempty"`
+	// VerdictEvents reports every new flow's verdict, not only drops.
+	VerdictEvents bool `json:"verdictEvents,omitempty"`
+	// NetnsPrefix names the network namespaces the agent creates.
+	NetnsPrefix string `json:"netnsPrefix,omitempty"`
+
+	// AllowHostIngress lets the node itself into every endpoint (kubelet
+	// probes); off in standalone mode, where the host is a peer like others.
+	AllowHostIngress bool `json:"allowHostIngress,omitempty"`
+
+	// Proxy ports of the transparent listeners.
+	EgressHTTPPort  uint16 `json:"egressHTTPPort,omitempty"`
+	IngressHTTPPort uint16 `json:"ingressHTTPPort,omitempty"`
+	// ACKTimeout bounds the wait for the proxy to ACK new listeners; after
+	// it, redirects stay absent and their traffic is dropped (fail closed).
+	ACKTimeout Duration `json:"ackTimeout,omitempty"`
+	// XDSAddress optionally serves xDS on a loopback TCP address too.
+	XDSAddress string `json:"xdsAddress,omitempty"`
+
+	// MetricsAddress serves /metrics ("" disables it).
+	MetricsAddress string `json:"metricsAddress,omitempty"`
+	// Metrics enables Hubble metric handlers, with Hubble's option syntax.
+	Metrics []string `json:"metrics,omitempty"`
+	// FlowBuffer is the number of recent flows kept for moat observe.
+	FlowBuffer int `json:"flowBuffer,omitempty"`
+}
+
+// Duration is a time.Duration that reads "1s" from YAML/JSON.
+type Duration time.Duration
+
+// UnmarshalJSON accepts a Go duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := yaml.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration: want a string like \"1s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration %q: %w", s, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalJSON writes a Go duration string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + time.Duration(d).String() + `"`), nil
+}
+
+// Default values.
+const (
+	DefaultStateDir        = "/var/lib/moat"
+	DefaultRunDir          = "/run/moat"
+	DefaultPollInterval    = time.Second
+	DefaultEgressHTTPPort  = 15001
+	DefaultIngressHTTPPort = 15002
+	DefaultACKTimeout      = 5 * time.Second
+	DefaultMetricsAddress  = "127.0.0.1:9965"
+	DefaultFlowBuffer      = 4096
+)
+
+// DefaultMetrics are the Hubble handlers enabled when none are configured.
+var DefaultMetrics = []string{
+	"dns", "drop", "tcp", "flow", "port-distribution", "icmp",
+	"httpV2:exemplars=true;labelsContext=source_namespace,source_workload,destination_namespace,destination_workload,traffic_direction",
+}
+
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	if c.NodeName == "" {
+		if h, err := os.Hostname(); err == nil {
+			c.NodeName = h
+		} else {
+			c.NodeName = "node"
+		}
+	}
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	if c.RunDir == "" {
+		c.RunDir = DefaultRunDir
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = Duration(DefaultPollInterval)
+	}
+	if c.EgressHTTPPort == 0 {
+		c.EgressHTTPPort = DefaultEgressHTTPPort
+	}
+	if c.IngressHTTPPort == 0 {
+		c.IngressHTTPPort = DefaultIngressHTTPPort
+	}
+	if c.ACKTimeout == 0 {
+		c.ACKTimeout = Duration(DefaultACKTimeout)
+	}
+	if c.Metrics == nil {
+		c.Metrics = DefaultMetrics
+	}
+	if c.FlowBuffer == 0 {
+		c.FlowBuffer = DefaultFlowBuffer
+	}
+	return c
+}
+
+// Validate reports every problem with the configuration, naming the field.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if c.Policies == "" {
+		bad("policies", "required: a policy file or directory")
+	}
+	if c.Endpoints == "" {
+		bad("endpoints", "required: the endpoints file")
+	}
+	if !filepath.IsAbs(c.StateDir) {
+		bad("stateDir", "%q is not an absolute path", c.StateDir)
+	}
+	if !filepath.IsAbs(c.RunDir) {
+		bad("runDir", "%q is not an absolute path", c.RunDir)
+	}
+	if c.PollInterval < Duration(10*time.Millisecond) {
+		bad("pollInterval", "%s is below 10ms", time.Duration(c.PollInterval))
+	}
+	switch c.Attach {
+	case "", "tcx", "tc":
+	default:
+		bad("attach", "%q: want tcx, tc or empty (automatic)", c.Attach)
+	}
+	if c.EgressHTTPPort == c.IngressHTTPPort {
+		bad("ingressHTTPPort", "must differ from egressHTTPPort (%d)", c.EgressHTTPPort)
+	}
+	if c.ACKTimeout <= 0 {
+		bad("ackTimeout", "must be positive")
+	}
+	if c.MetricsAddress != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddress); err != nil {
+			bad("metricsAddress", "%q: %v", c.MetricsAddress, err)
+		}
+	}
+	if _, err := flow.ParseMetricsList(c.Metrics); err != nil {
+		bad("metrics", "%v", err)
+	}
+	if c.FlowBuffer < 1 {
+		bad("flowBuffer", "%d: must be at least 1", c.FlowBuffer)
+	}
+	return errors.Join(errs...)
+}
+
+// LoadConfig reads a YAML config file strictly (unknown fields are errors),
+// applies defaults and validates. Errors name the file.
+func LoadConfig(path string) (Config, error) {
+	var c Config
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("read config: %w", err)
+	}
+	if err := yaml.UnmarshalStrict(data, &c); err != nil {
+		return c, fmt.Errorf("%s: %w", path, err)
+	}
+	c = c.WithDefaults()
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}

@@ -1,0 +1,52 @@
+package agent
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// agentMetrics are the agent's own metrics (moat_ prefix); flow metrics use
+// Hubble's names and live in package flow.
+type agentMetrics struct {
+	policies              prometheus.Gauge
+	policyErrors          prometheus.Gauge
+	endpoints             prometheus.Gauge
+	reconciles            *prometheus.CounterVec
+	reconcileSeconds      prometheus.Histogram
+	endpointRegenerations *prometheus.CounterVec
+	redirectsFailClosed   *prometheus.CounterVec
+}
+
+func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
+	m := &agentMetrics{
+		policies: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "moat_policy_count",
+			Help: "Policies in force.",
+		}),
+		policyErrors: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "moat_policy_errors",
+			Help: "Policy or endpoint sources whose latest content failed validation (their previous version stays in force).",
+		}),
+		endpoints: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "moat_endpoint_count",
+			Help: "Local endpoints with programs attached.",
+		}),
+		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_policy_reconciles_total",
+			Help: "Plan reconciliations (endpoints, proxy config, BPF maps) by outcome.",
+		}, []string{"outcome"}),
+		reconcileSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "moat_policy_reconcile_duration_seconds",
+			Help:    "Time to bring the node in line with a new plan, including the wait for proxy ACKs.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		endpointRegenerations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_endpoint_regenerations_total",
+			Help: "Endpoint set-ups (netns, veth, program attach) by outcome.",
+		}, []string{"outcome"}),
+		redirectsFailClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_proxy_redirects_fail_closed_total",
+			Help: "Reconciliations whose HTTP redirects stayed without a proxy port (traffic dropped), by reason.",
+		}, []string{"reason"}),
+	}
+	reg.MustRegister(m.policies, m.policyErrors, m.endpoints, m.reconciles, m.reconcileSeconds,
+		m.endpointRegenerations, m.redirectsFailClosed)
+	return m
+}

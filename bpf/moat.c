@@ -1,0 +1,282 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * moat datapath: tc programs for an endpoint's host-side veth.
+ *
+ *   from_endpoint  tc ingress of the host veth: packets leaving the pod,
+ *                  enforcing the endpoint's egress policy.
+ *   to_endpoint    tc egress of the host veth: packets entering the pod,
+ *                  enforcing the endpoint's ingress policy.
+ *
+ * The endpoint is identified by the host veth's ifindex. A flow's first
+ * packet decides its verdict, which connection tracking keeps for the life
+ * of the flow; replies and related ICMP errors pass. When the endpoint's
+ * entries change (revision bump) a tracked flow is re-checked once: if the
+ * new policy drops it, it is cut; otherwise it keeps its verdict.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "moat.h"
+#include "maps.h"
+#include "parse.h"
+#include "policy.h"
+#include "ct.h"
+#include "events.h"
+#include "proxy.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+/* Keeps struct event in BTF for bpf2go -type; never read. */
+const struct event *const moat_event_type __attribute__((unused)) = 0;
+
+struct ctx {
+	struct pkt p;
+	struct event_info ev;
+	__u32 ep_identity;
+	__u32 remote;
+	__u8 dir;
+};
+
+static __always_inline void set_identities(struct ctx *c)
+{
+	if (c->dir == DIR_EGRESS) {
+		c->ev.src_identity = c->ep_identity;
+		c->ev.dst_identity = c->remote;
+	} else {
+		c->ev.src_identity = c->remote;
+		c->ev.dst_identity = c->ep_identity;
+	}
+}
+
+static __always_inline int drop(struct ctx *c, __u8 reason)
+{
+	c->ev.kind = EV_DROP;
+	c->ev.reason = reason;
+	set_identities(c);
+	count_endpoint(c->p.key.endpoint, c->dir, STAT_DROPPED, c->p.len);
+	emit_event(&c->p, &c->ev);
+	return TC_ACT_SHOT;
+}
+
+static __always_inline int pass(struct ctx *c, __u32 rule)
+{
+	count_endpoint(c->p.key.endpoint, c->dir, STAT_ALLOWED, c->p.len);
+	count_rule(rule, c->p.len);
+	return TC_ACT_OK;
+}
+
+/*
+ * bounce_to_ingress hands a packet seen at tc egress of the host veth back to
+ * the same veth's ingress, where from_endpoint assigns it to the proxy socket
+ * (bpf_sk_assign only works at ingress). The MAC addresses are swapped so the
+ * host stack accepts the frame as addressed to itself.
+ */
+static __always_inline int bounce_to_ingress(struct __sk_buff *skb, __u16 port)
+{
+	__u8 macs[12], swapped[12];
+
+	if (bpf_skb_load_bytes(skb, 0, macs, 12) < 0)
+		return TC_ACT_SHOT;
+	__builtin_memcpy(swapped, macs + 6, 6);
+	__builtin_memcpy(swapped + 6, macs, 6);
+	if (bpf_skb_store_bytes(skb, 0, swapped, 12, 0) < 0)
+		return TC_ACT_SHOT;
+	skb->mark = MARK_TO_PROXY | ((__u32)port << 16);
+	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+}
+
+/* redirect sends a packet of a redirected flow to the proxy. */
+static __always_inline int redirect(struct __sk_buff *skb, struct ctx *c, __u16 port, __u32 rule, int new_flow)
+{
+	if (port == 0)
+		return drop(c, DROP_PROXY_UNAVAILABLE);
+	if (c->dir == DIR_INGRESS) {
+		count_endpoint(c->p.key.endpoint, c->dir, STAT_REDIRECTED, c->p.len);
+		count_rule(rule, c->p.len);
+		return bounce_to_ingress(skb, port);
+	}
+	if (to_proxy(skb, &c->p, port) < 0) {
+		if (new_flow && c->p.key.proto == IPPROTO_TCP && !(c->p.tcp_flags & TCP_FLAG_SYN))
+			return drop(c, DROP_CT_INVALID);
+		return drop(c, DROP_PROXY_UNAVAILABLE);
+	}
+	count_endpoint(c->p.key.endpoint, c->dir, STAT_REDIRECTED, c->p.len);
+	count_rule(rule, c->p.len);
+	return TC_ACT_OK;
+}
+
+static __always_inline __u32 ep_enforced(const struct endpoint_config *cfg, __u8 dir)
+{
+	return cfg->flags & (dir == DIR_EGRESS ? EP_F_EGRESS_ENFORCED : EP_F_INGRESS_ENFORCED);
+}
+
+static __always_inline __u32 ep_has_entries(const struct endpoint_config *cfg, __u8 dir)
+{
+	return cfg->flags & (dir == DIR_EGRESS ? EP_F_EGRESS_ENTRIES : EP_F_INGRESS_ENTRIES);
+}
+
+static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
+{
+	struct ctx c = {};
+	struct endpoint_config *cfg;
+	struct ct_entry *ct;
+	struct ct_key rev;
+	struct policy_res res = {};
+	__u32 ep = skb->ifindex, mark = skb->mark, magic = mark & MARK_MAGIC_MASK, revision;
+	int ret, from_proxy = 0;
+
+	c.dir = dir;
+	c.ev.endpoint = ep;
+	c.ev.direction = dir;
+	ret = parse_packet(skb, &c.p);
+	if (ret == PARSE_PASS)
+		return TC_ACT_OK;
+	c.p.key.direction = dir;
+	c.p.key.endpoint = ep;
+
+	cfg = bpf_map_lookup_elem(&moat_endpoints, &ep);
+	if (!cfg)
+		return drop(&c, DROP_NO_ENDPOINT);
+	c.ep_identity = cfg->identity;
+	if (ret == PARSE_MALFORMED)
+		return drop(&c, DROP_MALFORMED);
+
+	/* A packet that to_endpoint bounced here for its ingress proxy. */
+	if (dir == DIR_EGRESS && magic == MARK_TO_PROXY) {
+		c.dir = DIR_INGRESS;
+		c.ev.direction = DIR_INGRESS;
+		if (to_proxy(skb, &c.p, mark >> 16) < 0)
+			return drop(&c, DROP_PROXY_UNAVAILABLE);
+		return TC_ACT_OK;
+	}
+	if (dir == DIR_INGRESS && (magic == MARK_FROM_INGRESS_PROXY || magic == MARK_FROM_EGRESS_PROXY)) {
+		from_proxy = magic;
+		c.ev.flags |= EVF_FROM_PROXY;
+	}
+	revision = dir == DIR_EGRESS ? cfg->egress_rev : cfg->ingress_rev;
+
+	/* Established flow, in the direction it started. */
+	ct = ct_live(&c.p.key);
+	if (ct) {
+		c.remote = ct->remote_identity;
+		if (ct->revision != revision) {
+			/* The policy changed since the flow started: re-check it. */
+			if (ep_has_entries(cfg, dir))
+				policy_eval(ep, dir, ct->remote_identity, c.p.key.proto, c.p.policy_port, &res);
+			if (res.verdict == VERDICT_DENY || (res.verdict == VERDICT_NONE && ep_enforced(cfg, dir))) {
+				bpf_map_delete_elem(&moat_ct, &c.p.key);
+				c.ev.rule = res.rule;
+				c.ev.verdict = res.verdict;
+				c.ev.match = res.match;
+				return drop(&c, res.verdict == VERDICT_DENY ? DROP_POLICY_DENY : DROP_POLICY_DENIED);
+			}
+			ct->revision = revision;
+		}
+		ct_touch(ct, c.p.key.proto, c.p.tcp_flags, 0);
+		c.ev.rule = ct->rule;
+		if (ct->verdict == VERDICT_REDIRECT)
+			return redirect(skb, &c, ct->proxy_port, ct->rule, 0);
+		return pass(&c, ct->rule);
+	}
+
+	/* Reply of a flow that started in the other direction. */
+	ct_reverse(&c.p.key, &rev, dir ^ 1);
+	ct = ct_live(&rev);
+	if (ct) {
+		ct_touch(ct, c.p.key.proto, c.p.tcp_flags, 1);
+		return pass(&c, ct->rule);
+	}
+
+	/* ICMP error about a tracked flow. */
+	if (c.p.icmp_error) {
+		c.p.inner.direction = dir ^ 1;
+		c.p.inner.endpoint = ep;
+		c.p.inner.pad = 0;
+		if (ct_live(&c.p.inner))
+			return pass(&c, 0);
+		ct_reverse(&c.p.inner, &rev, dir);
+		if (ct_live(&rev))
+			return pass(&c, 0);
+	}
+
+	/* New flow: decide. */
+	if (from_proxy)
+		c.remote = mark_identity(mark);
+	else
+		c.remote = ipcache_identity(dir == DIR_EGRESS ? c.p.key.daddr : c.p.key.saddr);
+	if (ep_has_entries(cfg, dir))
+		policy_eval(ep, dir, c.remote, c.p.key.proto, c.p.policy_port, &res);
+	if (res.verdict == VERDICT_REDIRECT && from_proxy == MARK_FROM_INGRESS_PROXY)
+		res.verdict = VERDICT_ALLOW; /* already through the ingress proxy */
+	c.ev.rule = res.rule;
+	c.ev.verdict = res.verdict;
+	c.ev.match = res.match;
+	c.ev.l7 = res.l7;
+	c.ev.proxy_port = res.proxy_port;
+	if (res.verdict == VERDICT_DENY)
+		return drop(&c, DROP_POLICY_DENY);
+	if (res.verdict == VERDICT_NONE) {
+		if (ep_enforced(cfg, dir))
+			return drop(&c, DROP_POLICY_DENIED);
+		res.verdict = VERDICT_ALLOW;
+		c.ev.verdict = VERDICT_ALLOW;
+	}
+	if (res.verdict == VERDICT_REDIRECT && res.proxy_port == 0)
+		return drop(&c, DROP_PROXY_UNAVAILABLE);
+
+	/*
+	 * Only a flow's first packet creates a CT entry: for TCP a SYN without
+	 * ACK. A mid-stream packet is decided on its own and leaves no state,
+	 * so it can never make the other direction look like a reply.
+	 */
+	if (c.p.key.proto == IPPROTO_TCP &&
+	    (!(c.p.tcp_flags & TCP_FLAG_SYN) || (c.p.tcp_flags & TCP_FLAG_ACK))) {
+		if (res.verdict == VERDICT_REDIRECT)
+			return redirect(skb, &c, res.proxy_port, res.rule, 1);
+		return pass(&c, res.rule);
+	}
+
+	struct ct_entry entry = {
+		.rule = res.rule,
+		.remote_identity = c.remote,
+		.revision = revision,
+		.proxy_port = res.proxy_port,
+		.verdict = res.verdict,
+		.l7 = res.l7,
+		.match = res.match,
+		.flags = from_proxy ? CT_F_FROM_PROXY : 0,
+	};
+	ct_touch(&entry, c.p.key.proto, c.p.tcp_flags, 0);
+	bpf_map_update_elem(&moat_ct, &c.p.key, &entry, BPF_ANY);
+
+	set_identities(&c);
+	c.ev.kind = EV_VERDICT;
+	emit_event(&c.p, &c.ev);
+	if (res.verdict == VERDICT_REDIRECT) {
+		ret = redirect(skb, &c, res.proxy_port, res.rule, 1);
+		if (ret != TC_ACT_SHOT) {
+			c.ev.kind = EV_TO_PROXY;
+			emit_event(&c.p, &c.ev);
+		} else {
+			bpf_map_delete_elem(&moat_ct, &c.p.key);
+		}
+		return ret;
+	}
+	return pass(&c, res.rule);
+}
+
+SEC("tc")
+int from_endpoint(struct __sk_buff *skb)
+{
+	return handle(skb, DIR_EGRESS);
+}
+
+SEC("tc")
+int to_endpoint(struct __sk_buff *skb)
+{
+	return handle(skb, DIR_INGRESS);
+}

@@ -1,0 +1,206 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * moat datapath: types shared by the programs and, through bpf2go, by the Go
+ * loader in datapath/. Every struct is laid out without implicit padding so
+ * that the Go side can encode keys byte for byte.
+ */
+#ifndef MOAT_H
+#define MOAT_H
+
+#include <linux/types.h>
+
+/* Directions, relative to the local endpoint (same values as policy.Direction). */
+#define DIR_INGRESS 0
+#define DIR_EGRESS 1
+
+/* Verdicts (same values as policy.Verdict); larger wins. */
+#define VERDICT_NONE 0
+#define VERDICT_ALLOW 1
+#define VERDICT_REDIRECT 2
+#define VERDICT_DENY 3
+
+/* Reserved identities. */
+#define ID_ANY 0
+#define ID_WORLD 2
+
+/*
+ * Marks: one magic nibble (mark & 0x0F00).
+ *   0x0200  to-proxy, proxy port in the upper 16 bits.
+ *   0x0A00  leaving the ingress proxy, source identity packed.
+ *   0x0B00  leaving the egress proxy, source identity packed.
+ * Identity packing (28 bits): id[0:16] -> mark[16:32], id[16:24] -> mark[0:8],
+ * id[24:28] -> mark[12:16].
+ */
+#define MARK_MAGIC_MASK 0x0F00
+#define MARK_TO_PROXY 0x0200
+#define MARK_FROM_INGRESS_PROXY 0x0A00
+#define MARK_FROM_EGRESS_PROXY 0x0B00
+
+/* Endpoint config flags. */
+#define EP_F_INGRESS_ENFORCED (1 << 0)
+#define EP_F_EGRESS_ENFORCED (1 << 1)
+#define EP_F_INGRESS_ENTRIES (1 << 2)
+#define EP_F_EGRESS_ENTRIES (1 << 3)
+
+/* Event kinds. */
+#define EV_DROP 1
+#define EV_VERDICT 2
+#define EV_TO_PROXY 3
+
+/* Drop reasons. */
+#define DROP_POLICY_DENIED 1    /* no entry allows it, direction enforced */
+#define DROP_POLICY_DENY 2      /* an explicit deny entry matched */
+#define DROP_PROXY_UNAVAILABLE 3 /* redirect without a proxy listener */
+#define DROP_CT_INVALID 4       /* cannot hand a mid-stream flow to a proxy */
+#define DROP_MALFORMED 5        /* truncated or unparsable headers */
+#define DROP_NO_ENDPOINT 6      /* program attached to an unknown interface */
+#define DROP_UNSUPPORTED 7      /* e.g. IPv4 options with fragments we cannot track */
+
+/* Policy match types of a verdict. */
+#define MATCH_NONE 0
+#define MATCH_L3_ONLY 1 /* identity, any protocol */
+#define MATCH_L3_L4 2   /* identity and protocol/port */
+#define MATCH_L4_ONLY 3 /* any identity, protocol/port */
+#define MATCH_ALL 4     /* any identity, any protocol */
+
+/* Event flags. */
+#define EVF_REPLY (1 << 0)
+#define EVF_FROM_PROXY (1 << 1)
+
+/*
+ * ipcache: LPM trie over a 128-bit address. IPv4 addresses are stored
+ * IPv4-mapped (::ffff:a.b.c.d) with prefixlen 96 + IPv4 prefix length.
+ */
+struct ipcache_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct ipcache_val {
+	__u32 identity;
+	__u32 flags;
+};
+
+/*
+ * Policy: LPM trie keyed by endpoint, remote identity (big endian), direction,
+ * protocol, then destination port (big endian) as the prefix tail. Every field
+ * but the port is always matched fully: POLICY_PREFIX_STATIC bits.
+ */
+struct policy_key {
+	__u32 prefixlen;
+	__u32 endpoint;
+	__u32 identity; /* big endian */
+	__u8 direction;
+	__u8 proto;
+	__u16 dport; /* big endian */
+};
+
+#define POLICY_PREFIX_STATIC 80
+#define POLICY_PREFIX_FULL 96
+
+struct policy_val {
+	__u8 verdict;
+	__u8 l7;
+	__u16 proxy_port; /* host order; 0 = no proxy (fail closed) */
+	__u32 rule;       /* index into moat_rule_stats; 0 = none */
+};
+
+/* Per-endpoint config, keyed by the host-side veth's ifindex. */
+struct endpoint_config {
+	__u32 identity;
+	__u32 flags;
+	__u32 ingress_rev; /* bumped when the ingress entries change */
+	__u32 egress_rev;
+};
+
+/*
+ * Connection tracking, keyed by the flow's first packet as seen by the
+ * program that created it. Addresses are IPv4-mapped for IPv4. ICMP echo:
+ * the identifier is sport for requests, dport for replies.
+ */
+struct ct_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport; /* big endian */
+	__u16 dport; /* big endian */
+	__u8 proto;
+	__u8 direction;
+	__u16 pad;
+	__u32 endpoint;
+};
+
+#define CT_F_REPLY_SEEN (1 << 0)
+#define CT_F_CLOSING (1 << 1)
+#define CT_F_FROM_PROXY (1 << 2)
+
+struct ct_entry {
+	__u64 expires; /* seconds of bpf_ktime_get_ns */
+	__u32 rule;
+	__u32 remote_identity;
+	__u32 revision;
+	__u16 proxy_port;
+	__u8 verdict;
+	__u8 flags;
+	__u8 l7;
+	__u8 match;
+	__u16 pad;
+	__u32 pad2;
+};
+
+struct ep_stats_key {
+	__u32 endpoint;
+	__u32 direction;
+};
+
+struct ep_stats {
+	__u64 allowed_packets;
+	__u64 allowed_bytes;
+	__u64 dropped_packets;
+	__u64 dropped_bytes;
+	__u64 redirected_packets;
+	__u64 redirected_bytes;
+};
+
+struct rule_stats {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct event_limit {
+	__u64 last_ns;
+	__u64 tokens;
+};
+
+struct event_stats {
+	__u64 emitted;
+	__u64 rate_limited;
+	__u64 ringbuf_full;
+};
+
+struct event {
+	__u64 timestamp_ns;
+	__u32 endpoint;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 rule;
+	__u32 length;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport; /* host order */
+	__u16 dport; /* host order */
+	__u16 proxy_port;
+	__u8 kind;
+	__u8 reason;
+	__u8 direction;
+	__u8 proto;
+	__u8 family; /* 4 or 6 */
+	__u8 verdict;
+	__u8 match;
+	__u8 l7;
+	__u8 tcp_flags;
+	__u8 flags;
+	__u16 policy_port; /* destination port, or the ICMP type */
+	__u16 pad;
+};
+
+#endif /* MOAT_H */

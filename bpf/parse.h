@@ -1,0 +1,196 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* moat datapath: packet parsing into a flow tuple. */
+#ifndef MOAT_PARSE_H
+#define MOAT_PARSE_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "moat.h"
+
+#define PARSE_OK 0
+#define PARSE_PASS 1      /* not policied: non-IP, neighbour discovery */
+#define PARSE_MALFORMED 2
+
+#define ICMP_ECHOREPLY_ 0
+#define ICMP_ECHO_ 8
+#define ICMPV6_ECHO_REQUEST_ 128
+#define ICMPV6_ECHO_REPLY_ 129
+
+struct pkt {
+	struct ct_key key;   /* the packet's tuple; direction/endpoint set by the caller */
+	struct ct_key inner; /* ICMP errors: the tuple of the quoted packet */
+	__u32 len;
+	__u16 policy_port; /* host order: destination port, or the ICMP type */
+	__u8 family;       /* 4 or 6 */
+	__u8 tcp_flags;
+	__u8 icmp_error;
+	__u8 pad[3];
+};
+
+static __always_inline void set_v4(__u8 *dst, __be32 addr)
+{
+	__builtin_memset(dst, 0, 10);
+	dst[10] = 0xff;
+	dst[11] = 0xff;
+	__builtin_memcpy(dst + 12, &addr, 4);
+}
+
+static __always_inline int is_icmp_error(__u8 family, __u8 type)
+{
+	if (family == 4)
+		return type == 3 || type == 4 || type == 5 || type == 11 || type == 12;
+	return type >= 1 && type <= 4;
+}
+
+/*
+ * parse_ports fills the ports of key for the L4 header at off. For ICMP echo
+ * the identifier is the source "port" of requests and the destination "port"
+ * of replies, so that a reply's reversed tuple equals its request's tuple.
+ * Returns the ICMP type (or -1 when not ICMP) through *icmp_type.
+ */
+static __always_inline int parse_ports(struct __sk_buff *skb, __u32 off, __u8 family, struct ct_key *key,
+				       __u16 *policy_port, __u8 *tcp_flags, int *icmp_type)
+{
+	__u8 l4[14];
+
+	*icmp_type = -1;
+	switch (key->proto) {
+	case IPPROTO_TCP:
+		if (bpf_skb_load_bytes(skb, off, l4, 14) < 0)
+			return PARSE_MALFORMED;
+		__builtin_memcpy(&key->sport, &l4[0], 2);
+		__builtin_memcpy(&key->dport, &l4[2], 2);
+		*policy_port = bpf_ntohs(key->dport);
+		*tcp_flags = l4[13];
+		return PARSE_OK;
+	case IPPROTO_UDP:
+		if (bpf_skb_load_bytes(skb, off, l4, 4) < 0)
+			return PARSE_MALFORMED;
+		__builtin_memcpy(&key->sport, &l4[0], 2);
+		__builtin_memcpy(&key->dport, &l4[2], 2);
+		*policy_port = bpf_ntohs(key->dport);
+		return PARSE_OK;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
+		if (bpf_skb_load_bytes(skb, off, l4, 8) < 0)
+			return PARSE_MALFORMED;
+		*icmp_type = l4[0];
+		*policy_port = l4[0];
+		key->sport = 0;
+		key->dport = 0;
+		if (l4[0] == (family == 4 ? ICMP_ECHO_ : ICMPV6_ECHO_REQUEST_))
+			__builtin_memcpy(&key->sport, &l4[4], 2);
+		else if (l4[0] == (family == 4 ? ICMP_ECHOREPLY_ : ICMPV6_ECHO_REPLY_))
+			__builtin_memcpy(&key->dport, &l4[4], 2);
+		return PARSE_OK;
+	}
+	*policy_port = 0;
+	return PARSE_OK;
+}
+
+/* parse_l3 parses an IP header at off into key; returns the L4 offset or <0. */
+static __always_inline int parse_l3(struct __sk_buff *skb, __u32 off, __u8 family, struct ct_key *key, int *fragment)
+{
+	*fragment = 0;
+	if (family == 4) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0)
+			return -1;
+		if (ip.ihl < 5)
+			return -1;
+		set_v4(key->saddr, ip.saddr);
+		set_v4(key->daddr, ip.daddr);
+		key->proto = ip.protocol;
+		if (ip.frag_off & bpf_htons(0x1fff))
+			*fragment = 1;
+		return off + ip.ihl * 4;
+	}
+	struct ipv6hdr ip6;
+
+	if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0)
+		return -1;
+	__builtin_memcpy(key->saddr, &ip6.saddr, 16);
+	__builtin_memcpy(key->daddr, &ip6.daddr, 16);
+	key->proto = ip6.nexthdr;
+	off += sizeof(ip6);
+	/* Skip hop-by-hop, routing and destination options headers. */
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		__u8 ext[2];
+
+		if (key->proto == 44) { /* fragment header */
+			*fragment = 1;
+			return off;
+		}
+		if (key->proto != 0 && key->proto != 43 && key->proto != 60)
+			break;
+		if (bpf_skb_load_bytes(skb, off, ext, 2) < 0)
+			return -1;
+		key->proto = ext[0];
+		off += (ext[1] + 1) * 8;
+	}
+	return off;
+}
+
+static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
+{
+	__u16 proto = skb->protocol;
+	int l4, fragment, icmp_type;
+
+	p->len = skb->len;
+	if (proto == bpf_htons(ETH_P_IP))
+		p->family = 4;
+	else if (proto == bpf_htons(ETH_P_IPV6))
+		p->family = 6;
+	else
+		return PARSE_PASS;
+
+	l4 = parse_l3(skb, ETH_HLEN, p->family, &p->key, &fragment);
+	if (l4 < 0)
+		return PARSE_MALFORMED;
+	if (fragment) {
+		/* Non-first fragments carry no ports: policied as port 0. */
+		p->policy_port = 0;
+		return PARSE_OK;
+	}
+	if (parse_ports(skb, l4, p->family, &p->key, &p->policy_port, &p->tcp_flags, &icmp_type) != PARSE_OK)
+		return PARSE_MALFORMED;
+	if (icmp_type < 0)
+		return PARSE_OK;
+	if (p->family == 6 && ((icmp_type >= 133 && icmp_type <= 137) || (icmp_type >= 130 && icmp_type <= 132) ||
+			       icmp_type == 143))
+		return PARSE_PASS; /* neighbour discovery and MLD */
+	if (!is_icmp_error(p->family, icmp_type))
+		return PARSE_OK;
+
+	/* ICMP error: parse the quoted packet (IP header + 8 bytes of L4). */
+	int inner_l4, inner_frag, inner_type;
+	__u16 inner_port;
+	__u8 inner_flags;
+
+	inner_l4 = parse_l3(skb, l4 + 8, p->family, &p->inner, &inner_frag);
+	if (inner_l4 < 0)
+		return PARSE_OK; /* treated as a plain ICMP packet */
+	if (p->inner.proto == IPPROTO_TCP || p->inner.proto == IPPROTO_UDP) {
+		__u16 ports[2];
+
+		if (bpf_skb_load_bytes(skb, inner_l4, ports, 4) < 0)
+			return PARSE_OK;
+		p->inner.sport = ports[0];
+		p->inner.dport = ports[1];
+	} else if (parse_ports(skb, inner_l4, p->family, &p->inner, &inner_port, &inner_flags, &inner_type) !=
+		   PARSE_OK) {
+		return PARSE_OK;
+	}
+	p->icmp_error = 1;
+	return PARSE_OK;
+}
+
+#endif /* MOAT_PARSE_H */

@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* moat datapath: ipcache and policy lookups. */
+#ifndef MOAT_POLICY_H
+#define MOAT_POLICY_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "moat.h"
+#include "maps.h"
+
+/* ipcache_identity resolves an address (IPv4-mapped for IPv4); world by default. */
+static __always_inline __u32 ipcache_identity(const __u8 *addr)
+{
+	struct ipcache_key k = {.prefixlen = 128};
+	struct ipcache_val *v;
+
+	__builtin_memcpy(k.addr, addr, 16);
+	v = bpf_map_lookup_elem(&moat_ipcache, &k);
+	if (!v)
+		return ID_WORLD;
+	return v->identity;
+}
+
+struct policy_res {
+	__u32 rule;
+	__u16 proxy_port;
+	__u8 verdict;
+	__u8 l7;
+	__u8 match;
+};
+
+static __always_inline void policy_try(struct policy_key *k, __u8 match, struct policy_res *res)
+{
+	struct policy_val *v = bpf_map_lookup_elem(&moat_policy, k);
+
+	if (!v || v->verdict <= res->verdict)
+		return;
+	res->verdict = v->verdict;
+	res->l7 = v->l7;
+	res->proxy_port = v->proxy_port;
+	res->rule = v->rule;
+	res->match = match;
+}
+
+/*
+ * policy_eval looks up the (at most) four entries that can cover a packet,
+ * (identity|any) x (proto|any), and keeps the highest verdict; ties go to
+ * the more specific entry.
+ */
+static __always_inline void policy_eval(__u32 ep, __u8 dir, __u32 remote, __u8 proto, __u16 port,
+					struct policy_res *res)
+{
+	struct policy_key k = {
+		.prefixlen = POLICY_PREFIX_FULL,
+		.endpoint = ep,
+		.identity = bpf_htonl(remote),
+		.direction = dir,
+		.proto = proto,
+		.dport = bpf_htons(port),
+	};
+
+	policy_try(&k, MATCH_L3_L4, res);
+	k.proto = 0;
+	policy_try(&k, MATCH_L3_ONLY, res);
+	k.identity = 0;
+	k.proto = proto;
+	policy_try(&k, MATCH_L4_ONLY, res);
+	k.proto = 0;
+	policy_try(&k, MATCH_ALL, res);
+}
+
+#endif /* MOAT_POLICY_H */

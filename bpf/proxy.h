@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* moat datapath: handing a packet to a transparent proxy socket. */
+#ifndef MOAT_PROXY_H
+#define MOAT_PROXY_H
+
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "moat.h"
+#include "parse.h"
+
+#define BPF_TCP_TIME_WAIT_ 6
+#define BPF_TCP_LISTEN_ 10
+
+static __always_inline __u32 sock_tuple(const struct pkt *p, struct bpf_sock_tuple *t)
+{
+	if (p->family == 4) {
+		__builtin_memcpy(&t->ipv4.saddr, p->key.saddr + 12, 4);
+		__builtin_memcpy(&t->ipv4.daddr, p->key.daddr + 12, 4);
+		t->ipv4.sport = p->key.sport;
+		t->ipv4.dport = p->key.dport;
+		return sizeof(t->ipv4);
+	}
+	__builtin_memcpy(t->ipv6.saddr, p->key.saddr, 16);
+	__builtin_memcpy(t->ipv6.daddr, p->key.daddr, 16);
+	t->ipv6.sport = p->key.sport;
+	t->ipv6.dport = p->key.dport;
+	return sizeof(t->ipv6);
+}
+
+static __always_inline void tuple_listener(const struct pkt *p, struct bpf_sock_tuple *t, __u16 port)
+{
+	if (p->family == 4) {
+		t->ipv4.daddr = 0;
+		t->ipv4.dport = bpf_htons(port);
+	} else {
+		__builtin_memset(t->ipv6.daddr, 0, 16);
+		t->ipv6.dport = bpf_htons(port);
+	}
+}
+
+/*
+ * to_proxy assigns the packet to the proxy's socket: for TCP the established
+ * socket of the flow first (skipping TIME_WAIT and listeners), then the
+ * listener on the wildcard address and the proxy port. Only valid at tc
+ * ingress. Returns 0 on success.
+ */
+static __always_inline int to_proxy(struct __sk_buff *skb, const struct pkt *p, __u16 port)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	__u32 len;
+	long err;
+
+	if (port == 0)
+		return -1;
+	len = sock_tuple(p, &t);
+	if (p->key.proto == IPPROTO_TCP) {
+		sk = bpf_skc_lookup_tcp(skb, &t, len, BPF_F_CURRENT_NETNS, 0);
+		if (sk) {
+			if (sk->state != BPF_TCP_LISTEN_ && sk->state != BPF_TCP_TIME_WAIT_)
+				goto assign;
+			bpf_sk_release(sk);
+		}
+		tuple_listener(p, &t, port);
+		sk = bpf_skc_lookup_tcp(skb, &t, len, BPF_F_CURRENT_NETNS, 0);
+		if (!sk)
+			return -1;
+		if (sk->state != BPF_TCP_LISTEN_) {
+			bpf_sk_release(sk);
+			return -1;
+		}
+	} else if (p->key.proto == IPPROTO_UDP) {
+		tuple_listener(p, &t, port);
+		sk = bpf_sk_lookup_udp(skb, &t, len, BPF_F_CURRENT_NETNS, 0);
+		if (!sk)
+			return -1;
+	} else {
+		return -1;
+	}
+assign:
+	err = bpf_sk_assign(skb, sk, 0);
+	bpf_sk_release(sk);
+	if (err)
+		return -1;
+	skb->mark = MARK_TO_PROXY | ((__u32)port << 16);
+	return 0;
+}
+
+/* mark_identity unpacks the source identity of proxy-originated traffic. */
+static __always_inline __u32 mark_identity(__u32 mark)
+{
+	return (mark >> 16) | ((mark & 0xff) << 16) | (((mark >> 12) & 0xf) << 24);
+}
+
+#endif /* MOAT_PROXY_H */

@@ -1,0 +1,236 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// hook is a tc attach point of a host-side veth.
+type hook uint8
+
+const (
+	hookIngress hook = iota // tc ingress: from_endpoint (the endpoint's egress policy)
+	hookEgress              // tc egress: to_endpoint (the endpoint's ingress policy)
+)
+
+func (h hook) String() string {
+	if h == hookEgress {
+		return "egress"
+	}
+	return "ingress"
+}
+
+type linkKey struct {
+	ifindex int
+	hook    hook
+}
+
+func (k linkKey) pinName() string { return fmt.Sprintf("%d-tc-%s", k.ifindex, k.hook) }
+
+// tcFilterName names moat's legacy tc filters, so Cleanup can find them.
+func (k linkKey) tcFilterName() string {
+	if k.hook == hookEgress {
+		return "moat-to-endpoint"
+	}
+	return "moat-from-endpoint"
+}
+
+func parsePinName(name string) (linkKey, bool) {
+	idx, rest, ok := strings.Cut(name, "-tc-")
+	if !ok {
+		return linkKey{}, false
+	}
+	n, err := strconv.Atoi(idx)
+	if err != nil || n <= 0 {
+		return linkKey{}, false
+	}
+	switch rest {
+	case "ingress":
+		return linkKey{n, hookIngress}, true
+	case "egress":
+		return linkKey{n, hookEgress}, true
+	}
+	return linkKey{}, false
+}
+
+func (d *Datapath) program(h hook) *ebpf.Program {
+	if h == hookEgress {
+		return d.objs.ToEndpoint
+	}
+	return d.objs.FromEndpoint
+}
+
+func (d *Datapath) linksDir() string { return filepath.Join(d.cfg.PinRoot, "links") }
+
+// adoptLinks loads the links a previous instance pinned and points them at
+// the programs just loaded. Links whose interface is gone are removed.
+func (d *Datapath) adoptLinks() error {
+	entries, err := os.ReadDir(d.linksDir())
+	if err != nil {
+		return fmt.Errorf("read pinned links: %w", err)
+	}
+	for _, e := range entries {
+		k, ok := parsePinName(e.Name())
+		if !ok {
+			continue
+		}
+		path := filepath.Join(d.linksDir(), e.Name())
+		l, err := link.LoadPinnedLink(path, nil)
+		if err != nil {
+			d.log.Warn("dropping unloadable pinned link", "path", path, "err", err)
+			_ = os.Remove(path)
+			continue
+		}
+		if err := l.Update(d.program(k.hook)); err != nil {
+			d.log.Warn("dropping stale pinned link", "path", path, "err", err)
+			_ = l.Unpin()
+			_ = l.Close()
+			continue
+		}
+		d.links[k] = l
+	}
+	return nil
+}
+
+// Attach attaches the programs to the host-side veth with index ifindex:
+// from_endpoint at tc ingress, to_endpoint at tc egress. Attaching again
+// swaps the programs in place. Call Sync with the endpoint first: an
+// interface without endpoint config drops every IP packet (fail closed).
+func (d *Datapath) Attach(ifindex int) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, h := range []hook{hookIngress, hookEgress} {
+		if err := d.attachHook(linkKey{ifindex, h}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *Datapath) attachHook(k linkKey) error {
+	prog := d.program(k.hook)
+	if l, ok := d.links[k]; ok {
+		if err := l.Update(prog); err != nil {
+			return fmt.Errorf("update tcx link on ifindex %d %s: %w", k.ifindex, k.hook, err)
+		}
+		return nil
+	}
+	if d.cfg.Attach != AttachTC {
+		err := d.attachTCX(k, prog)
+		if err == nil || d.cfg.Attach == AttachTCX || !errors.Is(err, ebpf.ErrNotSupported) {
+			return err
+		}
+		d.log.Info("tcx unavailable, falling back to legacy tc", "ifindex", k.ifindex, "err", err)
+	}
+	return d.attachTC(k, prog)
+}
+
+func (d *Datapath) attachTCX(k linkKey, prog *ebpf.Program) error {
+	at := ebpf.AttachTCXIngress
+	if k.hook == hookEgress {
+		at = ebpf.AttachTCXEgress
+	}
+	l, err := link.AttachTCX(link.TCXOptions{Interface: k.ifindex, Program: prog, Attach: at})
+	if err != nil {
+		return fmt.Errorf("attach tcx %s on ifindex %d: %w", k.hook, k.ifindex, err)
+	}
+	if err := l.Pin(filepath.Join(d.linksDir(), k.pinName())); err != nil {
+		l.Close()
+		return fmt.Errorf("pin tcx link on ifindex %d %s: %w", k.ifindex, k.hook, err)
+	}
+	d.links[k] = l
+	return nil
+}
+
+func (d *Datapath) attachTC(k linkKey, prog *ebpf.Program) error {
+	qdisc := &netlink.GenericQdisc{
+		QdiscAttrs: netlink.QdiscAttrs{
+			LinkIndex: k.ifindex,
+			Handle:    netlink.MakeHandle(0xffff, 0),
+			Parent:    netlink.HANDLE_CLSACT,
+		},
+		QdiscType: "clsact",
+	}
+	if err := netlink.QdiscReplace(qdisc); err != nil {
+		return fmt.Errorf("add clsact qdisc on ifindex %d: %w", k.ifindex, err)
+	}
+	if err := netlink.FilterReplace(tcFilter(k, prog.FD())); err != nil {
+		return fmt.Errorf("attach tc %s filter on ifindex %d: %w", k.hook, k.ifindex, err)
+	}
+	d.tcFilter[k] = true
+	return nil
+}
+
+func tcFilter(k linkKey, fd int) *netlink.BpfFilter {
+	parent := uint32(netlink.HANDLE_MIN_INGRESS)
+	if k.hook == hookEgress {
+		parent = netlink.HANDLE_MIN_EGRESS
+	}
+	return &netlink.BpfFilter{
+		FilterAttrs: netlink.FilterAttrs{
+			LinkIndex: k.ifindex,
+			Parent:    parent,
+			Handle:    1,
+			Protocol:  unix.ETH_P_ALL,
+			Priority:  1,
+		},
+		Fd:           fd,
+		Name:         k.tcFilterName(),
+		DirectAction: true,
+	}
+}
+
+// Detach removes the programs from the interface. A missing interface is
+// not an error.
+func (d *Datapath) Detach(ifindex int) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var errs []error
+	for _, h := range []hook{hookIngress, hookEgress} {
+		k := linkKey{ifindex, h}
+		if l, ok := d.links[k]; ok {
+			if err := l.Unpin(); err != nil {
+				errs = append(errs, fmt.Errorf("unpin tcx link on ifindex %d %s: %w", ifindex, h, err))
+			}
+			errs = append(errs, l.Close())
+			delete(d.links, k)
+		}
+		if d.tcFilter[k] {
+			if err := netlink.FilterDel(tcFilter(k, -1)); err != nil && !errors.Is(err, unix.ENODEV) && !errors.Is(err, unix.ENOENT) {
+				errs = append(errs, fmt.Errorf("delete tc %s filter on ifindex %d: %w", h, ifindex, err))
+			}
+			delete(d.tcFilter, k)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Attached returns the interfaces that have the programs attached.
+func (d *Datapath) Attached() []int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	seen := map[int]bool{}
+	var out []int
+	for k := range d.links {
+		if !seen[k.ifindex] {
+			seen[k.ifindex] = true
+			out = append(out, k.ifindex)
+		}
+	}
+	for k := range d.tcFilter {
+		if !seen[k.ifindex] {
+			seen[k.ifindex] = true
+			out = append(out, k.ifindex)
+		}
+	}
+	return out
+}

@@ -1,0 +1,78 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+)
+
+// Cleanup detaches the programs from every interface and removes the pins,
+// then closes the Datapath. Enforcement stops.
+func (d *Datapath) Cleanup() error {
+	cfg := d.cfg
+	err := d.Close()
+	return errors.Join(err, Cleanup(cfg))
+}
+
+// Cleanup removes everything a Datapath with cfg left behind, without
+// loading programs: pinned TCX links (which detaches them), moat's legacy tc
+// filters on every interface of the current netns, and the pinned maps.
+func Cleanup(cfg Config) error {
+	cfg = cfg.WithDefaults()
+	var errs []error
+	linksDir := filepath.Join(cfg.PinRoot, "links")
+	entries, err := os.ReadDir(linksDir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("read pinned links: %w", err))
+	}
+	for _, e := range entries {
+		path := filepath.Join(linksDir, e.Name())
+		l, err := link.LoadPinnedLink(path, nil)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("load pinned link %s: %w", path, err))
+			continue
+		}
+		if err := l.Unpin(); err != nil {
+			errs = append(errs, fmt.Errorf("unpin link %s: %w", path, err))
+		}
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close link %s: %w", path, err))
+		}
+	}
+	errs = append(errs, removeTCFilters())
+	if err := os.RemoveAll(cfg.PinRoot); err != nil {
+		errs = append(errs, fmt.Errorf("remove pins under %s: %w", cfg.PinRoot, err))
+	}
+	return errors.Join(errs...)
+}
+
+func removeTCFilters() error {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return fmt.Errorf("list links: %w", err)
+	}
+	var errs []error
+	for _, l := range links {
+		for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
+			filters, err := netlink.FilterList(l, parent)
+			if err != nil {
+				continue // no clsact qdisc
+			}
+			for _, f := range filters {
+				bf, ok := f.(*netlink.BpfFilter)
+				if !ok || !strings.HasPrefix(bf.Name, "moat-") {
+					continue
+				}
+				if err := netlink.FilterDel(bf); err != nil {
+					errs = append(errs, fmt.Errorf("delete tc filter %s on %s: %w", bf.Name, l.Attrs().Name, err))
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

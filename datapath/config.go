@@ -1,0 +1,104 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+)
+
+// AttachMode selects how programs are attached to interfaces.
+type AttachMode string
+
+// Attach modes.
+const (
+	AttachAuto AttachMode = ""    // TCX, or legacy tc when TCX is unavailable
+	AttachTCX  AttachMode = "tcx" // TCX links only
+	AttachTC   AttachMode = "tc"  // legacy tc clsact + bpf filters only
+)
+
+// DefaultPinRoot is where maps and links are pinned by default.
+const DefaultPinRoot = "/sys/fs/bpf/moat"
+
+// Config configures a Datapath.
+type Config struct {
+	// PinRoot is the bpffs directory that holds the pinned maps and links.
+	// bpffs is mounted on its parent when it is not mounted yet.
+	PinRoot string
+	// Attach selects TCX, legacy tc, or automatic choice.
+	Attach AttachMode
+	// EventsPerSecond limits the events each CPU may emit per second
+	// (token bucket, EventsBurst deep); 0 means unlimited.
+	EventsPerSecond uint32
+	EventsBurst     uint32
+	// VerdictEvents emits an event for every new flow's verdict, not only
+	// for drops and proxy redirects.
+	VerdictEvents bool
+	// CT lifetimes.
+	CTLifetimeTCP     time.Duration // established TCP
+	CTLifetimeSYN     time.Duration // TCP before the first reply
+	CTLifetimeClosing time.Duration // TCP after FIN/RST
+	CTLifetimeOther   time.Duration // UDP, ICMP, others
+	// Logger receives operational messages; nil means slog.Default().
+	Logger *slog.Logger
+	// Now is the clock used to stamp events; nil means time.Now.
+	Now func() time.Time
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{}.WithDefaults()
+}
+
+// WithDefaults fills unset fields with defaults.
+func (c Config) WithDefaults() Config {
+	if c.PinRoot == "" {
+		c.PinRoot = DefaultPinRoot
+	}
+	if c.EventsPerSecond == 0 && c.EventsBurst == 0 {
+		c.EventsPerSecond = 1000
+		c.EventsBurst = 200
+	}
+	if c.CTLifetimeTCP == 0 {
+		c.CTLifetimeTCP = 6 * time.Hour
+	}
+	if c.CTLifetimeSYN == 0 {
+		c.CTLifetimeSYN = time.Minute
+	}
+	if c.CTLifetimeClosing == 0 {
+		c.CTLifetimeClosing = 10 * time.Second
+	}
+	if c.CTLifetimeOther == 0 {
+		c.CTLifetimeOther = time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Validate reports configuration errors.
+func (c Config) Validate() error {
+	var errs []error
+	if !filepath.IsAbs(c.PinRoot) || filepath.Clean(c.PinRoot) == "/" {
+		errs = append(errs, fmt.Errorf("pinRoot %q: must be an absolute path below a bpffs mount", c.PinRoot))
+	}
+	switch c.Attach {
+	case AttachAuto, AttachTCX, AttachTC:
+	default:
+		errs = append(errs, fmt.Errorf("attach %q: must be one of \"\", tcx, tc", c.Attach))
+	}
+	for name, d := range map[string]time.Duration{
+		"ctLifetimeTCP": c.CTLifetimeTCP, "ctLifetimeSYN": c.CTLifetimeSYN,
+		"ctLifetimeClosing": c.CTLifetimeClosing, "ctLifetimeOther": c.CTLifetimeOther,
+	} {
+		if d < time.Second || d > 1<<31*time.Second {
+			errs = append(errs, fmt.Errorf("%s %v: must be between 1s and 2^31s", name, d))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,158 @@
+package datapath
+
+import (
+	"fmt"
+	"math/bits"
+	"net/netip"
+
+	"github.com/moatnet/moat/policy"
+)
+
+// Constants shared with bpf/moat.h.
+const (
+	policyPrefixStatic = 80 // bits of endpoint, identity, direction, proto
+	ipcacheV4Offset    = 96 // IPv4 addresses are stored IPv4-mapped
+
+	epFlagIngressEnforced = 1 << 0
+	epFlagEgressEnforced  = 1 << 1
+	epFlagIngressEntries  = 1 << 2
+	epFlagEgressEntries   = 1 << 3
+)
+
+// PortPrefix is a prefix-aligned block of ports: the ports whose first Bits
+// bits equal Port's. Bits 0 covers every port.
+type PortPrefix struct {
+	Port uint16
+	Bits uint8
+}
+
+// Contains reports whether port lies in the block.
+func (p PortPrefix) Contains(port uint16) bool {
+	if p.Bits == 0 {
+		return true
+	}
+	mask := uint16(0xffff) << (16 - p.Bits)
+	return port&mask == p.Port&mask
+}
+
+// String renders "80/16".
+func (p PortPrefix) String() string { return fmt.Sprintf("%d/%d", p.Port, p.Bits) }
+
+// PortPrefixes splits an inclusive port range into the fewest prefix-aligned
+// blocks that cover exactly the range. An All() range is one block of 0 bits.
+func PortPrefixes(r policy.PortRange) []PortPrefix {
+	if r.All() {
+		return []PortPrefix{{}}
+	}
+	lo, hi := uint32(r.From), uint32(r.To)
+	if hi < lo {
+		return nil
+	}
+	var out []PortPrefix
+	for lo <= hi {
+		// The largest block aligned at lo...
+		size := uint32(1) << 16
+		if lo != 0 {
+			size = lo & -lo
+		}
+		// ...that does not run past hi.
+		for lo+size-1 > hi {
+			size >>= 1
+		}
+		out = append(out, PortPrefix{Port: uint16(lo), Bits: uint8(16 - bits.TrailingZeros32(size))})
+		lo += size
+	}
+	return out
+}
+
+// PolicyKey is a policy map key: an entry of one endpoint (ifindex) and
+// direction for a remote identity (IDAny: every identity), protocol
+// (ProtoAny: every protocol and port) and a block of destination ports.
+type PolicyKey struct {
+	Endpoint  uint32
+	Direction policy.Direction
+	Identity  policy.ID
+	Proto     policy.Protocol
+	Ports     PortPrefix
+}
+
+// String renders the key for goldens and logs.
+func (k PolicyKey) String() string {
+	return fmt.Sprintf("ep=%d %s id=%s proto=%s port=%s", k.Endpoint, k.Direction, idString(k.Identity), k.Proto, k.Ports)
+}
+
+func (k PolicyKey) bpf() moatPolicyKey {
+	port := k.Ports.Port
+	if k.Ports.Bits < 16 {
+		port &^= uint16(0xffff) >> k.Ports.Bits
+	}
+	return moatPolicyKey{
+		Prefixlen: policyPrefixStatic + uint32(k.Ports.Bits),
+		Endpoint:  k.Endpoint,
+		Identity:  bits.ReverseBytes32(uint32(k.Identity)),
+		Direction: uint8(k.Direction),
+		Proto:     uint8(k.Proto),
+		Dport:     bits.ReverseBytes16(port),
+	}
+}
+
+func policyKeyFromBPF(b moatPolicyKey) (PolicyKey, error) {
+	if b.Prefixlen < policyPrefixStatic || b.Prefixlen > policyPrefixStatic+16 {
+		return PolicyKey{}, fmt.Errorf("decode policy key: prefix length %d out of range", b.Prefixlen)
+	}
+	return PolicyKey{
+		Endpoint:  b.Endpoint,
+		Direction: policy.Direction(b.Direction),
+		Identity:  policy.ID(bits.ReverseBytes32(b.Identity)),
+		Proto:     policy.Protocol(b.Proto),
+		Ports:     PortPrefix{Port: bits.ReverseBytes16(b.Dport), Bits: uint8(b.Prefixlen - policyPrefixStatic)},
+	}, nil
+}
+
+// PolicyValue is a policy map value.
+type PolicyValue struct {
+	Verdict   policy.Verdict
+	L7        policy.L7Kind
+	ProxyPort uint16 // 0 with VerdictRedirect: no proxy, fail closed
+	Rule      uint32 // per-rule counter index, 0 for none
+}
+
+func (v PolicyValue) bpf() moatPolicyVal {
+	return moatPolicyVal{Verdict: uint8(v.Verdict), L7: uint8(v.L7), ProxyPort: v.ProxyPort, Rule: v.Rule}
+}
+
+func policyValueFromBPF(b moatPolicyVal) PolicyValue {
+	return PolicyValue{Verdict: policy.Verdict(b.Verdict), L7: policy.L7Kind(b.L7), ProxyPort: b.ProxyPort, Rule: b.Rule}
+}
+
+func ipcacheKey(p netip.Prefix) moatIpcacheKey {
+	p = p.Masked()
+	bitsLen := p.Bits()
+	if p.Addr().Is4() {
+		bitsLen += ipcacheV4Offset
+	}
+	return moatIpcacheKey{Prefixlen: uint32(bitsLen), Addr: p.Addr().As16()}
+}
+
+func ipcachePrefixFromBPF(k moatIpcacheKey) (netip.Prefix, error) {
+	a := netip.AddrFrom16(k.Addr)
+	n := int(k.Prefixlen)
+	if a.Is4In6() && n >= ipcacheV4Offset {
+		a, n = a.Unmap(), n-ipcacheV4Offset
+	}
+	p, err := a.Prefix(n)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("decode ipcache key: %w", err)
+	}
+	return p, nil
+}
+
+// addrFrom16 turns a datapath address (IPv4-mapped for IPv4) back into an
+// address of the packet's family.
+func addrFrom16(b [16]byte, family uint8) netip.Addr {
+	a := netip.AddrFrom16(b)
+	if family == 4 {
+		return a.Unmap()
+	}
+	return a
+}

@@ -1,0 +1,164 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// Datapath is the loaded programs and pinned maps. Methods are safe for
+// concurrent use.
+type Datapath struct {
+	cfg  Config
+	log  *slog.Logger
+	objs moatObjects
+
+	mu       sync.Mutex
+	links    map[linkKey]link.Link // TCX links, pinned
+	tcFilter map[linkKey]bool      // legacy tc filters we installed
+	state    syncState
+	closed   bool
+}
+
+// Open loads the programs, reusing maps pinned under cfg.PinRoot (creating
+// and pinning them on first start), and swaps the programs of every pinned
+// link to the freshly loaded ones, so enforcement continues across restarts.
+func Open(cfg Config) (*Datapath, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("validate datapath config: %w", err)
+	}
+	if err := ensurePinRoot(cfg.PinRoot); err != nil {
+		return nil, err
+	}
+	spec, err := loadMoat()
+	if err != nil {
+		return nil, fmt.Errorf("load embedded bpf spec: %w", err)
+	}
+	if err := setVariables(spec, cfg); err != nil {
+		return nil, err
+	}
+	d := &Datapath{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		links:    map[linkKey]link.Link{},
+		tcFilter: map[linkKey]bool{},
+	}
+	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinRoot}}
+	if err := spec.LoadAndAssign(&d.objs, opts); err != nil {
+		return nil, explainLoadError(err)
+	}
+	if err := d.state.load(&d.objs); err != nil {
+		d.objs.Close()
+		return nil, err
+	}
+	if err := d.adoptLinks(); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// Close releases file descriptors. Pinned maps and links stay: the programs
+// keep enforcing until the next Open swaps them or Cleanup removes them.
+func (d *Datapath) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	var errs []error
+	for _, l := range d.links {
+		errs = append(errs, l.Close())
+	}
+	errs = append(errs, d.objs.Close())
+	return errors.Join(errs...)
+}
+
+// Config returns the configuration in effect (with defaults).
+func (d *Datapath) Config() Config { return d.cfg }
+
+func setVariables(spec *ebpf.CollectionSpec, cfg Config) error {
+	mask := uint32(1<<evDrop | 1<<evToProxy)
+	if cfg.VerdictEvents {
+		mask |= 1 << evVerdict
+	}
+	vars := map[string]uint32{
+		"events_rate":         cfg.EventsPerSecond,
+		"events_burst":        cfg.EventsBurst,
+		"events_mask":         mask,
+		"ct_lifetime_tcp":     uint32(cfg.CTLifetimeTCP.Seconds()),
+		"ct_lifetime_syn":     uint32(cfg.CTLifetimeSYN.Seconds()),
+		"ct_lifetime_closing": uint32(cfg.CTLifetimeClosing.Seconds()),
+		"ct_lifetime_other":   uint32(cfg.CTLifetimeOther.Seconds()),
+	}
+	for name, v := range vars {
+		vs, ok := spec.Variables[name]
+		if !ok {
+			return fmt.Errorf("set bpf variable %s: not in the object", name)
+		}
+		if err := vs.Set(v); err != nil {
+			return fmt.Errorf("set bpf variable %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// ensurePinRoot mounts bpffs on the pin root's parent when needed and
+// creates the pin root and its links directory.
+func ensurePinRoot(root string) error {
+	parent := filepath.Dir(root)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return fmt.Errorf("create bpffs mount point %s: %w", parent, err)
+	}
+	onBPF, err := isBPFFS(parent)
+	if err != nil {
+		return err
+	}
+	if !onBPF {
+		if err := unix.Mount("bpf", parent, "bpf", 0, "mode=0700"); err != nil {
+			return fmt.Errorf("mount bpffs on %s (needs CAP_SYS_ADMIN in the host mount namespace): %w", parent, err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(root, "links"), 0o700); err != nil {
+		return fmt.Errorf("create pin directory %s: %w", root, err)
+	}
+	return nil
+}
+
+func isBPFFS(dir string) (bool, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return false, fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	return uint32(st.Type) == unix.BPF_FS_MAGIC, nil
+}
+
+// explainLoadError turns a load failure into an error that says what the
+// kernel refused: the verifier log's tail, or the incompatible pinned map.
+func explainLoadError(err error) error {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		log := ve.Log
+		if len(log) > 30 {
+			log = log[len(log)-30:]
+		}
+		return fmt.Errorf("load bpf programs: kernel verifier refused (%v); log tail:\n%s", ve.Cause, strings.Join(log, "\n"))
+	}
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		return fmt.Errorf("load bpf programs: a pinned map has another layout than this build (run `moat-agent cleanup` to start afresh): %w", err)
+	}
+	if errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("load bpf programs: permission denied (needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON or root): %w", err)
+	}
+	return fmt.Errorf("load bpf programs: %w", err)
+}

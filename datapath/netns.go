@@ -1,0 +1,146 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// netnsCreate makes a named network namespace at path the way `ip netns add`
+// does: a fresh netns bind-mounted onto a file under a shared-propagation
+// directory. The caller's thread never changes namespace: the work happens on
+// a dedicated, locked OS thread that Go terminates when it is done.
+func netnsCreate(path string) error {
+	if err := netnsPrepareDir(filepath.Dir(path)); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
+	if err != nil {
+		return fmt.Errorf("create netns file %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close netns file %s: %w", path, err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		// Never unlocked on purpose: the thread ends up in the new netns, and
+		// a goroutine that exits while locked takes its thread with it.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("unshare netns: %w", err)
+			return
+		}
+		src := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
+		if err := unix.Mount(src, path, "none", unix.MS_BIND, ""); err != nil {
+			errc <- fmt.Errorf("bind mount netns onto %s: %w", path, err)
+			return
+		}
+		errc <- nil
+	}()
+	if err := <-errc; err != nil {
+		_ = os.Remove(path)
+		return err
+	}
+	return nil
+}
+
+// netnsPrepareDir creates dir and makes it a shared mount point, like
+// iproute2, so that unmounting a netns there propagates to mount namespaces
+// created later (otherwise a copy of the bind mount keeps the netns alive).
+func netnsPrepareDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create netns dir %s: %w", dir, err)
+	}
+	err := unix.Mount("", dir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	if errors.Is(err, unix.EINVAL) {
+		// Not a mount point yet: bind it onto itself, then share it.
+		if err := unix.Mount(dir, dir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind mount netns dir %s: %w", dir, err)
+		}
+		err = unix.Mount("", dir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	}
+	if err != nil {
+		return fmt.Errorf("make netns dir %s shared: %w", dir, err)
+	}
+	return nil
+}
+
+// netnsIsMounted reports whether path is a live netns bind mount (as opposed
+// to a stale file left behind by a crash, or no file at all).
+func netnsIsMounted(path string) (bool, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return false, nil
+		}
+		return false, fmt.Errorf("statfs %s: %w", path, err)
+	}
+	return st.Type == unix.NSFS_MAGIC, nil
+}
+
+// netnsDelete unmounts and removes a named netns. A missing or unmounted file
+// is not an error. The netns itself disappears once nothing else holds it
+// (processes, open fds, sockets).
+func netnsDelete(path string) error {
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil &&
+		!errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmount netns %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove netns file %s: %w", path, err)
+	}
+	return nil
+}
+
+// netnsDo runs fn on a locked OS thread that has entered the netns at path.
+// Sockets that fn opens stay in that netns after it returns. fn runs on its
+// own goroutine; a panic in fn is re-raised in the caller.
+func netnsDo(path string, fn func() error) error {
+	target, err := netns.GetFromPath(path)
+	if err != nil {
+		return fmt.Errorf("open netns %s: %w", path, err)
+	}
+	defer target.Close()
+
+	type result struct {
+		err   error
+		panic any
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- result{err: fmt.Errorf("open current netns: %w", err)}
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(target); err != nil {
+			runtime.UnlockOSThread()
+			done <- result{err: fmt.Errorf("enter netns %s: %w", path, err)}
+			return
+		}
+		var res result
+		func() {
+			defer func() { res.panic = recover() }()
+			res.err = fn()
+		}()
+		// Hand the thread back to the scheduler only if it is back home;
+		// otherwise it stays locked and dies with this goroutine.
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		done <- res
+	}()
+	res := <-done
+	if res.panic != nil {
+		panic(res.panic)
+	}
+	return res.err
+}

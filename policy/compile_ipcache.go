@@ -1,0 +1,129 @@
+package policy
+
+import (
+	"net/netip"
+	"sort"
+)
+
+// compile_ipcache.go maintains the Plan's ipcache and identity list
+// incrementally: a change of an endpoint's identity patches one entry, a
+// change of the set of prefixes rebuilds the list.
+
+// addAddrOwner records that endpoint k uses its addresses.
+func (c *Compiler) addAddrOwner(k endpointKey, ep *Endpoint) {
+	for _, a := range endpointAddrs(ep) {
+		a = a.Unmap()
+		m := c.addrOwners[a]
+		if m == nil {
+			m = map[endpointKey]struct{}{}
+			c.addrOwners[a] = m
+			c.ipcacheDirty = true
+		}
+		m[k] = struct{}{}
+		c.ipcPatch = append(c.ipcPatch, netip.PrefixFrom(a, a.BitLen()))
+	}
+}
+
+func (c *Compiler) removeAddrOwner(k endpointKey, ep *Endpoint) {
+	for _, a := range endpointAddrs(ep) {
+		a = a.Unmap()
+		m := c.addrOwners[a]
+		delete(m, k)
+		if len(m) == 0 {
+			delete(c.addrOwners, a)
+			c.ipcacheDirty = true
+		}
+		c.ipcPatch = append(c.ipcPatch, netip.PrefixFrom(a, a.BitLen()))
+	}
+}
+
+// ipcValue is the identity of a prefix in the ipcache. When a prefix has
+// several owners, an endpoint wins over the node, the node over a policy
+// CIDR; among endpoints the first by namespace/name.
+func (c *Compiler) ipcValue(pf netip.Prefix) (ID, bool) {
+	if pf.Bits() == pf.Addr().BitLen() {
+		var best *endpointKey
+		for k := range c.addrOwners[pf.Addr()] {
+			if best == nil || k.less(*best) {
+				kk := k
+				best = &kk
+			}
+		}
+		if best != nil {
+			return c.endpoints[*best].ident.info.id, true
+		}
+		for _, a := range c.node.Addresses {
+			if a.Unmap() == pf.Addr() {
+				return IDHost, true
+			}
+		}
+	}
+	if pf.Bits() == 0 {
+		return IDWorld, true
+	}
+	if id, ok := c.cidrIDs[pf]; ok {
+		return id, true
+	}
+	return 0, false
+}
+
+func (c *Compiler) syncIPCache() {
+	if !c.ipcacheDirty {
+		for _, pf := range c.ipcPatch {
+			if i, ok := c.ipcIndex[pf]; ok {
+				c.ipcache[i].Identity, _ = c.ipcValue(pf)
+			}
+		}
+		c.ipcPatch = c.ipcPatch[:0]
+		return
+	}
+	c.ipcacheDirty = false
+	c.ipcPatch = c.ipcPatch[:0]
+	set := map[netip.Prefix]struct{}{
+		netip.PrefixFrom(netip.IPv4Unspecified(), 0): {},
+		netip.PrefixFrom(netip.IPv6Unspecified(), 0): {},
+	}
+	for pf := range c.cidrIDs {
+		set[pf] = struct{}{}
+	}
+	for _, a := range c.node.Addresses {
+		if a.IsValid() {
+			set[netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())] = struct{}{}
+		}
+	}
+	for a := range c.addrOwners {
+		set[netip.PrefixFrom(a, a.BitLen())] = struct{}{}
+	}
+	c.ipcache = make([]IPCacheEntry, 0, len(set))
+	for pf := range set {
+		id, _ := c.ipcValue(pf)
+		c.ipcache = append(c.ipcache, IPCacheEntry{Prefix: pf, Identity: id})
+	}
+	sort.Slice(c.ipcache, func(i, j int) bool { return comparePrefixes(c.ipcache[i].Prefix, c.ipcache[j].Prefix) < 0 })
+	c.ipcIndex = make(map[netip.Prefix]int, len(c.ipcache))
+	for i, e := range c.ipcache {
+		c.ipcIndex[e.Prefix] = i
+	}
+}
+
+// insertIdentity adds an identity to the sorted identity list (when it is
+// built).
+func (c *Compiler) insertIdentity(idn Identity) {
+	if c.identities == nil {
+		return
+	}
+	i := sort.Search(len(c.identities), func(i int) bool { return c.identities[i].ID >= idn.ID })
+	c.identities = append(c.identities, Identity{})
+	copy(c.identities[i+1:], c.identities[i:])
+	c.identities[i] = idn
+}
+
+func (c *Compiler) removeIdentityFromList(id ID) {
+	if c.identities == nil {
+		return
+	}
+	i := sort.Search(len(c.identities), func(i int) bool { return c.identities[i].ID >= id })
+	if i < len(c.identities) && c.identities[i].ID == id {
+		c.identities = append(c.identities[:i], c.identities[i+1:]...)
+	}
+}
