@@ -1,0 +1,80 @@
+package envoy
+
+import (
+	"testing"
+
+	"github.com/moatnet/moat/policy"
+)
+
+func TestProxyMark(t *testing.T) {
+	tests := []struct {
+		name string
+		dir  policy.Direction
+		id   policy.ID
+		want uint32
+	}{
+		{"unknown ingress", policy.Ingress, policy.IDUnknown, 0x00000A00},
+		{"world egress", policy.Egress, policy.IDWorld, 0x00020B00},
+		{"allocated", policy.Egress, 0x1234, 0x12340B00},
+		{"bits 16-23", policy.Ingress, 0x00AB_CDEF, 0xCDEF0AAB},
+		{"local flag", policy.Egress, policy.IDLocalFlag | 5, 0x00051B00},
+		{"largest", policy.Egress, MaxMarkIdentity, 0xFFFFFBFF},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ProxyMark(tc.dir, tc.id)
+			if err != nil {
+				t.Fatalf("ProxyMark: %v", err)
+			}
+			if got != tc.want {
+				t.Fatalf("ProxyMark = %#08x, want %#08x", got, tc.want)
+			}
+			if got&MarkMagicMask == MarkMagicToProxy {
+				t.Fatal("from-proxy mark looks like a to-proxy mark")
+			}
+			d, id, ok := DecodeProxyMark(got)
+			if !ok || d != tc.dir || id != tc.id {
+				t.Fatalf("DecodeProxyMark = %v %d %v, want %v %d true", d, id, ok, tc.dir, tc.id)
+			}
+		})
+	}
+}
+
+func TestProxyMarkRejects(t *testing.T) {
+	if _, err := ProxyMark(policy.Egress, MaxMarkIdentity+1); err == nil {
+		t.Fatal("ProxyMark accepted a 29-bit identity")
+	}
+	for _, m := range []uint32{0, ToProxyMark(15001), 0x12340100, 0x1234FF00 &^ 0x0F00} {
+		if _, _, ok := DecodeProxyMark(m); ok {
+			t.Errorf("DecodeProxyMark(%#x) decoded a mark that is not from a proxy", m)
+		}
+	}
+	if got := ToProxyMark(15001); got != 15001<<16|0x200 {
+		t.Fatalf("ToProxyMark(15001) = %#x", got)
+	}
+}
+
+func FuzzProxyMark(f *testing.F) {
+	f.Add(uint32(0), false)
+	f.Add(uint32(policy.IDLocalFlag|77), true)
+	f.Fuzz(func(t *testing.T, v uint32, egress bool) {
+		d := policy.Ingress
+		if egress {
+			d = policy.Egress
+		}
+		m, err := ProxyMark(d, policy.ID(v))
+		if policy.ID(v) > MaxMarkIdentity {
+			if err == nil {
+				t.Fatal("accepted identity above the limit")
+			}
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		gd, gid, ok := DecodeProxyMark(m)
+		if !ok || gd != d || gid != policy.ID(v) {
+			t.Fatalf("round trip of %d/%v gave %d/%v/%v", v, d, gid, gd, ok)
+		}
+	})
+}
