@@ -57,6 +57,7 @@ type Agent struct {
 	appliedEndpoints map[datapath.EndpointKey]policy.Endpoint
 	xdsSeq           uint64
 	intended         *envoy.Resources
+	intendedSum      [32]byte
 }
 
 // state is what the local API reports; guarded by Agent.mu.

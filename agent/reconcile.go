@@ -2,8 +2,14 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"sort"
+
 	"errors"
 	"fmt"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
 	"strconv"
 	"time"
 
@@ -235,18 +241,32 @@ func (a *Agent) pushProxyConfig(ctx context.Context, plan *policy.Plan) (datapat
 		a.m.redirectsFailClosed.WithLabelValues("translate").Inc()
 		return proxies, false, fmt.Errorf("translate http rules: %w", err)
 	}
-	a.mu.Lock()
-	a.xdsSeq++
-	version := strconv.FormatUint(a.xdsSeq, 10)
-	a.mu.Unlock()
-	if err := a.xds.SetResources(ctx, a.cfg.NodeName, version, res.ByType()); err != nil {
-		a.m.redirectsFailClosed.WithLabelValues("snapshot").Inc()
-		return proxies, false, fmt.Errorf("set xds resources: %w", err)
+	byType := res.ByType()
+	sum, err := resourcesDigest(byType)
+	if err != nil {
+		return proxies, false, err
 	}
 	a.mu.Lock()
-	a.state.xdsVersion = version
-	a.intended = res
+	version := a.state.xdsVersion
+	unchanged := version != "" && sum == a.intendedSum
 	a.mu.Unlock()
+	if !unchanged {
+		// A new version only when the resources changed: an unchanged
+		// plan re-waits for the ACK of the version already served.
+		a.mu.Lock()
+		a.xdsSeq++
+		version = strconv.FormatUint(a.xdsSeq, 10)
+		a.mu.Unlock()
+		if err := a.xds.SetResources(ctx, a.cfg.NodeName, version, byType); err != nil {
+			a.m.redirectsFailClosed.WithLabelValues("snapshot").Inc()
+			return proxies, false, fmt.Errorf("set xds resources: %w", err)
+		}
+		a.mu.Lock()
+		a.state.xdsVersion = version
+		a.intended = res
+		a.intendedSum = sum
+		a.mu.Unlock()
+	}
 	wctx, cancel := context.WithTimeout(ctx, time.Duration(a.cfg.ACKTimeout))
 	defer cancel()
 	if err := a.xds.WaitForACK(wctx, a.cfg.NodeName, version); err != nil {
@@ -302,4 +322,28 @@ func workloadOf(ep policy.Endpoint) string {
 		return app
 	}
 	return ep.Name
+}
+
+// resourcesDigest hashes resources in a stable order and encoding.
+func resourcesDigest(byType map[resource.Type][]types.Resource) ([32]byte, error) {
+	typeURLs := make([]string, 0, len(byType))
+	for t := range byType {
+		typeURLs = append(typeURLs, t)
+	}
+	sort.Strings(typeURLs)
+	h := sha256.New()
+	opts := proto.MarshalOptions{Deterministic: true}
+	for _, t := range typeURLs {
+		h.Write([]byte(t))
+		for _, r := range byType[t] {
+			b, err := opts.Marshal(r)
+			if err != nil {
+				return [32]byte{}, fmt.Errorf("hash %s resource: %w", t, err)
+			}
+			h.Write(b)
+		}
+	}
+	var out [32]byte
+	copy(out[:], h.Sum(nil))
+	return out, nil
 }

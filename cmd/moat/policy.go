@@ -46,7 +46,7 @@ func reportPolicyErrors(w io.Writer, err error) error {
 		for _, fe := range list {
 			fmt.Fprintln(w, fe.Error())
 		}
-		return &exitError{code: 1, msg: fmt.Sprintf("%d errors", len(list))}
+		return &exitError{code: 1, msg: fmt.Sprintf("%d error(s) found", len(list))}
 	}
 	return err
 }
