@@ -105,7 +105,7 @@ func (a *FileAllocator) Allocate(ls Labels) (ID, error) {
 	} else {
 		a.next++
 	}
-	e := &allocEntry{labels: cloneLabels(ls), key: key, refs: 1}
+	e := &allocEntry{labels: allocCloneLabels(ls), key: key, refs: 1}
 	a.byKey[key] = id
 	a.byID[id] = e
 	if err := a.save(); err != nil {

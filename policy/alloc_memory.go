@@ -49,7 +49,7 @@ func (a *MemoryAllocator) Allocate(ls Labels) (ID, error) {
 		a.next++
 	}
 	a.byKey[key] = id
-	a.byID[id] = &allocEntry{labels: cloneLabels(ls), key: key, refs: 1}
+	a.byID[id] = &allocEntry{labels: allocCloneLabels(ls), key: key, refs: 1}
 	return id, nil
 }
 
@@ -81,7 +81,7 @@ func (a *MemoryAllocator) Lookup(id ID) (Labels, bool) {
 	return e.labels, true
 }
 
-func cloneLabels(ls Labels) Labels {
+func allocCloneLabels(ls Labels) Labels {
 	out := make(Labels, len(ls))
 	for k, v := range ls {
 		out[k] = v

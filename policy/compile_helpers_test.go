@@ -79,7 +79,7 @@ func tep(ns, name, ip string, labels ...string) Endpoint {
 
 // lookup applies the Entry contract of plan.go: the highest verdict among
 // covering entries.
-func lookup(dp *DirectionPlan, id ID, proto Protocol, port uint16) (Verdict, L7Kind) {
+func planLookup(dp *DirectionPlan, id ID, proto Protocol, port uint16) (Verdict, L7Kind) {
 	var best Verdict
 	var l7 L7Kind
 	for _, e := range dp.Entries {
@@ -94,8 +94,8 @@ func lookup(dp *DirectionPlan, id ID, proto Protocol, port uint16) (Verdict, L7K
 
 // decide is the final decision of one direction: allowed or not, and the
 // proxy it goes through.
-func decide(dp *DirectionPlan, id ID, proto Protocol, port uint16) string {
-	v, l7 := lookup(dp, id, proto, port)
+func planDecide(dp *DirectionPlan, id ID, proto Protocol, port uint16) string {
+	v, l7 := planLookup(dp, id, proto, port)
 	switch {
 	case v == VerdictDeny:
 		return "deny"

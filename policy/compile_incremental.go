@@ -51,7 +51,7 @@ type Compiler struct {
 
 	// Output caches.
 	sortedEndpoints []*endpointState // nil: stale
-	identities      []Identity    // nil: stale
+	identities      []Identity       // nil: stale
 	ipcache         []IPCacheEntry
 	ipcacheDirty    bool                 // the set of prefixes changed
 	ipcIndex        map[netip.Prefix]int // position in ipcache
@@ -274,7 +274,7 @@ func policyLocals(p *Policy) ([]netip.Prefix, []FQDNSelector) {
 // namespace labels.
 func (c *Compiler) UpsertNamespace(ns Namespace) error {
 	n := ns
-	n.Labels = cloneStringMap(ns.Labels)
+	n.Labels = compileCloneMap(ns.Labels)
 	c.namespaces[ns.Name] = &n
 	return c.relabelNamespace(ns.Name)
 }
@@ -306,7 +306,7 @@ func (c *Compiler) UpsertEndpoint(ep Endpoint) error {
 	if ep.Name == "" {
 		return errors.New("upsert endpoint: empty name")
 	}
-	ep.Labels = cloneStringMap(ep.Labels)
+	ep.Labels = compileCloneMap(ep.Labels)
 	key := endpointKey{ep.Namespace, ep.Name}
 	ls := EndpointLabels(ep, c.namespaces[ep.Namespace])
 	st, err := c.holdIdentity(ls)
@@ -314,24 +314,25 @@ func (c *Compiler) UpsertEndpoint(ep Endpoint) error {
 		return fmt.Errorf("upsert endpoint %s/%s: %w", ep.Namespace, ep.Name, err)
 	}
 	old := c.endpoints[key]
-	c.endpoints[key] = &endpointState{key: key, ep: ep, ident: st, addrs: endpointAddrs(&ep)}
-	switch {
-	case old != nil && old.ep.IPv4 == ep.IPv4 && old.ep.IPv6 == ep.IPv6:
-		for _, a := range endpointAddrs(&ep) {
-			a = a.Unmap()
-			c.ipcPatch = append(c.ipcPatch, netip.PrefixFrom(a, a.BitLen()))
-		}
-	case old != nil:
-		c.removeAddrOwner(key, &old.ep)
-		c.addAddrOwner(key, &ep)
-	default:
-		c.addAddrOwner(key, &ep)
-	}
 	if old == nil {
+		c.endpoints[key] = &endpointState{key: key, ep: ep, ident: st, addrs: endpointAddrs(&ep)}
+		c.addAddrOwner(key, &ep)
 		c.sortedEndpoints = nil
 		return nil
 	}
-	if err := c.dropIdentity(old.ident); err != nil {
+	// Update in place: sortedEndpoints holds this pointer.
+	oldEP, oldIdent := old.ep, old.ident
+	old.ep, old.ident, old.addrs = ep, st, endpointAddrs(&ep)
+	if oldEP.IPv4 == ep.IPv4 && oldEP.IPv6 == ep.IPv6 {
+		for _, a := range old.addrs {
+			a = a.Unmap()
+			c.ipcPatch = append(c.ipcPatch, netip.PrefixFrom(a, a.BitLen()))
+		}
+	} else {
+		c.removeAddrOwner(key, &oldEP)
+		c.addAddrOwner(key, &ep)
+	}
+	if err := c.dropIdentity(oldIdent); err != nil {
 		return fmt.Errorf("upsert endpoint %s/%s: %w", ep.Namespace, ep.Name, err)
 	}
 	return nil
@@ -416,7 +417,7 @@ func (c *Compiler) renumberLocals() {
 	for pf := range c.cidrRefs {
 		ps = append(ps, pf)
 	}
-	sortPrefixes(ps)
+	sortPrefixOrder(ps)
 	c.cidrIDs = make(map[netip.Prefix]ID, len(ps))
 	for i, pf := range ps {
 		id := IDLocalFlag | ID(i+1)
@@ -468,7 +469,7 @@ func (c *Compiler) renumberLocals() {
 	}
 }
 
-func cloneStringMap(m map[string]string) map[string]string {
+func compileCloneMap(m map[string]string) map[string]string {
 	if m == nil {
 		return nil
 	}

@@ -99,7 +99,7 @@ func (c *Compiler) syncIPCache() {
 		id, _ := c.ipcValue(pf)
 		c.ipcache = append(c.ipcache, IPCacheEntry{Prefix: pf, Identity: id})
 	}
-	sort.Slice(c.ipcache, func(i, j int) bool { return comparePrefixes(c.ipcache[i].Prefix, c.ipcache[j].Prefix) < 0 })
+	sort.Slice(c.ipcache, func(i, j int) bool { return comparePrefixOrder(c.ipcache[i].Prefix, c.ipcache[j].Prefix) < 0 })
 	c.ipcIndex = make(map[netip.Prefix]int, len(c.ipcache))
 	for i, e := range c.ipcache {
 		c.ipcIndex[e.Prefix] = i

@@ -91,7 +91,7 @@ func appendProtoEntries(out []Entry, x ID, specs []specRef) []Entry {
 		points = append(points, int(s.from), int(s.to)+1)
 	}
 	sort.Ints(points)
-	points = uniqInts(points)
+	points = compileUniqInts(points)
 	start := len(out)
 	for k := 0; k+1 < len(points); k++ {
 		from, to := uint16(points[k]), uint16(points[k+1]-1)
@@ -150,7 +150,7 @@ func outputRange(proto Protocol, r PortRange) PortRange {
 	return r
 }
 
-func uniqInts(s []int) []int {
+func compileUniqInts(s []int) []int {
 	out := s[:0]
 	for i, v := range s {
 		if i == 0 || v != s[i-1] {
@@ -163,16 +163,16 @@ func uniqInts(s []int) []int {
 func compareRuleRefs(a, b RuleRef) int {
 	switch {
 	case a.Policy != b.Policy:
-		return cmpStr(a.Policy, b.Policy)
+		return compileCmpStr(a.Policy, b.Policy)
 	case a.Source.File != b.Source.File:
-		return cmpStr(a.Source.File, b.Source.File)
+		return compileCmpStr(a.Source.File, b.Source.File)
 	case a.Source.Doc != b.Source.Doc:
 		return a.Source.Doc - b.Source.Doc
 	}
-	return cmpStr(a.Path, b.Path)
+	return compileCmpStr(a.Path, b.Path)
 }
 
-func cmpStr(a, b string) int {
+func compileCmpStr(a, b string) int {
 	switch {
 	case a < b:
 		return -1
@@ -261,7 +261,7 @@ func l7RuleSets(contribs []*contrib, kind L7Kind) []l7Piece {
 			}
 		}
 		sort.Ints(points)
-		points = uniqInts(points)
+		points = compileUniqInts(points)
 		start := len(out)
 		for k := 0; k+1 < len(points); k++ {
 			from, to := uint16(points[k]), uint16(points[k+1]-1)
@@ -354,20 +354,20 @@ func (p *l7Piece) sameRules(o *l7Piece) bool {
 	}
 	for i := range p.http {
 		a, b := p.http[i], o.http[i]
-		if a.Rule != b.Rule || a.From != b.From || !equalIDs(a.Remotes, b.Remotes) {
+		if a.Rule != b.Rule || a.From != b.From || !compileEqualIDs(a.Remotes, b.Remotes) {
 			return false
 		}
 	}
 	for i := range p.dns {
 		a, b := p.dns[i], o.dns[i]
-		if a.Rule != b.Rule || a.From != b.From || !equalIDs(a.Remotes, b.Remotes) {
+		if a.Rule != b.Rule || a.From != b.From || !compileEqualIDs(a.Remotes, b.Remotes) {
 			return false
 		}
 	}
 	return true
 }
 
-func equalIDs(a, b []ID) bool {
+func compileEqualIDs(a, b []ID) bool {
 	if len(a) != len(b) {
 		return false
 	}

@@ -123,7 +123,7 @@ func refPortMatch(pr PortRule, proto Protocol, port uint16) bool {
 }
 
 type refOutcome struct {
-	decision string // as decide()
+	decision string // as planDecide()
 	allowAll bool   // for a redirect: the remote may send any request
 }
 
@@ -242,7 +242,7 @@ func planAllowAll(dp *DirectionPlan, l7 string, remote ID, proto Protocol, port 
 		for _, rs := range dp.HTTP {
 			if rs.Proto == proto && rs.Ports.Contains(port) {
 				for _, r := range rs.Rules {
-					if r.Rule == nil && remoteIn(r.Remotes, remote) {
+					if r.Rule == nil && traceRemoteIn(r.Remotes, remote) {
 						return true
 					}
 				}
@@ -253,7 +253,7 @@ func planAllowAll(dp *DirectionPlan, l7 string, remote ID, proto Protocol, port 
 	for _, rs := range dp.DNS {
 		if rs.Proto == proto && rs.Ports.Contains(port) {
 			for _, r := range rs.Rules {
-				if r.Rule == nil && remoteIn(r.Remotes, remote) {
+				if r.Rule == nil && traceRemoteIn(r.Remotes, remote) {
 					return true
 				}
 			}
@@ -287,7 +287,7 @@ func checkAgainstReference(t *testing.T, in Input, p *Plan) {
 			for _, r := range remotes {
 				for _, pr := range refProbes {
 					want := refDecide(in.Policies, in.Options, local, d, r, pr.proto, pr.port)
-					got := decide(dp, r.id, pr.proto, pr.port)
+					got := planDecide(dp, r.id, pr.proto, pr.port)
 					if got != want.decision {
 						t.Fatalf("%s/%s %s remote %d %s/%d: plan says %s, reference %s", ep.Namespace, ep.Name, d, r.id, pr.proto, pr.port, got, want.decision)
 					}

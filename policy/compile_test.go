@@ -278,7 +278,7 @@ func TestCompileSemantics(t *testing.T) {
 				}
 				rs := ep.Ingress.HTTP[0]
 				if rs.Proto != ProtoTCP || rs.Ports != (PortRange{80, 80}) || len(rs.Rules) != 1 ||
-					rs.Rules[0].Rule == nil || rs.Rules[0].Rule.Path != "/public" || !equalIDs(rs.Rules[0].Remotes, []ID{cl}) {
+					rs.Rules[0].Rule == nil || rs.Rules[0].Rule.Path != "/public" || !compileEqualIDs(rs.Rules[0].Remotes, []ID{cl}) {
 					t.Errorf("rule set = %+v", rs)
 				}
 			},
@@ -334,7 +334,7 @@ func TestCompileSemantics(t *testing.T) {
 				if len(any.Remotes) != 0 || any.Rule == nil {
 					t.Errorf("GET rule = %+v, want every remote", any)
 				}
-				if !equalIDs(all.Remotes, []ID{adm}) {
+				if !compileEqualIDs(all.Remotes, []ID{adm}) {
 					t.Errorf("allow-all rule remotes = %v, want [%d]", all.Remotes, adm)
 				}
 			},
@@ -374,7 +374,7 @@ func TestCompileSemantics(t *testing.T) {
 					t.Fatalf("fqdns = %+v", p.FQDNs)
 				}
 				ep := p.Endpoint("default", "web")
-				if got := decide(&ep.Egress, p.FQDNs[0].Identity, ProtoTCP, 443); got != "allow" {
+				if got := planDecide(&ep.Egress, p.FQDNs[0].Identity, ProtoTCP, 443); got != "allow" {
 					t.Errorf("fqdn identity tcp/443: %s, want allow", got)
 				}
 				if len(ep.Egress.DNS) != 2 {
@@ -398,7 +398,7 @@ func TestCompileSemantics(t *testing.T) {
 					t.Fatalf("no endpoint %s", c.ep)
 				}
 				remote := resolveRemote(t, p, c.remote)
-				if got := decide(ep.Direction(c.dir), remote, c.proto, c.port); got != c.want {
+				if got := planDecide(ep.Direction(c.dir), remote, c.proto, c.port); got != c.want {
 					t.Errorf("%s %s from/to %s (%d) %s/%d: %s, want %s", c.ep, c.dir, c.remote, remote, c.proto, c.port, got, c.want)
 				}
 			}

@@ -357,7 +357,7 @@ func selProtoCIDR(r CIDRRule) *selEntry {
 	for _, ex := range r.Except {
 		n.Except = append(n.Except, ex.Masked())
 	}
-	sortPrefixes(n.Except)
+	sortPrefixOrder(n.Except)
 	var b strings.Builder
 	b.WriteString("c:")
 	b.WriteString(n.Prefix.String())
@@ -382,14 +382,14 @@ func normalizeFQDNSelector(f FQDNSelector) FQDNSelector {
 	}
 }
 
-// comparePrefixes orders prefixes by family, address, then length.
-func comparePrefixes(a, b netip.Prefix) int {
+// comparePrefixOrder orders prefixes by family, address, then length.
+func comparePrefixOrder(a, b netip.Prefix) int {
 	if c := a.Addr().Compare(b.Addr()); c != 0 {
 		return c
 	}
 	return a.Bits() - b.Bits()
 }
 
-func sortPrefixes(ps []netip.Prefix) {
-	sort.Slice(ps, func(i, j int) bool { return comparePrefixes(ps[i], ps[j]) < 0 })
+func sortPrefixOrder(ps []netip.Prefix) {
+	sort.Slice(ps, func(i, j int) bool { return comparePrefixOrder(ps[i], ps[j]) < 0 })
 }

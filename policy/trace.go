@@ -257,7 +257,7 @@ func (r RuleRef) String() string {
 	return s
 }
 
-func remoteIn(remotes []ID, id ID) bool {
+func traceRemoteIn(remotes []ID, id ID) bool {
 	if len(remotes) == 0 {
 		return true
 	}

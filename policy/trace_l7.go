@@ -43,7 +43,7 @@ func traceHTTP(st *TraceStep, dp *DirectionPlan, remote ID, req TraceRequest) {
 	}
 	for i := range set.Rules {
 		r := &set.Rules[i]
-		if !remoteIn(r.Remotes, remote) {
+		if !traceRemoteIn(r.Remotes, remote) {
 			continue
 		}
 		if r.Rule != nil && !httpRuleMatches(r.Rule, req.HTTP, path) {
@@ -68,10 +68,10 @@ func traceHTTP(st *TraceStep, dp *DirectionPlan, remote ID, req TraceRequest) {
 // host (case-insensitive, port stripped), headers by exact value or
 // presence.
 func httpRuleMatches(r *HTTPRule, req *TraceHTTP, path string) bool {
-	if r.Method != "" && !fullMatch(r.Method, req.Method, false) {
+	if r.Method != "" && !traceRegexMatch(r.Method, req.Method, false) {
 		return false
 	}
-	if r.Path != "" && !fullMatch(r.Path, path, false) {
+	if r.Path != "" && !traceRegexMatch(r.Path, path, false) {
 		return false
 	}
 	if r.Host != "" {
@@ -79,12 +79,12 @@ func httpRuleMatches(r *HTTPRule, req *TraceHTTP, path string) bool {
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
 		}
-		if !fullMatch(r.Host, strings.ToLower(host), true) {
+		if !traceRegexMatch(r.Host, strings.ToLower(host), true) {
 			return false
 		}
 	}
 	for _, hm := range r.Headers {
-		v, ok := headerValue(req.Headers, hm.Name)
+		v, ok := traceHeaderValue(req.Headers, hm.Name)
 		if !ok || (hm.HasValue || hm.Value != "") && v != hm.Value {
 			return false
 		}
@@ -92,7 +92,7 @@ func httpRuleMatches(r *HTTPRule, req *TraceHTTP, path string) bool {
 	return true
 }
 
-func headerValue(hs map[string]string, name string) (string, bool) {
+func traceHeaderValue(hs map[string]string, name string) (string, bool) {
 	for k, v := range hs {
 		if strings.EqualFold(k, name) {
 			return v, true
@@ -101,7 +101,7 @@ func headerValue(hs map[string]string, name string) (string, bool) {
 	return "", false
 }
 
-func fullMatch(expr, s string, fold bool) bool {
+func traceRegexMatch(expr, s string, fold bool) bool {
 	pat := "^(?:" + expr + ")$"
 	if fold {
 		pat = "(?i)" + pat
@@ -135,7 +135,7 @@ func traceDNS(st *TraceStep, dp *DirectionPlan, remote ID, req TraceRequest) {
 	st.DNS = d
 	for i := range set.Rules {
 		r := &set.Rules[i]
-		if !remoteIn(r.Remotes, remote) {
+		if !traceRemoteIn(r.Remotes, remote) {
 			continue
 		}
 		if r.Rule != nil && !dnsRuleMatches(r.Rule, req.DNSQuery) {
