@@ -26,7 +26,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newPolicyCommand())
+	root.AddCommand(newPolicyCommand(), newStatusCommand(), newObserveCommand())
 	return root
 }
 
