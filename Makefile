@@ -3,17 +3,20 @@ GO      ?= go
 PKGS    ?= ./...
 EXAMPLE ?= examples/starwars
 
-.PHONY: all build demo test test-unit vet generate generate-check bench bench-l4 clean
+.PHONY: all build demo policy-demo test test-unit vet generate generate-check bench bench-l4 clean
 
 all: build
 
 build:
 	$(GO) build -o bin/ ./cmd/...
 
-## demo: run moat's main job on a shipped example
-demo: build
+## demo: run the standalone agent on the Star Wars example and show allowed and denied traffic (root)
+demo:
+	scripts/demo.sh $(EXAMPLE)
+
+## policy-demo: the policy tooling alone (no root): validate, compile and trace an example
+policy-demo: build
 	./bin/moat policy validate examples/*/policies
-	./bin/moat policy compile --policies $(EXAMPLE)/policies --endpoints $(EXAMPLE)/endpoints.yaml -o yaml
 	./bin/moat policy trace --policies $(EXAMPLE)/policies --endpoints $(EXAMPLE)/endpoints.yaml \
 		--from default/tiefighter --to default/deathstar --port 80/TCP \
 		--http-method POST --http-path /v1/request-landing
