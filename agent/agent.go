@@ -158,6 +158,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.NetnsPrefix != "" {
 		ecfg.NetnsPrefix = a.cfg.NetnsPrefix
 	}
+	hostNs, hostNsPath, err := pinHostNetns()
+	if err != nil {
+		return err
+	}
+	defer hostNs.Close()
+	ecfg.HostNetns = hostNsPath
 	eps, err := datapath.NewEndpointManager(ecfg, a.log.With("component", "endpoints"))
 	if err != nil {
 		return fmt.Errorf("create endpoint manager: %w", err)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moatnet/moat/envoy"
 	"github.com/moatnet/moat/flow"
 	"github.com/moatnet/moat/policy"
 	"github.com/moatnet/moat/xds"
@@ -96,6 +97,7 @@ func (a *Agent) serveAPI(ctx context.Context) error {
 //	GET /v1/plan                      the Plan in force as JSON
 //	GET /v1/flows?last=N&follow=true  flows as JSON lines; filters: verdict,
 //	                                  namespace, pod, protocol, port, l7
+//	GET /v1/xds/resources?node=NAME   the xDS resources served to the proxy
 func (a *Agent) APIHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
@@ -112,6 +114,7 @@ func (a *Agent) APIHandler() http.Handler {
 		writeJSON(w, p)
 	})
 	mux.HandleFunc("GET /v1/flows", a.serveFlows)
+	mux.HandleFunc("GET "+envoy.IntendedResourcesPath, a.serveIntended)
 	return mux
 }
 
@@ -195,4 +198,28 @@ func (a *Agent) serveFlows(w http.ResponseWriter, r *http.Request) {
 			fl.Flush()
 		}
 	}
+}
+
+// serveIntended returns the resources the agent serves to its proxy, for
+// `moat envoy status|diff`.
+func (a *Agent) serveIntended(w http.ResponseWriter, r *http.Request) {
+	node := r.URL.Query().Get("node")
+	if node != "" && node != a.cfg.NodeName {
+		http.Error(w, fmt.Sprintf("node %q: this agent serves node %q", node, a.cfg.NodeName), http.StatusNotFound)
+		return
+	}
+	a.mu.RLock()
+	res, version := a.intended, a.state.xdsVersion
+	a.mu.RUnlock()
+	in := &envoy.IntendedResources{Node: a.cfg.NodeName, Version: version}
+	if res != nil {
+		in.Resources = res.ByType()
+	}
+	b, err := envoy.MarshalIntended(in)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b)
 }

@@ -4,10 +4,12 @@
 //
 // Translation is pure and deterministic: the same Plan and Config give the
 // same resources, byte for byte once serialised, and every resource passes
-// go-control-plane's ValidateAll. This package never opens a socket, never
+// go-control-plane's ValidateAll. Translation never opens a socket, never
 // touches the kernel and never talks to an xDS client; the xds package
 // serves what Translate returns, and the datapath decodes the marks that
-// marks.go defines.
+// marks.go defines. The thin I/O layer around it is admin*.go (a read-only
+// client of Envoy's admin API and the intended-vs-applied comparison that
+// `moat envoy` uses) and supervisor.go (runs an Envoy process).
 //
 // How the Plan maps onto stock Envoy:
 //

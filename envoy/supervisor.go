@@ -1,5 +1,9 @@
 package envoy
 
+// The supervisor is the thin process layer around Envoy for setups where
+// moat starts Envoy itself (standalone mode with Envoy configured): it owns
+// the process, never its configuration, which reaches Envoy over xDS.
+
 import (
 	"context"
 	"errors"
@@ -195,6 +199,9 @@ func (s *Supervisor) Args() []string {
 func (s *Supervisor) Run(ctx context.Context) error {
 	backoff := s.cfg.BackoffInitial
 	for {
+		if ctx.Err() != nil {
+			return nil
+		}
 		cmd := exec.Command(s.binary, s.Args()...)
 		cmd.Stdout, cmd.Stderr = s.cfg.Output, s.cfg.Output
 		// Own process group: a terminal's ^C reaches the supervisor, which

@@ -26,7 +26,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newPolicyCommand(), newStatusCommand(), newObserveCommand())
+	root.AddCommand(newPolicyCommand(), newStatusCommand(), newObserveCommand(), newEnvoyCommand())
 	return root
 }
 
