@@ -21,15 +21,18 @@ import (
 	"github.com/moatnet/moat/datapath"
 	"github.com/moatnet/moat/envoy"
 	"github.com/moatnet/moat/flow"
+	"github.com/moatnet/moat/l7proxy"
 	"github.com/moatnet/moat/policy"
 	"github.com/moatnet/moat/xds"
 )
 
 // Socket names under Config.RunDir.
 const (
-	APISocket       = "agent.sock"
-	XDSSocket       = "xds.sock"
-	AccessLogSocket = "accesslog.sock"
+	APISocket        = "agent.sock"
+	XDSSocket        = "xds.sock"
+	AccessLogSocket  = "accesslog.sock"
+	ProxyAdminSocket = "proxy-admin.sock"
+	EnvoyBootstrap   = "envoy-bootstrap.json"
 )
 
 // Agent is one node's moat agent in standalone mode.
@@ -185,6 +188,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		return dp.ReadEvents(ctx, a.onEvent)
 	})
 	g.Go(func() error { return a.policyLoop(ctx) })
+	if err := a.startProxy(ctx, g); err != nil {
+		return err
+	}
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil
@@ -226,6 +232,58 @@ func (a *Agent) setLastError(err error) {
 		return
 	}
 	a.state.lastError = err.Error()
+}
+
+// startProxy runs the configured HTTP proxy beside the agent. Its listeners
+// come from the agent's xDS server; until it ACKs them, redirected traffic is
+// dropped.
+func (a *Agent) startProxy(ctx context.Context, g *errgroup.Group) error {
+	xdsSock := filepath.Join(a.cfg.RunDir, XDSSocket)
+	alsSock := filepath.Join(a.cfg.RunDir, AccessLogSocket)
+	adminSock := filepath.Join(a.cfg.RunDir, ProxyAdminSocket)
+	switch a.cfg.Proxy {
+	case ProxyEmbedded:
+		p, err := l7proxy.New(l7proxy.Config{
+			Node:            a.cfg.NodeName,
+			XDSTarget:       xdsSock,
+			AccessLogTarget: alsSock,
+			AdminAddr:       adminSock,
+		}, a.log.With("component", "l7proxy"), a.reg)
+		if err != nil {
+			return fmt.Errorf("create embedded proxy: %w", err)
+		}
+		g.Go(func() error { return p.Run(ctx) })
+	case ProxyEnvoy:
+		b, err := envoy.Bootstrap(envoy.BootstrapConfig{
+			NodeName:        a.cfg.NodeName,
+			XDSSocket:       xdsSock,
+			AccessLogSocket: alsSock,
+			AdminSocket:     adminSock,
+		})
+		if err != nil {
+			return fmt.Errorf("build envoy bootstrap: %w", err)
+		}
+		js, err := envoy.BootstrapJSON(b)
+		if err != nil {
+			return err
+		}
+		path := filepath.Join(a.cfg.RunDir, EnvoyBootstrap)
+		if err := os.WriteFile(path, js, 0o640); err != nil {
+			return fmt.Errorf("write envoy bootstrap: %w", err)
+		}
+		sup, err := envoy.NewSupervisor(envoy.SupervisorConfig{
+			Binary:        a.cfg.EnvoyBinary,
+			BootstrapPath: path,
+			AdminAddr:     adminSock,
+			Logger:        a.log.With("component", "envoy"),
+			Registerer:    a.reg,
+		})
+		if err != nil {
+			return fmt.Errorf("create envoy supervisor: %w", err)
+		}
+		g.Go(func() error { return sup.Run(ctx) })
+	}
+	return nil
 }
 
 func (a *Agent) serveAccessLogs(ctx context.Context) error {

@@ -46,6 +46,14 @@ type Config struct {
 	// probes); off in standalone mode, where the host is a peer like others.
 	AllowHostIngress bool `json:"allowHostIngress,omitempty"`
 
+	// Proxy selects the HTTP proxy: "embedded" (default: moat's l7proxy in
+	// the agent process), "envoy" (the agent runs EnvoyBinary with moat's
+	// bootstrap and supervises it) or "external" (an Envoy the agent does
+	// not run, e.g. the chart's DaemonSet, connects to xds.sock).
+	Proxy string `json:"proxy,omitempty"`
+	// EnvoyBinary is the Envoy executable for Proxy "envoy".
+	EnvoyBinary string `json:"envoyBinary,omitempty"`
+
 	// Proxy ports of the transparent listeners.
 	EgressHTTPPort  uint16 `json:"egressHTTPPort,omitempty"`
 	IngressHTTPPort uint16 `json:"ingressHTTPPort,omitempty"`
@@ -97,6 +105,13 @@ const (
 	DefaultFlowBuffer      = 4096
 )
 
+// Proxy choices.
+const (
+	ProxyEmbedded = "embedded"
+	ProxyEnvoy    = "envoy"
+	ProxyExternal = "external"
+)
+
 // DefaultMetrics are the Hubble handlers enabled when none are configured.
 var DefaultMetrics = []string{
 	"dns", "drop", "tcp", "flow", "port-distribution", "icmp",
@@ -129,6 +144,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.ACKTimeout == 0 {
 		c.ACKTimeout = Duration(DefaultACKTimeout)
+	}
+	if c.Proxy == "" {
+		c.Proxy = ProxyEmbedded
 	}
 	if c.Metrics == nil {
 		c.Metrics = DefaultMetrics
@@ -164,6 +182,15 @@ func (c Config) Validate() error {
 	case "", "tcx", "tc":
 	default:
 		bad("attach", "%q: want tcx, tc or empty (automatic)", c.Attach)
+	}
+	switch c.Proxy {
+	case ProxyEmbedded, ProxyExternal:
+	case ProxyEnvoy:
+		if c.EnvoyBinary == "" {
+			bad("envoyBinary", "required when proxy is %q", ProxyEnvoy)
+		}
+	default:
+		bad("proxy", "%q: want embedded, envoy or external", c.Proxy)
 	}
 	if c.EgressHTTPPort == c.IngressHTTPPort {
 		bad("ingressHTTPPort", "must differ from egressHTTPPort (%d)", c.EgressHTTPPort)

@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"crypto/sha256"
+	"net/netip"
+	"slices"
 	"sort"
 
 	"errors"
@@ -87,7 +89,19 @@ func (a *Agent) applyPolicies(pols []policy.Policy) {
 // the endpoints file.
 func (a *Agent) applyEndpoints(f *policy.EndpointsFile) error {
 	var errs []error
-	a.compiler.SetNode(f.Node)
+	// Traffic the node itself sends to a pod leaves from the veth gateway
+	// address: it is the host identity like the node's own addresses.
+	node := f.Node
+	node.Addresses = append([]netip.Addr(nil), node.Addresses...)
+	if a.eps != nil {
+		gw := a.eps.Config()
+		for _, addr := range []netip.Addr{gw.GatewayIPv4, gw.GatewayIPv6} {
+			if addr.IsValid() && !slices.Contains(node.Addresses, addr) {
+				node.Addresses = append(node.Addresses, addr)
+			}
+		}
+	}
+	a.compiler.SetNode(node)
 	for _, ns := range f.Namespaces {
 		if err := a.compiler.UpsertNamespace(ns); err != nil {
 			errs = append(errs, err)

@@ -47,16 +47,23 @@ try() { # try FROM TO PORT: open a TCP connection from FROM's netns
 	fi
 }
 
+http() { # http FROM METHOD URL: an HTTP request from FROM's netns, prints the status
+	local from=$1 method=$2 url=$3 code
+	code=$(ip netns exec "$(ns "$from")" curl -s -m 3 -o /dev/null -w '%{http_code}' -X "$method" "$url") || true
+	echo "  $from: $method $url -> ${code/000/no connection}"
+}
+
 if [[ $example == *starwars* ]]; then
-	if command -v python3 >/dev/null; then
-		ip netns exec "$(ns xwing)" python3 -c 'import http.server,sys; sys.argv[0]="moat-demo-server"; http.server.test(HandlerClass=http.server.SimpleHTTPRequestHandler, port=8000, bind="0.0.0.0")' >/dev/null 2>&1 &
-		sleep 0.5
-	fi
+	# A stand-in deathstar: any HTTP server answers (python's answers POST with 501).
+	ip netns exec "$(ns deathstar)" python3 -c 'import http.server,sys; sys.argv[0]="moat-demo-server"; http.server.test(HandlerClass=http.server.SimpleHTTPRequestHandler, port=80, bind="0.0.0.0")' >/dev/null 2>&1 &
+	for _ in $(seq 50); do moat status | grep -q "L7 proxy:  ready" && break; sleep 0.1; done
+	sleep 0.5
+	deathstar=$(ip_of deathstar)
 	echo "== traffic"
-	try xwing deathstar 80       # alliance: denied at L3/L4 by the deathstar's ingress default deny
-	try tiefighter deathstar 80  # empire: redirected to the HTTP proxy; none is connected, so it fails closed
-	try tiefighter xwing 8000    # nothing restricts xwing's ingress: allowed
-	echo "== what L7 policy would decide (moat policy trace)"
+	http tiefighter POST "http://$deathstar/v1/request-landing"  # empire: allowed by the HTTP rule, reaches the server
+	http tiefighter PUT "http://$deathstar/v1/exhaust-port"      # empire: denied by the proxy (403 Access denied)
+	http xwing POST "http://$deathstar/v1/request-landing"       # alliance: dropped in the kernel (L3/L4)
+	echo "== the same questions, answered offline (moat policy trace)"
 	./bin/moat policy trace --policies "$example/policies" --endpoints "$example/endpoints.yaml" \
 		--from default/tiefighter --to default/deathstar --port 80/TCP --http-method PUT --http-path /v1/exhaust-port || true
 fi

@@ -46,6 +46,8 @@ func run(args []string) error {
 	fs.StringVar(&cfg.MetricsAddress, "metrics-address", "", "serve /metrics here (default "+agent.DefaultMetricsAddress+")")
 	fs.StringVar(&cfg.XDSAddress, "xds-address", "", "also serve xDS on this loopback TCP address")
 	fs.StringVar(&cfg.NetnsPrefix, "netns-prefix", "", "prefix of the network namespaces the agent creates")
+	fs.StringVar(&cfg.Proxy, "proxy", "", "HTTP proxy: embedded (default), envoy (run --envoy-binary) or external")
+	fs.StringVar(&cfg.EnvoyBinary, "envoy-binary", "", "Envoy executable for --proxy envoy")
 	fs.BoolVar(&cfg.VerdictEvents, "verdict-events", false, "report every new flow's verdict, not only drops")
 	noMetrics := fs.Bool("no-metrics", false, "do not serve /metrics")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -104,6 +106,8 @@ func overlay(base, flags agent.Config) agent.Config {
 	set(&base.MetricsAddress, flags.MetricsAddress)
 	set(&base.XDSAddress, flags.XDSAddress)
 	set(&base.NetnsPrefix, flags.NetnsPrefix)
+	set(&base.Proxy, flags.Proxy)
+	set(&base.EnvoyBinary, flags.EnvoyBinary)
 	base.VerdictEvents = base.VerdictEvents || flags.VerdictEvents
 	return base
 }
