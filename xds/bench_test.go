@@ -15,6 +15,8 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/moatnet/moat/internal/adsclient"
 )
 
 // ResourceBuilder builds the resources of node at version for the push
@@ -96,12 +98,12 @@ func benchPush(b *testing.B, p protocol, clients int, build ResourceBuilder) {
 	defer cancel()
 	for _, n := range nodes {
 		conn := s.dial(b, false)
-		st, err := openStream(ctx, conn, p, n)
+		st, err := conn.Open(ctx, p, n)
 		if err != nil {
 			b.Fatal(err)
 		}
 		wg.Go(func() {
-			defer st.close()
+			defer st.Close()
 			if err := ackForever(st); err != nil && ctx.Err() == nil {
 				clientErrs <- fmt.Errorf("client %s: %w", n, err)
 			}
@@ -178,21 +180,13 @@ func subscribed(st []NodeStatus) int {
 }
 
 // ackForever subscribes to clusters and listeners and ACKs every response.
-func ackForever(st adsStream) error {
+func ackForever(st *adsclient.Stream) error {
 	for _, typeURL := range []string{resource.ClusterType, resource.ListenerType} {
-		if err := st.subscribe(typeURL); err != nil {
+		if err := st.Subscribe(typeURL); err != nil {
 			return err
 		}
 	}
-	for {
-		r, err := st.recv()
-		if err != nil {
-			return err
-		}
-		if err := st.ack(r); err != nil {
-			return err
-		}
-	}
+	return st.Serve(nil)
 }
 
 func percentile(sorted []time.Duration, q float64) time.Duration {

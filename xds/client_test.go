@@ -16,14 +16,12 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/moatnet/moat/internal/adsclient"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
@@ -78,16 +76,15 @@ func startServer(tb testing.TB, tcp bool, logOut io.Writer) *testServer {
 	return &testServer{Server: s, reg: reg, socket: cfg.Socket}
 }
 
-// dial connects to the server's unix socket or, if tcp, its TCP address.
-func (s *testServer) dial(tb testing.TB, tcp bool) *grpc.ClientConn {
+// dial connects to the server's unix socket or, if tcp, its TCP address,
+// with the shared test client.
+func (s *testServer) dial(tb testing.TB, tcp bool) *adsclient.Conn {
 	tb.Helper()
-	target := "unix://" + s.socket
+	target := s.socket
 	if tcp {
 		target = s.TCPAddr().String()
 	}
-	conn, err := grpc.NewClient(target,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	conn, err := adsclient.Dial(target)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -99,29 +96,14 @@ func (s *testServer) dial(tb testing.TB, tcp bool) *grpc.ClientConn {
 type response struct {
 	typeURL string
 	version string // version_info (SotW) or system_version_info (delta)
-	nonce   string
-	names   []string     // delta: resource names
-	any     []*anypb.Any // SotW: resources, decoded by resourceNames when needed
+	r       *adsclient.Response
 }
 
 // resourceNames returns the names of the resources of r.
-func (r response) resourceNames() ([]string, error) {
-	if r.any == nil {
-		return r.names, nil
-	}
-	names := make([]string, 0, len(r.any))
-	for _, a := range r.any {
-		name, err := resourceName(a)
-		if err != nil {
-			return nil, err
-		}
-		names = append(names, name)
-	}
-	return names, nil
-}
+func (r response) resourceNames() ([]string, error) { return r.r.Names() }
 
-// adsStream is a minimal ADS client, SotW or delta, that sends the node only
-// in its first request, as Envoy does.
+// adsStream is the shared ADS client (internal/adsclient), SotW or delta,
+// which sends the node only in its first request, as Envoy does.
 type adsStream interface {
 	subscribe(typeURL string) error
 	recv() (response, error)
@@ -130,126 +112,39 @@ type adsStream interface {
 	close()
 }
 
-type protocol string
+type protocol = adsclient.Protocol
 
 const (
-	sotw  protocol = "sotw"
-	delta protocol = "delta"
+	sotw  = adsclient.SotW
+	delta = adsclient.Delta
 )
 
-func openStream(ctx context.Context, conn *grpc.ClientConn, p protocol, node string) (adsStream, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	c := discovery.NewAggregatedDiscoveryServiceClient(conn)
-	n := &corev3.Node{Id: node, Cluster: "moat"}
-	switch p {
-	case sotw:
-		st, err := c.StreamAggregatedResources(ctx)
-		if err != nil {
-			cancel()
-			return nil, fmt.Errorf("open sotw stream: %w", err)
-		}
-		return &sotwStream{st: st, node: n, cancel: cancel, acked: map[string]string{}}, nil
-	case delta:
-		st, err := c.DeltaAggregatedResources(ctx)
-		if err != nil {
-			cancel()
-			return nil, fmt.Errorf("open delta stream: %w", err)
-		}
-		return &deltaStream{st: st, node: n, cancel: cancel}, nil
+func openStream(ctx context.Context, conn *adsclient.Conn, p protocol, node string) (adsStream, error) {
+	st, err := conn.Open(ctx, p, node)
+	if err != nil {
+		return nil, err
 	}
-	cancel()
-	return nil, fmt.Errorf("unknown protocol %q", p)
+	return clientStream{st}, nil
 }
 
-type sotwStream struct {
-	st     discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient
-	node   *corev3.Node // nil once sent
-	cancel context.CancelFunc
-	acked  map[string]string // type URL → last ACKed version
-}
+// clientStream adapts *adsclient.Stream to adsStream.
+type clientStream struct{ st *adsclient.Stream }
 
-func (s *sotwStream) send(req *discovery.DiscoveryRequest) error {
-	req.Node, s.node = s.node, nil
-	return s.st.Send(req)
-}
+func (c clientStream) subscribe(typeURL string) error { return c.st.Subscribe(typeURL) }
 
-func (s *sotwStream) subscribe(typeURL string) error {
-	return s.send(&discovery.DiscoveryRequest{TypeUrl: typeURL})
-}
-
-func (s *sotwStream) recv() (response, error) {
-	resp, err := s.st.Recv()
+func (c clientStream) recv() (response, error) {
+	r, err := c.st.Recv()
 	if err != nil {
 		return response{}, err
 	}
-	return response{typeURL: resp.GetTypeUrl(), version: resp.GetVersionInfo(), nonce: resp.GetNonce(), any: resp.GetResources()}, nil
+	return response{typeURL: r.TypeURL, version: r.Version, r: r}, nil
 }
 
-func (s *sotwStream) ack(r response) error {
-	s.acked[r.typeURL] = r.version
-	return s.send(&discovery.DiscoveryRequest{TypeUrl: r.typeURL, VersionInfo: r.version, ResponseNonce: r.nonce})
-}
+func (c clientStream) ack(r response) error { return c.st.ACK(r.r) }
 
-func (s *sotwStream) nack(r response, detail string) error {
-	return s.send(&discovery.DiscoveryRequest{
-		TypeUrl: r.typeURL, VersionInfo: s.acked[r.typeURL], ResponseNonce: r.nonce,
-		ErrorDetail: &rpcstatus.Status{Code: 3, Message: detail},
-	})
-}
+func (c clientStream) nack(r response, detail string) error { return c.st.NACK(r.r, detail) }
 
-func (s *sotwStream) close() { s.cancel() }
-
-type deltaStream struct {
-	st     discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
-	node   *corev3.Node
-	cancel context.CancelFunc
-}
-
-func (s *deltaStream) send(req *discovery.DeltaDiscoveryRequest) error {
-	req.Node, s.node = s.node, nil
-	return s.st.Send(req)
-}
-
-func (s *deltaStream) subscribe(typeURL string) error {
-	return s.send(&discovery.DeltaDiscoveryRequest{TypeUrl: typeURL})
-}
-
-func (s *deltaStream) recv() (response, error) {
-	resp, err := s.st.Recv()
-	if err != nil {
-		return response{}, err
-	}
-	r := response{typeURL: resp.GetTypeUrl(), version: resp.GetSystemVersionInfo(), nonce: resp.GetNonce()}
-	for _, res := range resp.GetResources() {
-		r.names = append(r.names, res.GetName())
-	}
-	return r, nil
-}
-
-func (s *deltaStream) ack(r response) error {
-	return s.send(&discovery.DeltaDiscoveryRequest{TypeUrl: r.typeURL, ResponseNonce: r.nonce})
-}
-
-func (s *deltaStream) nack(r response, detail string) error {
-	return s.send(&discovery.DeltaDiscoveryRequest{
-		TypeUrl: r.typeURL, ResponseNonce: r.nonce,
-		ErrorDetail: &rpcstatus.Status{Code: 3, Message: detail},
-	})
-}
-
-func (s *deltaStream) close() { s.cancel() }
-
-func resourceName(a *anypb.Any) (string, error) {
-	m, err := a.UnmarshalNew()
-	if err != nil {
-		return "", fmt.Errorf("unmarshal %s: %w", a.GetTypeUrl(), err)
-	}
-	n, ok := m.(interface{ GetName() string })
-	if !ok {
-		return "", fmt.Errorf("%s has no name", a.GetTypeUrl())
-	}
-	return n.GetName(), nil
-}
+func (c clientStream) close() { c.st.Close() }
 
 // testCluster is an original-destination cluster like the one that receives
 // redirected traffic; tag makes versions differ.
