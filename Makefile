@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    ?= ./...
 EXAMPLE ?= examples/starwars
 
-.PHONY: all build demo policy-demo test test-unit vet generate generate-check bench bench-l4 clean
+.PHONY: all build demo policy-demo bench-l4 test test-unit vet generate generate-check bench bench-l4 clean
 
 all: build
 
@@ -45,6 +45,10 @@ generate-check: generate
 ## bench: Go benchmarks (policy compile, translation, xDS push, matchers)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x $(PKGS)
+
+## bench-l4: L3/L4 datapath benchmark (root): no policy vs moat vs iptables at 1k and 10k rules
+bench-l4:
+	$(GO) run ./e2e/benchl4 -json bench-l4.json $(BENCH_L4_FLAGS)
 
 clean:
 	rm -rf bin/

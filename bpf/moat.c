@@ -70,12 +70,13 @@ static __always_inline int pass(struct ctx *c, __u32 rule)
 }
 
 /*
- * bounce_to_ingress hands a packet seen at tc egress of the host veth back to
- * the same veth's ingress, where from_endpoint assigns it to the proxy socket
- * (bpf_sk_assign only works at ingress). The MAC addresses are swapped so the
- * host stack accepts the frame as addressed to itself.
+ * bounce_to_ingress hands a packet seen at tc egress of a host veth to the
+ * ingress of the host veth ifindex, where from_endpoint assigns it to the
+ * proxy socket (bpf_sk_assign only works at ingress). The MAC addresses are
+ * swapped (and from_endpoint makes the packet PACKET_HOST) so the host stack
+ * accepts the frame as addressed to itself.
  */
-static __always_inline int bounce_to_ingress(struct __sk_buff *skb, __u16 port)
+static __always_inline int bounce_to_ingress(struct __sk_buff *skb, __u32 ifindex, __u16 port)
 {
 	__u8 macs[12], swapped[12];
 
@@ -86,7 +87,36 @@ static __always_inline int bounce_to_ingress(struct __sk_buff *skb, __u16 port)
 	if (bpf_skb_store_bytes(skb, 0, swapped, 12, 0) < 0)
 		return TC_ACT_SHOT;
 	skb->mark = MARK_TO_PROXY | ((__u32)port << 16);
-	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+	return bpf_redirect(ifindex, BPF_F_INGRESS);
+}
+
+/*
+ * ingress_proxy_hop picks the veth whose ingress assigns an ingress-redirected
+ * packet to the proxy. A packet that a local endpoint sent goes back to that
+ * endpoint's veth: there reverse-path filtering sees the source on its own
+ * link (strict rp_filter drops it anywhere else), and the source's egress CT
+ * entry is flagged so that the flow's later packets are assigned there
+ * directly (see CT_F_TO_INGRESS_PROXY). Anything else (host, other
+ * interfaces) bounces to the destination's own veth, which needs a loose
+ * rp_filter.
+ */
+static __always_inline __u32 ingress_proxy_hop(struct __sk_buff *skb, struct ctx *c, __u16 port)
+{
+	__u32 src_if = skb->ingress_ifindex, self = c->ev.endpoint;
+	struct ct_entry *ct;
+	struct ct_key k;
+
+	if (src_if == 0 || src_if == self || !bpf_map_lookup_elem(&moat_endpoints, &src_if))
+		return self;
+	k = c->p.key;
+	k.direction = DIR_EGRESS;
+	k.endpoint = src_if;
+	ct = ct_live(&k);
+	if (ct && ct->verdict != VERDICT_REDIRECT) {
+		ct->proxy_port = port;
+		ct->flags |= CT_F_TO_INGRESS_PROXY;
+	}
+	return src_if;
 }
 
 /* redirect sends a packet of a redirected flow to the proxy. */
@@ -95,9 +125,12 @@ static __always_inline int redirect(struct __sk_buff *skb, struct ctx *c, __u16 
 	if (port == 0)
 		return drop(c, DROP_PROXY_UNAVAILABLE);
 	if (c->dir == DIR_INGRESS) {
+		/* A new flow needs the listener; a tracked one its own socket. */
+		if (new_flow && !proxy_listening(skb, &c->p, port))
+			return drop(c, DROP_PROXY_UNAVAILABLE);
 		count_endpoint(c->p.key.endpoint, c->dir, STAT_REDIRECTED, c->p.len);
 		count_rule(rule, c->p.len);
-		return bounce_to_ingress(skb, port);
+		return bounce_to_ingress(skb, ingress_proxy_hop(skb, c, port), port);
 	}
 	if (to_proxy(skb, &c->p, port) < 0) {
 		if (new_flow && c->p.key.proto == IPPROTO_TCP && !(c->p.tcp_flags & TCP_FLAG_SYN))
@@ -117,6 +150,21 @@ static __always_inline __u32 ep_enforced(const struct endpoint_config *cfg, __u8
 static __always_inline __u32 ep_has_entries(const struct endpoint_config *cfg, __u8 dir)
 {
 	return cfg->flags & (dir == DIR_EGRESS ? EP_F_EGRESS_ENTRIES : EP_F_INGRESS_ENTRIES);
+}
+
+/*
+ * from_ingress_proxy: traffic from the ingress proxy to its endpoint has been
+ * through that endpoint's ingress policy already (the redirect that took it
+ * to the proxy, then the proxy's L7 rules), so it is never redirected again
+ * and needs no allow entry of its own; only an explicit deny still drops it.
+ * Its mark may carry identity 0 (unknown: Envoy's ingress cluster cannot
+ * know the source per connection, see envoy/cluster.go), which matches no
+ * identity-specific entry.
+ */
+static __always_inline void from_ingress_proxy(struct policy_res *res, __u32 from_proxy)
+{
+	if (from_proxy == MARK_FROM_INGRESS_PROXY && res->verdict != VERDICT_DENY)
+		res->verdict = VERDICT_ALLOW;
 }
 
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
@@ -145,10 +193,15 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (ret == PARSE_MALFORMED)
 		return drop(&c, DROP_MALFORMED);
 
-	/* A packet that to_endpoint bounced here for its ingress proxy. */
+	/*
+	 * A packet that to_endpoint bounced here for its ingress proxy (the
+	 * frame may be addressed to another veth: accept it as ours).
+	 */
 	if (dir == DIR_EGRESS && magic == MARK_TO_PROXY) {
 		c.dir = DIR_INGRESS;
 		c.ev.direction = DIR_INGRESS;
+		if (skb->pkt_type != 0 /* PACKET_HOST */ && bpf_skb_change_type(skb, 0) < 0)
+			return drop(&c, DROP_PROXY_UNAVAILABLE);
 		if (to_proxy(skb, &c.p, mark >> 16) < 0)
 			return drop(&c, DROP_PROXY_UNAVAILABLE);
 		return TC_ACT_OK;
@@ -167,6 +220,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			/* The policy changed since the flow started: re-check it. */
 			if (ep_has_entries(cfg, dir))
 				policy_eval(ep, dir, ct->remote_identity, c.p.key.proto, c.p.policy_port, &res);
+			from_ingress_proxy(&res, from_proxy);
 			if (res.verdict == VERDICT_DENY || (res.verdict == VERDICT_NONE && ep_enforced(cfg, dir))) {
 				bpf_map_delete_elem(&moat_ct, &c.p.key);
 				c.ev.rule = res.rule;
@@ -180,6 +234,11 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		c.ev.rule = ct->rule;
 		if (ct->verdict == VERDICT_REDIRECT)
 			return redirect(skb, &c, ct->proxy_port, ct->rule, 0);
+		if (dir == DIR_EGRESS && (ct->flags & CT_F_TO_INGRESS_PROXY)) {
+			/* The destination's ingress proxy takes this flow. */
+			if (to_proxy(skb, &c.p, ct->proxy_port) < 0)
+				return drop(&c, DROP_PROXY_UNAVAILABLE);
+		}
 		return pass(&c, ct->rule);
 	}
 
@@ -210,8 +269,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		c.remote = ipcache_identity(dir == DIR_EGRESS ? c.p.key.daddr : c.p.key.saddr);
 	if (ep_has_entries(cfg, dir))
 		policy_eval(ep, dir, c.remote, c.p.key.proto, c.p.policy_port, &res);
-	if (res.verdict == VERDICT_REDIRECT && from_proxy == MARK_FROM_INGRESS_PROXY)
-		res.verdict = VERDICT_ALLOW; /* already through the ingress proxy */
+	from_ingress_proxy(&res, from_proxy);
 	c.ev.rule = res.rule;
 	c.ev.verdict = res.verdict;
 	c.ev.match = res.match;

@@ -14,6 +14,17 @@
 #define BPF_TCP_TIME_WAIT_ 6
 #define BPF_TCP_LISTEN_ 10
 
+/*
+ * CT flag (next to CT_F_* in moat.h): set on the source endpoint's egress
+ * entry of a pod-to-pod flow that the destination's ingress policy sends to
+ * the proxy (ct_entry.proxy_port holds the port). from_endpoint then assigns
+ * the flow's later packets to the proxy socket at the source's veth: the host
+ * stack would otherwise early-demux them to that socket (its tuple is the
+ * flow's) and drop them on the forward path, so they never reach the
+ * destination's veth.
+ */
+#define CT_F_TO_INGRESS_PROXY (1 << 3)
+
 static __always_inline __u32 sock_tuple(const struct pkt *p, struct bpf_sock_tuple *t)
 {
 	if (p->family == 4) {
@@ -87,6 +98,39 @@ assign:
 		return -1;
 	skb->mark = MARK_TO_PROXY | ((__u32)port << 16);
 	return 0;
+}
+
+/*
+ * proxy_listening reports whether the proxy has a listener on port for the
+ * packet's protocol. Unlike to_proxy it works at tc egress too, so an ingress
+ * redirect can fail closed (and say so) where the policy decided it.
+ */
+static __always_inline int proxy_listening(struct __sk_buff *skb, const struct pkt *p, __u16 port)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	__u32 len;
+	int ok;
+
+	if (port == 0)
+		return 0;
+	len = sock_tuple(p, &t);
+	tuple_listener(p, &t, port);
+	if (p->key.proto == IPPROTO_TCP) {
+		sk = bpf_skc_lookup_tcp(skb, &t, len, BPF_F_CURRENT_NETNS, 0);
+		if (!sk)
+			return 0;
+		ok = sk->state == BPF_TCP_LISTEN_;
+	} else if (p->key.proto == IPPROTO_UDP) {
+		sk = bpf_sk_lookup_udp(skb, &t, len, BPF_F_CURRENT_NETNS, 0);
+		if (!sk)
+			return 0;
+		ok = 1;
+	} else {
+		return 0;
+	}
+	bpf_sk_release(sk);
+	return ok;
 }
 
 /* mark_identity unpacks the source identity of proxy-originated traffic. */

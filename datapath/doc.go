@@ -5,7 +5,11 @@
 // writing a policy.Plan into the maps (Sync), reading events from the ringbuf
 // and counters from per-CPU maps, and removing everything again (Cleanup).
 // The endpoint plumbing (netns, veth, routes, proxy routing rule) lives in
-// endpoint*.go and netns*.go.
+// endpoint*.go and netns*.go. Two more programs live beside the tc ones:
+// the cgroup sock_ops program that reports TCP health (unanswered SYNs,
+// retransmissions, RTT, resets: sockops*.go, bpf/sockops.c) and the XDP
+// prefilter that drops a CIDR deny list before the stack (prefilter*.go,
+// bpf/xdp.c).
 //
 // Enforcement never stops on its own account: a restarted agent adopts the
 // pinned maps and links and swaps programs in place (link.Update); Sync

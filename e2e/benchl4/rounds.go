@@ -1,0 +1,104 @@
+package main
+
+import (
+	"maps"
+	"slices"
+)
+
+func newSizeResult(n int) SizeResult {
+	return SizeResult{
+		Rules: n,
+		HTTP:  map[string]WrkResult{},
+		TCP:   map[string]IperfResult{},
+		UDP:   map[string]IperfResult{},
+		Prog:  map[string]ProgCost{},
+	}
+}
+
+// MergeRounds combines the rounds of one size: medians of the rates and
+// costs, sums of the counts, every replacement timing. Raw keeps each
+// round's headline numbers ("http/a" → req/s per round, …).
+func MergeRounds(n int, rounds []SizeResult) SizeResult {
+	out := newSizeResult(n)
+	out.Rounds = len(rounds)
+	out.Raw = map[string][]float64{}
+	for _, sc := range []string{"a", "b", "c"} {
+		var http, tcp, udp, udpBits, udpLost []float64
+		var w WrkResult
+		for _, r := range rounds {
+			if v, ok := r.HTTP[sc]; ok {
+				http = append(http, v.RequestsPerSec)
+				w.Requests += v.Requests
+				w.SocketErrors += v.SocketErrors
+				w.Non2xx += v.Non2xx
+			}
+			if v, ok := r.TCP[sc]; ok {
+				tcp = append(tcp, v.BitsPerSecond)
+			}
+			if v, ok := r.UDP[sc]; ok {
+				udp = append(udp, v.PacketsPerSecond)
+				udpBits = append(udpBits, v.BitsPerSecond)
+				udpLost = append(udpLost, v.LostPercent)
+			}
+		}
+		if len(http) > 0 {
+			w.RequestsPerSec = median(http)
+			out.HTTP[sc] = w
+			out.Raw["http/"+sc] = http
+		}
+		if len(tcp) > 0 {
+			out.TCP[sc] = IperfResult{BitsPerSecond: median(tcp)}
+			out.Raw["tcp/"+sc] = tcp
+		}
+		if len(udp) > 0 {
+			out.UDP[sc] = IperfResult{PacketsPerSecond: median(udp), BitsPerSecond: median(udpBits), LostPercent: median(udpLost)}
+			out.Raw["udp/"+sc] = udp
+		}
+	}
+	var loads []float64
+	progs := map[string][]ProgCost{}
+	for _, r := range rounds {
+		out.ReplaceAll = append(out.ReplaceAll, r.ReplaceAll...)
+		loads = append(loads, r.IptablesLoadAll...)
+		for name, c := range r.Prog {
+			progs[name] = append(progs[name], c)
+		}
+	}
+	out.ReplaceMs = median(out.ReplaceAll)
+	out.IptablesLoadAll = loads
+	out.IptablesLoadMs = median(loads)
+	for name, cs := range progs {
+		out.Prog[name] = mergeCosts(cs)
+		out.Raw["nsPerPacket/"+name] = costValues(cs)
+	}
+	return out
+}
+
+func mergeCosts(cs []ProgCost) ProgCost {
+	out := ProgCost{Runs: map[string]uint64{}, NsPerRun: map[string]float64{}}
+	if len(cs) == 0 {
+		return out
+	}
+	perRun := map[string][]float64{}
+	for _, c := range cs {
+		for name, runs := range c.Runs {
+			out.Runs[name] += runs
+		}
+		for name, ns := range c.NsPerRun {
+			perRun[name] = append(perRun[name], ns)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(perRun)) {
+		out.NsPerRun[name] = median(perRun[name])
+	}
+	out.NsPerPacket = median(costValues(cs))
+	return out
+}
+
+func costValues(cs []ProgCost) []float64 {
+	out := make([]float64, len(cs))
+	for i, c := range cs {
+		out[i] = c.NsPerPacket
+	}
+	return out
+}
