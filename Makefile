@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    ?= ./...
 EXAMPLE ?= examples/starwars
 
-.PHONY: all build demo policy-demo bench-l4 test test-unit vet generate generate-check bench bench-l4 clean
+.PHONY: all build demo policy-demo bench-l4 test test-unit vet generate generate-check bench clean
 
 all: build
 
