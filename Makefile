@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    ?= ./...
 EXAMPLE ?= examples/starwars
 
-.PHONY: all build demo policy-demo bench-l4 test test-unit vet generate generate-check bench clean
+.PHONY: all build demo policy-demo bench-l4 e2e test test-unit vet generate generate-check bench clean
 
 all: build
 
@@ -30,6 +30,10 @@ vet:
 ## test: unit tests, fuzz seeds, and (with MOAT_PRIVILEGED_TESTS=1, as root) privileged tests
 test: vet
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+## e2e: the netns end-to-end suite alone (root)
+e2e:
+	MOAT_PRIVILEGED_TESTS=1 $(GO) test -count=1 -timeout 10m ./e2e/...
 
 test-unit:
 	$(GO) test -count=1 $(PKGS)

@@ -11,15 +11,11 @@ import (
 // stays open. The endpoint manager gets the path as its HostNetns.
 //
 // Why not the manager's default, /proc/<pid>/ns/net: that path follows the
-// process's main thread, and when a goroutine exits while locked to the main
-// thread Go does not end the thread but wedges it, in whatever namespace it
-// is in. datapath's netns creation leaves its locked thread inside the new
-// pod netns on purpose; when the scheduler ran it on the main thread,
-// /proc/<pid>/ns/net named that pod from then on, and host-side work
-// (per-veth forwarding sysctls, proxy routing) went to the pod and failed
-// ("write sysctl net/ipv4/conf/lxc…/forwarding: no such file or directory",
-// on every reconcile). A descriptor taken before any netns exists does not
-// move.
+// process's main thread, and a goroutine that exits while locked to a thread
+// inside a pod's netns (after a failed return to the host netns) can wedge
+// the main thread there; host-side work (per-veth forwarding sysctls, proxy
+// routing) would then go to the pod. The e2e suite once caught exactly that.
+// A descriptor taken before any pod netns exists does not move.
 func pinHostNetns() (*os.File, string, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()

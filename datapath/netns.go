@@ -28,16 +28,31 @@ func netnsCreate(path string) error {
 	}
 	errc := make(chan error, 1)
 	go func() {
-		// Never unlocked on purpose: the thread ends up in the new netns, and
-		// a goroutine that exits while locked takes its thread with it.
+		// The thread enters the new netns, bind-mounts it, and goes back to
+		// the netns it came from. Only a thread that made it back is handed
+		// back to the scheduler; one that could not return exits with its
+		// goroutine (a locked goroutine that exits takes its thread along),
+		// so no other goroutine ever runs in the pod's netns by accident.
 		runtime.LockOSThread()
+		orig, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+		if err != nil {
+			errc <- fmt.Errorf("open current netns: %w", err)
+			return
+		}
+		defer orig.Close()
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			errc <- fmt.Errorf("unshare netns: %w", err)
 			return
 		}
 		src := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
-		if err := unix.Mount(src, path, "none", unix.MS_BIND, ""); err != nil {
-			errc <- fmt.Errorf("bind mount netns onto %s: %w", path, err)
+		mountErr := unix.Mount(src, path, "none", unix.MS_BIND, "")
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- errors.Join(mountErr, fmt.Errorf("return to the original netns: %w", err))
+			return
+		}
+		runtime.UnlockOSThread()
+		if mountErr != nil {
+			errc <- fmt.Errorf("bind mount netns onto %s: %w", path, mountErr)
 			return
 		}
 		errc <- nil
