@@ -89,18 +89,11 @@ func (a *Agent) applyPolicies(pols []policy.Policy) {
 // the endpoints file.
 func (a *Agent) applyEndpoints(f *policy.EndpointsFile) error {
 	var errs []error
-	// Traffic the node itself sends to a pod leaves from the veth gateway
-	// address: it is the host identity like the node's own addresses.
-	node := f.Node
-	node.Addresses = append([]netip.Addr(nil), node.Addresses...)
+	ecfg := datapath.DefaultEndpointConfig()
 	if a.eps != nil {
-		gw := a.eps.Config()
-		for _, addr := range []netip.Addr{gw.GatewayIPv4, gw.GatewayIPv6} {
-			if addr.IsValid() && !slices.Contains(node.Addresses, addr) {
-				node.Addresses = append(node.Addresses, addr)
-			}
-		}
+		ecfg = a.eps.Config()
 	}
+	node := StandaloneNode(f.Node, ecfg)
 	a.compiler.SetNode(node)
 	for _, ns := range f.Namespaces {
 		if err := a.compiler.UpsertNamespace(ns); err != nil {
@@ -360,4 +353,18 @@ func resourcesDigest(byType map[resource.Type][]types.Resource) ([32]byte, error
 	var out [32]byte
 	copy(out[:], h.Sum(nil))
 	return out, nil
+}
+
+// StandaloneNode returns the node as standalone mode compiles it: traffic
+// the node itself sends to an endpoint leaves from the veth gateway address,
+// so the gateway addresses are host addresses like the node's own. The agent
+// and `moat policy compile|trace` both use it, so they agree.
+func StandaloneNode(n policy.Node, ecfg datapath.EndpointConfig) policy.Node {
+	n.Addresses = append([]netip.Addr(nil), n.Addresses...)
+	for _, addr := range []netip.Addr{ecfg.GatewayIPv4, ecfg.GatewayIPv6} {
+		if addr.IsValid() && !slices.Contains(n.Addresses, addr) {
+			n.Addresses = append(n.Addresses, addr)
+		}
+	}
+	return n
 }

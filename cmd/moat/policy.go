@@ -10,6 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moatnet/moat/agent"
+	"github.com/moatnet/moat/datapath"
 	"github.com/moatnet/moat/policy"
 )
 
@@ -77,7 +79,7 @@ func (in *planInputs) plan(stderr io.Writer) (*policy.Plan, error) {
 		Policies:   policies,
 		Endpoints:  eps.Endpoints,
 		Namespaces: eps.Namespaces,
-		Node:       eps.Node,
+		Node:       agent.StandaloneNode(eps.Node, datapath.DefaultEndpointConfig()),
 	})
 }
 
