@@ -156,6 +156,24 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer dp.Close()
 	a.dp = dp
+	a.reg.MustRegister(&mapPressureCollector{dp: dp})
+
+	var readTCP func(context.Context) error
+	if *a.cfg.TCPHealth {
+		run, closeTCP, err := a.startTCPHealth(dcfg.PinRoot)
+		if err != nil {
+			return err
+		}
+		defer closeTCP()
+		readTCP = run
+	}
+	if len(a.cfg.PrefilterDeny) > 0 {
+		closePF, err := a.startPrefilter(dcfg.PinRoot)
+		if err != nil {
+			return err
+		}
+		defer closePF()
+	}
 
 	ecfg := datapath.DefaultEndpointConfig()
 	if a.cfg.NetnsPrefix != "" {
@@ -188,6 +206,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		return dp.ReadEvents(ctx, a.onEvent)
 	})
 	g.Go(func() error { return a.policyLoop(ctx) })
+	if readTCP != nil {
+		g.Go(func() error { return readTCP(ctx) })
+	}
 	if err := a.startProxy(ctx, g); err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -41,6 +42,17 @@ type Config struct {
 	VerdictEvents bool `json:"verdictEvents,omitempty"`
 	// NetnsPrefix names the network namespaces the agent creates.
 	NetnsPrefix string `json:"netnsPrefix,omitempty"`
+
+	// TCPHealth reports TCP health (unanswered SYNs, retransmissions, RTT,
+	// resets) from a cgroup sock_ops program; TCPHealthCgroup is the cgroup
+	// v2 directory it watches ("" = the cgroup root: every socket on the
+	// node).
+	TCPHealth       *bool  `json:"tcpHealth,omitempty"`
+	TCPHealthCgroup string `json:"tcpHealthCgroup,omitempty"`
+	// PrefilterDeny is a CIDR deny list enforced at XDP on
+	// PrefilterInterfaces, before the network stack.
+	PrefilterDeny       []string `json:"prefilterDeny,omitempty"`
+	PrefilterInterfaces []string `json:"prefilterInterfaces,omitempty"`
 
 	// AllowHostIngress lets the node itself into every endpoint (kubelet
 	// probes); off in standalone mode, where the host is a peer like others.
@@ -148,6 +160,10 @@ func (c Config) WithDefaults() Config {
 	if c.Proxy == "" {
 		c.Proxy = ProxyEmbedded
 	}
+	if c.TCPHealth == nil {
+		on := true
+		c.TCPHealth = &on
+	}
 	if c.Metrics == nil {
 		c.Metrics = DefaultMetrics
 	}
@@ -205,6 +221,14 @@ func (c Config) Validate() error {
 	}
 	if _, err := flow.ParseMetricsList(c.Metrics); err != nil {
 		bad("metrics", "%v", err)
+	}
+	for i, p := range c.PrefilterDeny {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			bad(fmt.Sprintf("prefilterDeny[%d]", i), "%q: %v", p, err)
+		}
+	}
+	if len(c.PrefilterDeny) > 0 && len(c.PrefilterInterfaces) == 0 {
+		bad("prefilterInterfaces", "required when prefilterDeny is set")
 	}
 	if c.FlowBuffer < 1 {
 		bad("flowBuffer", "%d: must be at least 1", c.FlowBuffer)

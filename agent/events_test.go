@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"github.com/prometheus/client_golang/prometheus"
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -70,5 +72,58 @@ func TestParseFlowQuery(t *testing.T) {
 		if _, _, _, err := ParseFlowQuery(v); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: err = %v, want mention of %q", q, err, want)
 		}
+	}
+}
+
+func TestTCPEventFlows(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	mcfg, err := flow.ParseMetricsList([]string{"tcp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fm, err := flow.NewMetrics(mcfg, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := flow.NewRing(flow.RingConfig{Capacity: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Agent{cfg: Config{NodeName: "n1"}, m: newAgentMetrics(reg), ring: ring, flows: fm}
+	local := netip.MustParseAddrPort("10.1.0.1:40000")
+	remote := netip.MustParseAddrPort("10.1.0.2:80")
+	for _, ev := range []datapath.TCPEvent{
+		{Kind: datapath.TCPEstablished, Active: true, Local: local, Remote: remote},
+		{Kind: datapath.TCPEstablished, Active: false, Local: remote, Remote: local},
+		{Kind: datapath.TCPClosed, Active: true, Local: local, Remote: remote},
+		{Kind: datapath.TCPReset, Active: true, Local: local, Remote: remote},
+		{Kind: datapath.TCPRTT, Active: true, Local: local, Remote: remote, RTT: time.Millisecond},
+	} {
+		a.onTCPEvent(ev)
+	}
+	if got := ring.Len(); got != 4 {
+		t.Fatalf("%d flows, want 4 (RTT samples are metrics only)", got)
+	}
+	first := ring.Last(4, flow.Filter{})[0]
+	if first.Source.IP.String() != "10.1.0.1" || first.L4.DestinationPort != 80 || first.L4.TCPFlags != flow.SYN {
+		t.Fatalf("active established flow %+v", first)
+	}
+	passive := ring.Last(4, flow.Filter{})[1]
+	if passive.Source.IP.String() != "10.1.0.1" || passive.L4.TCPFlags != flow.SYN|flow.ACK {
+		t.Fatalf("passive established flow: source %s flags %v; want the client as source and SYN-ACK", passive.Source.IP, passive.L4.TCPFlags)
+	}
+	want := `
+# HELP hubble_tcp_flags_total TCP flag occurrences
+# TYPE hubble_tcp_flags_total counter
+hubble_tcp_flags_total{family="IPv4",flag="FIN"} 1
+hubble_tcp_flags_total{family="IPv4",flag="RST"} 1
+hubble_tcp_flags_total{family="IPv4",flag="SYN"} 1
+hubble_tcp_flags_total{family="IPv4",flag="SYN-ACK"} 1
+`
+	if err := promtestutil.GatherAndCompare(reg, strings.NewReader(want), "hubble_tcp_flags_total"); err != nil {
+		t.Fatal(err)
+	}
+	if got := promtestutil.ToFloat64(a.m.tcpEvents.WithLabelValues("established")); got != 2 {
+		t.Fatalf("moat_tcp_events_total{kind=established} = %v, want 2", got)
 	}
 }

@@ -12,6 +12,8 @@ type agentMetrics struct {
 	reconcileSeconds      prometheus.Histogram
 	endpointRegenerations *prometheus.CounterVec
 	redirectsFailClosed   *prometheus.CounterVec
+	tcpEvents             *prometheus.CounterVec
+	tcpRTT                prometheus.Histogram
 }
 
 func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
@@ -45,7 +47,17 @@ func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
 			Name: "moat_proxy_redirects_fail_closed_total",
 			Help: "Reconciliations whose HTTP redirects stayed without a proxy port (traffic dropped), by reason.",
 		}, []string{"reason"}),
+		tcpEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_tcp_events_total",
+			Help: "TCP health events from the sock_ops program, by kind (syn-timeout, refused, retransmit, reset, established, closed, rtt).",
+		}, []string{"kind"}),
+		tcpRTT: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "moat_tcp_rtt_seconds",
+			Help:    "Sampled TCP round-trip times of sockets on the node.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16),
+		}),
 	}
+	reg.MustRegister(m.tcpEvents, m.tcpRTT)
 	reg.MustRegister(m.policies, m.policyErrors, m.endpoints, m.reconciles, m.reconcileSeconds,
 		m.endpointRegenerations, m.redirectsFailClosed)
 	return m

@@ -50,6 +50,7 @@ func run(args []string) error {
 	fs.StringVar(&cfg.EnvoyBinary, "envoy-binary", "", "Envoy executable for --proxy envoy")
 	fs.BoolVar(&cfg.VerdictEvents, "verdict-events", false, "report every new flow's verdict, not only drops")
 	noMetrics := fs.Bool("no-metrics", false, "do not serve /metrics")
+	noTCPHealth := fs.Bool("no-tcp-health", false, "do not attach the TCP health (sock_ops) program")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -75,6 +76,10 @@ func run(args []string) error {
 	}
 	if *noMetrics {
 		cfg.MetricsAddress = ""
+	}
+	if *noTCPHealth {
+		off := false
+		cfg.TCPHealth = &off
 	}
 	a, err := agent.New(cfg, log)
 	if err != nil {
