@@ -15,9 +15,18 @@
 #define TCP_FLAG_RST 0x04
 #define TCP_FLAG_ACK 0x10
 
+/* now_sec reads the clock once per packet (the coarse clock: CT lifetimes are seconds). */
 static __always_inline __u64 now_sec(void)
 {
-	return bpf_ktime_get_ns() / 1000000000ULL;
+	return bpf_ktime_get_coarse_ns() / 1000000000ULL;
+}
+
+/* generation returns the maps' current generation (see moat_generation). */
+static __always_inline __u32 generation(void)
+{
+	__u32 zero = 0, *g = bpf_map_lookup_elem(&moat_generation, &zero);
+
+	return g ? *g : 0;
 }
 
 static __always_inline void ct_reverse(const struct ct_key *k, struct ct_key *r, __u8 dir)
@@ -44,7 +53,7 @@ static __always_inline __u32 ct_lifetime(const struct ct_entry *e, __u8 proto)
 }
 
 /* ct_touch records a packet of the flow and extends its life. */
-static __always_inline void ct_touch(struct ct_entry *e, __u8 proto, __u8 tcp_flags, int reply)
+static __always_inline void ct_touch(struct ct_entry *e, __u8 proto, __u8 tcp_flags, int reply, __u64 now)
 {
 	__u8 flags = e->flags;
 	__u64 expires;
@@ -55,17 +64,17 @@ static __always_inline void ct_touch(struct ct_entry *e, __u8 proto, __u8 tcp_fl
 		flags |= CT_F_CLOSING;
 	if (flags != e->flags)
 		e->flags = flags;
-	expires = now_sec() + ct_lifetime(e, proto);
+	expires = now + ct_lifetime(e, proto);
 	if (expires != e->expires)
 		e->expires = expires;
 }
 
 /* ct_live returns the entry for k when it exists and has not expired. */
-static __always_inline struct ct_entry *ct_live(struct ct_key *k)
+static __always_inline struct ct_entry *ct_live(struct ct_key *k, __u64 now)
 {
 	struct ct_entry *e = bpf_map_lookup_elem(&moat_ct, k);
 
-	if (!e || e->expires < now_sec())
+	if (!e || e->expires < now)
 		return 0;
 	return e;
 }

@@ -43,6 +43,20 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } moat_endpoints SEC(".maps");
 
+/*
+ * The maps' generation, bumped by every Sync that changes the endpoint,
+ * policy or ipcache maps. A tracked flow whose CT entry carries the current
+ * generation passes without looking at its endpoint's config (an inlined
+ * array read instead of a hash lookup per packet).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} moat_generation SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct ct_key);

@@ -36,6 +36,7 @@ const struct event *const moat_event_type __attribute__((unused)) = 0;
 struct ctx {
 	struct pkt p;
 	struct event_info ev;
+	__u64 now; /* seconds, for CT lifetimes */
 	__u32 ep_identity;
 	__u32 remote;
 	__u8 dir;
@@ -111,7 +112,7 @@ static __always_inline __u32 ingress_proxy_hop(struct __sk_buff *skb, struct ctx
 	k = c->p.key;
 	k.direction = DIR_EGRESS;
 	k.endpoint = src_if;
-	ct = ct_live(&k);
+	ct = ct_live(&k, c->now);
 	if (ct && ct->verdict != VERDICT_REDIRECT) {
 		ct->proxy_port = port;
 		ct->flags |= CT_F_TO_INGRESS_PROXY;
@@ -152,6 +153,14 @@ static __always_inline __u32 ep_has_entries(const struct endpoint_config *cfg, _
 	return cfg->flags & (dir == DIR_EGRESS ? EP_F_EGRESS_ENTRIES : EP_F_INGRESS_ENTRIES);
 }
 
+/* ep_shapes returns the SHAPE_* bits of the direction's entries. */
+static __always_inline __u32 ep_shapes(const struct endpoint_config *cfg, __u8 dir)
+{
+	if (!(cfg->flags & EP_F_SHAPES))
+		return SHAPE_L3_L4 | SHAPE_L3_ONLY | SHAPE_L4_ONLY | SHAPE_ALL;
+	return (cfg->flags >> (dir == DIR_EGRESS ? EP_F_SHAPES_EGRESS_SHIFT : EP_F_SHAPES_INGRESS_SHIFT)) & 0xf;
+}
+
 /*
  * from_ingress_proxy: traffic from the ingress proxy to its endpoint has been
  * through that endpoint's ingress policy already (the redirect that took it
@@ -171,11 +180,11 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
 	struct ctx c = {};
 	struct endpoint_config *cfg;
-	struct ct_entry *ct;
+	struct ct_entry *ct = 0, *rct = 0;
 	struct ct_key rev;
 	struct policy_res res = {};
-	__u32 ep = skb->ifindex, mark = skb->mark, magic = mark & MARK_MAGIC_MASK, revision;
-	int ret, from_proxy = 0;
+	__u32 ep = skb->ifindex, mark = skb->mark, magic = mark & MARK_MAGIC_MASK, revision, gen;
+	int ret, from_proxy = 0, looked = 0;
 
 	c.dir = dir;
 	c.ev.endpoint = ep;
@@ -185,6 +194,31 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return TC_ACT_OK;
 	c.p.key.direction = dir;
 	c.p.key.endpoint = ep;
+	c.now = now_sec();
+	gen = generation();
+
+	/*
+	 * Fast path: a tracked flow, checked against the maps' current
+	 * generation, that simply passes needs nothing but its CT entry.
+	 */
+	if (ret == PARSE_OK && magic != MARK_TO_PROXY) {
+		ct = ct_live(&c.p.key, c.now);
+		looked = 1;
+		if (ct && ct->generation == gen && ct->verdict != VERDICT_REDIRECT &&
+		    !(ct->flags & CT_F_TO_INGRESS_PROXY)) {
+			ct_touch(ct, c.p.key.proto, c.p.tcp_flags, 0, c.now);
+			return pass(&c, ct->rule);
+		}
+		if (!ct) {
+			/* A reply: its flow's entry vouches for the endpoint. */
+			ct_reverse(&c.p.key, &rev, dir ^ 1);
+			rct = ct_live(&rev, c.now);
+			if (rct && rct->generation == gen) {
+				ct_touch(rct, c.p.key.proto, c.p.tcp_flags, 1, c.now);
+				return pass(&c, rct->rule);
+			}
+		}
+	}
 
 	cfg = bpf_map_lookup_elem(&moat_endpoints, &ep);
 	if (!cfg)
@@ -213,13 +247,15 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	revision = dir == DIR_EGRESS ? cfg->egress_rev : cfg->ingress_rev;
 
 	/* Established flow, in the direction it started. */
-	ct = ct_live(&c.p.key);
+	if (!looked)
+		ct = ct_live(&c.p.key, c.now);
 	if (ct) {
 		c.remote = ct->remote_identity;
 		if (ct->revision != revision) {
 			/* The policy changed since the flow started: re-check it. */
 			if (ep_has_entries(cfg, dir))
-				policy_eval(ep, dir, ct->remote_identity, c.p.key.proto, c.p.policy_port, &res);
+				policy_eval(ep, dir, ct->remote_identity, c.p.key.proto, c.p.policy_port,
+					    ep_shapes(cfg, dir), &res);
 			from_ingress_proxy(&res, from_proxy);
 			if (res.verdict == VERDICT_DENY || (res.verdict == VERDICT_NONE && ep_enforced(cfg, dir))) {
 				bpf_map_delete_elem(&moat_ct, &c.p.key);
@@ -230,7 +266,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			}
 			ct->revision = revision;
 		}
-		ct_touch(ct, c.p.key.proto, c.p.tcp_flags, 0);
+		if (ct->generation != gen)
+			ct->generation = gen;
+		ct_touch(ct, c.p.key.proto, c.p.tcp_flags, 0, c.now);
 		c.ev.rule = ct->rule;
 		if (ct->verdict == VERDICT_REDIRECT)
 			return redirect(skb, &c, ct->proxy_port, ct->rule, 0);
@@ -243,10 +281,13 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	}
 
 	/* Reply of a flow that started in the other direction. */
-	ct_reverse(&c.p.key, &rev, dir ^ 1);
-	ct = ct_live(&rev);
+	if (!looked) {
+		ct_reverse(&c.p.key, &rev, dir ^ 1);
+		rct = ct_live(&rev, c.now);
+	}
+	ct = rct;
 	if (ct) {
-		ct_touch(ct, c.p.key.proto, c.p.tcp_flags, 1);
+		ct_touch(ct, c.p.key.proto, c.p.tcp_flags, 1, c.now);
 		return pass(&c, ct->rule);
 	}
 
@@ -255,10 +296,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		c.p.inner.direction = dir ^ 1;
 		c.p.inner.endpoint = ep;
 		c.p.inner.pad = 0;
-		if (ct_live(&c.p.inner))
+		if (ct_live(&c.p.inner, c.now))
 			return pass(&c, 0);
 		ct_reverse(&c.p.inner, &rev, dir);
-		if (ct_live(&rev))
+		if (ct_live(&rev, c.now))
 			return pass(&c, 0);
 	}
 
@@ -268,7 +309,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	else
 		c.remote = ipcache_identity(dir == DIR_EGRESS ? c.p.key.daddr : c.p.key.saddr);
 	if (ep_has_entries(cfg, dir))
-		policy_eval(ep, dir, c.remote, c.p.key.proto, c.p.policy_port, &res);
+		policy_eval(ep, dir, c.remote, c.p.key.proto, c.p.policy_port, ep_shapes(cfg, dir), &res);
 	from_ingress_proxy(&res, from_proxy);
 	c.ev.rule = res.rule;
 	c.ev.verdict = res.verdict;
@@ -302,13 +343,14 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		.rule = res.rule,
 		.remote_identity = c.remote,
 		.revision = revision,
+		.generation = gen,
 		.proxy_port = res.proxy_port,
 		.verdict = res.verdict,
 		.l7 = res.l7,
 		.match = res.match,
 		.flags = from_proxy ? CT_F_FROM_PROXY : 0,
 	};
-	ct_touch(&entry, c.p.key.proto, c.p.tcp_flags, 0);
+	ct_touch(&entry, c.p.key.proto, c.p.tcp_flags, 0, c.now);
 	bpf_map_update_elem(&moat_ct, &c.p.key, &entry, BPF_ANY);
 
 	set_identities(&c);

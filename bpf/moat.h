@@ -41,6 +41,18 @@
 #define EP_F_EGRESS_ENFORCED (1 << 1)
 #define EP_F_INGRESS_ENTRIES (1 << 2)
 #define EP_F_EGRESS_ENTRIES (1 << 3)
+/*
+ * Entry shapes: which of the four lookups of policy_eval can match, per
+ * direction (ingress bits 4-7, egress bits 8-11), valid when EP_F_SHAPES is
+ * set (else every lookup is made).
+ */
+#define EP_F_SHAPES_INGRESS_SHIFT 4
+#define EP_F_SHAPES_EGRESS_SHIFT 8
+#define SHAPE_L3_L4 (1 << 0)   /* identity and protocol */
+#define SHAPE_L3_ONLY (1 << 1) /* identity, any protocol */
+#define SHAPE_L4_ONLY (1 << 2) /* any identity, protocol */
+#define SHAPE_ALL (1 << 3)     /* any identity, any protocol */
+#define EP_F_SHAPES (1 << 12)
 
 /* Event kinds. */
 #define EV_DROP 1
@@ -144,7 +156,7 @@ struct ct_entry {
 	__u8 l7;
 	__u8 match;
 	__u16 pad;
-	__u32 pad2;
+	__u32 generation; /* moat_generation when last checked against the policy */
 };
 
 struct ep_stats_key {

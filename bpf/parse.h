@@ -33,6 +33,21 @@ struct pkt {
 	__u8 pad[3];
 };
 
+/*
+ * load copies len bytes at off: straight from the linear packet data when
+ * they are there (no helper call), else through bpf_skb_load_bytes.
+ */
+static __always_inline int load(struct __sk_buff *skb, __u32 off, void *to, const __u32 len)
+{
+	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+
+	if (off < 512 && data + off + len <= end) {
+		__builtin_memcpy(to, data + off, len);
+		return 0;
+	}
+	return bpf_skb_load_bytes(skb, off, to, len);
+}
+
 static __always_inline void set_v4(__u8 *dst, __be32 addr)
 {
 	__builtin_memset(dst, 0, 10);
@@ -62,7 +77,7 @@ static __always_inline int parse_ports(struct __sk_buff *skb, __u32 off, __u8 fa
 	*icmp_type = -1;
 	switch (key->proto) {
 	case IPPROTO_TCP:
-		if (bpf_skb_load_bytes(skb, off, l4, 14) < 0)
+		if (load(skb, off, l4, 14) < 0)
 			return PARSE_MALFORMED;
 		__builtin_memcpy(&key->sport, &l4[0], 2);
 		__builtin_memcpy(&key->dport, &l4[2], 2);
@@ -70,7 +85,7 @@ static __always_inline int parse_ports(struct __sk_buff *skb, __u32 off, __u8 fa
 		*tcp_flags = l4[13];
 		return PARSE_OK;
 	case IPPROTO_UDP:
-		if (bpf_skb_load_bytes(skb, off, l4, 4) < 0)
+		if (load(skb, off, l4, 4) < 0)
 			return PARSE_MALFORMED;
 		__builtin_memcpy(&key->sport, &l4[0], 2);
 		__builtin_memcpy(&key->dport, &l4[2], 2);
@@ -78,7 +93,7 @@ static __always_inline int parse_ports(struct __sk_buff *skb, __u32 off, __u8 fa
 		return PARSE_OK;
 	case IPPROTO_ICMP:
 	case IPPROTO_ICMPV6:
-		if (bpf_skb_load_bytes(skb, off, l4, 8) < 0)
+		if (load(skb, off, l4, 8) < 0)
 			return PARSE_MALFORMED;
 		*icmp_type = l4[0];
 		*policy_port = l4[0];
@@ -101,7 +116,7 @@ static __always_inline int parse_l3(struct __sk_buff *skb, __u32 off, __u8 famil
 	if (family == 4) {
 		struct iphdr ip;
 
-		if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0)
+		if (load(skb, off, &ip, sizeof(ip)) < 0)
 			return -1;
 		if (ip.ihl < 5)
 			return -1;
@@ -114,7 +129,7 @@ static __always_inline int parse_l3(struct __sk_buff *skb, __u32 off, __u8 famil
 	}
 	struct ipv6hdr ip6;
 
-	if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0)
+	if (load(skb, off, &ip6, sizeof(ip6)) < 0)
 		return -1;
 	__builtin_memcpy(key->saddr, &ip6.saddr, 16);
 	__builtin_memcpy(key->daddr, &ip6.daddr, 16);
@@ -131,7 +146,7 @@ static __always_inline int parse_l3(struct __sk_buff *skb, __u32 off, __u8 famil
 		}
 		if (key->proto != 0 && key->proto != 43 && key->proto != 60)
 			break;
-		if (bpf_skb_load_bytes(skb, off, ext, 2) < 0)
+		if (load(skb, off, ext, 2) < 0)
 			return -1;
 		key->proto = ext[0];
 		off += (ext[1] + 1) * 8;
@@ -181,7 +196,7 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
 	if (p->inner.proto == IPPROTO_TCP || p->inner.proto == IPPROTO_UDP) {
 		__u16 ports[2];
 
-		if (bpf_skb_load_bytes(skb, inner_l4, ports, 4) < 0)
+		if (load(skb, inner_l4, ports, 4) < 0)
 			return PARSE_OK;
 		p->inner.sport = ports[0];
 		p->inner.dport = ports[1];

@@ -47,9 +47,10 @@ static __always_inline void policy_try(struct policy_key *k, __u8 match, struct 
 /*
  * policy_eval looks up the (at most) four entries that can cover a packet,
  * (identity|any) x (proto|any), and keeps the highest verdict; ties go to
- * the more specific entry.
+ * the more specific entry. shapes (SHAPE_*) skips the lookups that no entry
+ * of the endpoint's direction can answer.
  */
-static __always_inline void policy_eval(__u32 ep, __u8 dir, __u32 remote, __u8 proto, __u16 port,
+static __always_inline void policy_eval(__u32 ep, __u8 dir, __u32 remote, __u8 proto, __u16 port, __u32 shapes,
 					struct policy_res *res)
 {
 	struct policy_key k = {
@@ -61,14 +62,18 @@ static __always_inline void policy_eval(__u32 ep, __u8 dir, __u32 remote, __u8 p
 		.dport = bpf_htons(port),
 	};
 
-	policy_try(&k, MATCH_L3_L4, res);
+	if (shapes & SHAPE_L3_L4)
+		policy_try(&k, MATCH_L3_L4, res);
 	k.proto = 0;
-	policy_try(&k, MATCH_L3_ONLY, res);
+	if (shapes & SHAPE_L3_ONLY)
+		policy_try(&k, MATCH_L3_ONLY, res);
 	k.identity = 0;
 	k.proto = proto;
-	policy_try(&k, MATCH_L4_ONLY, res);
+	if (shapes & SHAPE_L4_ONLY)
+		policy_try(&k, MATCH_L4_ONLY, res);
 	k.proto = 0;
-	policy_try(&k, MATCH_ALL, res);
+	if (shapes & SHAPE_ALL)
+		policy_try(&k, MATCH_ALL, res);
 }
 
 #endif /* MOAT_POLICY_H */

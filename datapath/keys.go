@@ -17,7 +17,37 @@ const (
 	epFlagEgressEnforced  = 1 << 1
 	epFlagIngressEntries  = 1 << 2
 	epFlagEgressEntries   = 1 << 3
+
+	// Entry shapes per direction (ingress bits 4-7, egress 8-11), valid
+	// with epFlagShapes: which policy lookups can match (see policy_eval).
+	epShapesIngressShift = 4
+	epShapesEgressShift  = 8
+	shapeL3L4            = 1 << 0
+	shapeL3Only          = 1 << 1
+	shapeL4Only          = 1 << 2
+	shapeAll             = 1 << 3
+	epFlagShapes         = 1 << 12
 )
+
+// shapeFlags returns the endpoint config bits that announce an entry of
+// k's shape in k's direction.
+func (k PolicyKey) shapeFlags() uint32 {
+	var shape uint32
+	switch {
+	case k.Identity != policy.IDAny && k.Proto != policy.ProtoAny:
+		shape = shapeL3L4
+	case k.Identity != policy.IDAny:
+		shape = shapeL3Only
+	case k.Proto != policy.ProtoAny:
+		shape = shapeL4Only
+	default:
+		shape = shapeAll
+	}
+	if k.Direction == policy.Egress {
+		return shape << epShapesEgressShift
+	}
+	return shape << epShapesIngressShift
+}
 
 // PortPrefix is a prefix-aligned block of ports: the ports whose first Bits
 // bits equal Port's. Bits 0 covers every port.

@@ -60,6 +60,12 @@ func Open(cfg Config) (*Datapath, error) {
 		d.objs.Close()
 		return nil, err
 	}
+	// CT entries made by earlier programs (or before this start) go through
+	// the endpoint check once more.
+	if err := d.bumpGeneration(); err != nil {
+		d.objs.Close()
+		return nil, err
+	}
 	if err := d.adoptLinks(); err != nil {
 		d.Close()
 		return nil, err

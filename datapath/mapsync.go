@@ -20,6 +20,7 @@ type syncState struct {
 	ruleInfo  map[uint32]RuleInfo
 	nextRule  uint32
 	nextRev   uint32
+	gen       uint32 // moat_generation as last published
 }
 
 func (s *syncState) load(objs *moatObjects) error {
@@ -30,6 +31,10 @@ func (s *syncState) load(objs *moatObjects) error {
 	s.rules = map[RuleKey]uint32{}
 	s.ruleInfo = map[uint32]RuleInfo{}
 	s.nextRule, s.nextRev = 1, 1
+	zero := uint32(0)
+	if err := objs.MoatGeneration.Lookup(&zero, &s.gen); err != nil {
+		return fmt.Errorf("read generation map: %w", err)
+	}
 
 	var id uint32
 	var cfg moatEndpointConfig
@@ -98,14 +103,20 @@ type dirKey struct {
 // host-side veth ifindex). The order keeps enforcement consistent while it
 // runs: ipcache and policy additions and changes first, then endpoint
 // flags, then deletions, then a revision bump that makes tracked flows of
-// the changed endpoints re-check the final policy once.
-func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies ProxyPorts) error {
+// the changed endpoints re-check the final policy once, and last a new
+// generation, which sends every tracked flow through that check.
+func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies ProxyPorts) (err error) {
 	want, err := DesiredState(plan, ifaces, proxies)
 	if err != nil {
 		return fmt.Errorf("sync datapath: %w", err)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	defer func() {
+		if gerr := d.bumpGeneration(); gerr != nil {
+			err = errors.Join(err, gerr)
+		}
+	}()
 	s := &d.state
 	o := &d.objs
 
@@ -132,37 +143,64 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 	deleted := map[dirKey]bool{}
 
 	// 1. Additions and changes.
+	var ipKeys []moatIpcacheKey
+	var ipVals []moatIpcacheVal
+	var ipPrefixes []netip.Prefix
 	for p, id := range want.IPCache {
 		if cur, ok := s.ipcache[p]; ok && cur == id {
 			continue
 		}
-		k := ipcacheKey(p)
-		if err := o.MoatIpcache.Put(&k, &moatIpcacheVal{Identity: uint32(id)}); err != nil {
-			return fmt.Errorf("sync ipcache %s: %w", p, err)
-		}
-		s.ipcache[p] = id
+		ipKeys = append(ipKeys, ipcacheKey(p))
+		ipVals = append(ipVals, moatIpcacheVal{Identity: uint32(id)})
+		ipPrefixes = append(ipPrefixes, p)
 	}
+	n, err := putMany(o.MoatIpcache, ipKeys, ipVals)
+	for i := range n {
+		s.ipcache[ipPrefixes[i]] = want.IPCache[ipPrefixes[i]]
+	}
+	if err != nil {
+		return fmt.Errorf("sync ipcache: %w", err)
+	}
+	var polKeys []moatPolicyKey
+	var polVals []moatPolicyVal
+	var polChanged []PolicyKey
+	shapes := map[uint32]uint32{}
 	for k, de := range want.Policy {
+		if f := k.shapeFlags(); shapes[k.Endpoint]&f == 0 {
+			shapes[k.Endpoint] |= f
+		}
 		if cur, ok := s.policy[k]; ok && cur == de.Value {
 			continue
 		}
-		bk, bv := k.bpf(), de.Value.bpf()
-		if err := o.MoatPolicy.Put(&bk, &bv); err != nil {
-			return fmt.Errorf("sync policy %s: %w", k, err)
+		polKeys = append(polKeys, k.bpf())
+		polVals = append(polVals, de.Value.bpf())
+		polChanged = append(polChanged, k)
+		if dk := (dirKey{k.Endpoint, k.Direction}); !changed[dk] {
+			changed[dk] = true
 		}
-		s.policy[k] = de.Value
-		changed[dirKey{k.Endpoint, k.Direction}] = true
 	}
+	n, err = putMany(o.MoatPolicy, polKeys, polVals)
+	for _, k := range polChanged[:n] {
+		s.policy[k] = want.Policy[k].Value
+	}
+	if err != nil {
+		return fmt.Errorf("sync policy: %w", err)
+	}
+	var polGone []PolicyKey
 	for k := range s.policy {
 		if _, ok := want.Policy[k]; !ok {
-			deleted[dirKey{k.Endpoint, k.Direction}] = true
+			polGone = append(polGone, k)
+			if dk := (dirKey{k.Endpoint, k.Direction}); !deleted[dk] {
+				deleted[dk] = true
+			}
 		}
 	}
 
 	// 2. Endpoint config: flags, and new revisions where entries changed.
 	for id, es := range want.Endpoints {
 		cur, exists := s.endpoints[id]
-		next := moatEndpointConfig{Identity: uint32(es.Identity), Flags: es.Flags, IngressRev: cur.IngressRev, EgressRev: cur.EgressRev}
+		flags := es.Flags | shapes[id] | epFlagShapes
+		next := moatEndpointConfig{Identity: uint32(es.Identity), Flags: flags, IngressRev: cur.IngressRev, EgressRev: cur.EgressRev}
 		if !exists || s.names[id] != es.Endpoint {
 			next.IngressRev, next.EgressRev = d.rev(), d.rev()
 		}
@@ -184,25 +222,30 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 	}
 
 	// 3. Deletions.
-	for k := range s.policy {
-		if _, ok := want.Policy[k]; ok {
-			continue
-		}
-		bk := k.bpf()
-		if err := o.MoatPolicy.Delete(&bk); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("sync: delete policy %s: %w", k, err)
-		}
+	polKeys = polKeys[:0]
+	for _, k := range polGone {
+		polKeys = append(polKeys, k.bpf())
+	}
+	n, err = deleteMany(o.MoatPolicy, polKeys)
+	for _, k := range polGone[:n] {
 		delete(s.policy, k)
 	}
+	if err != nil {
+		return fmt.Errorf("sync: delete policy: %w", err)
+	}
+	ipKeys, ipPrefixes = ipKeys[:0], ipPrefixes[:0]
 	for p := range s.ipcache {
-		if _, ok := want.IPCache[p]; ok {
-			continue
+		if _, ok := want.IPCache[p]; !ok {
+			ipKeys = append(ipKeys, ipcacheKey(p))
+			ipPrefixes = append(ipPrefixes, p)
 		}
-		k := ipcacheKey(p)
-		if err := o.MoatIpcache.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("sync: delete ipcache %s: %w", p, err)
-		}
+	}
+	n, err = deleteMany(o.MoatIpcache, ipKeys)
+	for _, p := range ipPrefixes[:n] {
 		delete(s.ipcache, p)
+	}
+	if err != nil {
+		return fmt.Errorf("sync: delete ipcache: %w", err)
 	}
 
 	// 4. Revision bump after deletions, so re-checks see the final policy.
@@ -239,14 +282,50 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 		delete(s.endpoints, id)
 		delete(s.names, id)
 	}
+	gone := map[uint32]bool{}
 	for rk, idx := range s.rules {
 		if liveRules[rk] == idx {
 			continue
 		}
-		_ = o.MoatRuleStats.Delete(&idx)
+		gone[idx] = true
 		delete(s.ruleInfo, idx)
 	}
+	if len(gone) > 0 {
+		// Only rules that saw traffic have counters: delete those (counters
+		// only, so best effort).
+		_, _ = deleteMany(o.MoatRuleStats, counterKeys(o.MoatRuleStats, gone))
+	}
 	s.rules = liveRules
+	return nil
+}
+
+// counterKeys lists the keys of a counter map that are in want.
+func counterKeys(m *ebpf.Map, want map[uint32]bool) []uint32 {
+	var out []uint32
+	var key, next uint32
+	err := m.NextKey(nil, &next)
+	for err == nil {
+		if want[next] {
+			out = append(out, next)
+		}
+		key = next
+		err = m.NextKey(&key, &next)
+	}
+	return out
+}
+
+// bumpGeneration publishes a new maps generation (never 0 after the
+// first): the programs then look at a tracked flow's endpoint config again
+// before passing it, and re-check the flow when its revision changed.
+func (d *Datapath) bumpGeneration() error {
+	d.state.gen++
+	if d.state.gen == 0 {
+		d.state.gen = 1
+	}
+	zero := uint32(0)
+	if err := d.objs.MoatGeneration.Put(&zero, &d.state.gen); err != nil {
+		return fmt.Errorf("publish map generation: %w", err)
+	}
 	return nil
 }
 

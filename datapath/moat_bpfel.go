@@ -25,7 +25,7 @@ type moatCtEntry struct {
 	L7             uint8
 	Match          uint8
 	Pad            uint16
-	Pad2           uint32
+	Generation     uint32
 }
 
 type moatCtKey struct {
@@ -150,6 +150,7 @@ const (
 	moatMapMoatEvLimit       = "moat_ev_limit"
 	moatMapMoatEvStats       = "moat_ev_stats"
 	moatMapMoatEvents        = "moat_events"
+	moatMapMoatGeneration    = "moat_generation"
 	moatMapMoatIpcache       = "moat_ipcache"
 	moatMapMoatPolicy        = "moat_policy"
 	moatMapMoatRuleStats     = "moat_rule_stats"
@@ -215,15 +216,16 @@ type moatProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type moatMapSpecs struct {
-	MoatCt        *ebpf.MapSpec `ebpf:"moat_ct"`
-	MoatEndpoints *ebpf.MapSpec `ebpf:"moat_endpoints"`
-	MoatEpStats   *ebpf.MapSpec `ebpf:"moat_ep_stats"`
-	MoatEvLimit   *ebpf.MapSpec `ebpf:"moat_ev_limit"`
-	MoatEvStats   *ebpf.MapSpec `ebpf:"moat_ev_stats"`
-	MoatEvents    *ebpf.MapSpec `ebpf:"moat_events"`
-	MoatIpcache   *ebpf.MapSpec `ebpf:"moat_ipcache"`
-	MoatPolicy    *ebpf.MapSpec `ebpf:"moat_policy"`
-	MoatRuleStats *ebpf.MapSpec `ebpf:"moat_rule_stats"`
+	MoatCt         *ebpf.MapSpec `ebpf:"moat_ct"`
+	MoatEndpoints  *ebpf.MapSpec `ebpf:"moat_endpoints"`
+	MoatEpStats    *ebpf.MapSpec `ebpf:"moat_ep_stats"`
+	MoatEvLimit    *ebpf.MapSpec `ebpf:"moat_ev_limit"`
+	MoatEvStats    *ebpf.MapSpec `ebpf:"moat_ev_stats"`
+	MoatEvents     *ebpf.MapSpec `ebpf:"moat_events"`
+	MoatGeneration *ebpf.MapSpec `ebpf:"moat_generation"`
+	MoatIpcache    *ebpf.MapSpec `ebpf:"moat_ipcache"`
+	MoatPolicy     *ebpf.MapSpec `ebpf:"moat_policy"`
+	MoatRuleStats  *ebpf.MapSpec `ebpf:"moat_rule_stats"`
 }
 
 // moatVariableSpecs contains global variables before they are loaded into the kernel.
@@ -260,15 +262,16 @@ func (o *moatObjects) Close() error {
 //
 // It can be passed to loadMoatObjects or ebpf.CollectionSpec.LoadAndAssign.
 type moatMaps struct {
-	MoatCt        *ebpf.Map `ebpf:"moat_ct"`
-	MoatEndpoints *ebpf.Map `ebpf:"moat_endpoints"`
-	MoatEpStats   *ebpf.Map `ebpf:"moat_ep_stats"`
-	MoatEvLimit   *ebpf.Map `ebpf:"moat_ev_limit"`
-	MoatEvStats   *ebpf.Map `ebpf:"moat_ev_stats"`
-	MoatEvents    *ebpf.Map `ebpf:"moat_events"`
-	MoatIpcache   *ebpf.Map `ebpf:"moat_ipcache"`
-	MoatPolicy    *ebpf.Map `ebpf:"moat_policy"`
-	MoatRuleStats *ebpf.Map `ebpf:"moat_rule_stats"`
+	MoatCt         *ebpf.Map `ebpf:"moat_ct"`
+	MoatEndpoints  *ebpf.Map `ebpf:"moat_endpoints"`
+	MoatEpStats    *ebpf.Map `ebpf:"moat_ep_stats"`
+	MoatEvLimit    *ebpf.Map `ebpf:"moat_ev_limit"`
+	MoatEvStats    *ebpf.Map `ebpf:"moat_ev_stats"`
+	MoatEvents     *ebpf.Map `ebpf:"moat_events"`
+	MoatGeneration *ebpf.Map `ebpf:"moat_generation"`
+	MoatIpcache    *ebpf.Map `ebpf:"moat_ipcache"`
+	MoatPolicy     *ebpf.Map `ebpf:"moat_policy"`
+	MoatRuleStats  *ebpf.Map `ebpf:"moat_rule_stats"`
 }
 
 func (m *moatMaps) Close() error {
@@ -279,6 +282,7 @@ func (m *moatMaps) Close() error {
 		m.MoatEvLimit,
 		m.MoatEvStats,
 		m.MoatEvents,
+		m.MoatGeneration,
 		m.MoatIpcache,
 		m.MoatPolicy,
 		m.MoatRuleStats,
