@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"github.com/moatnet/moat/api/v1alpha1"
 	"net/netip"
 	"os"
 	"sort"
@@ -40,10 +41,17 @@ const LabelNamespaceName = "kubernetes.io/metadata.name"
 
 // endpointsFileDoc is the on-disk shape (pointers tell unset from empty).
 type endpointsFileDoc struct {
+	APIVersion string      `json:"apiVersion,omitempty"`
+	Kind       string      `json:"kind,omitempty"`
 	Node       *Node       `json:"node,omitempty"`
 	Namespaces []Namespace `json:"namespaces,omitempty"`
 	Endpoints  []Endpoint  `json:"endpoints"`
 }
+
+// KindEndpoints is the optional kind of an endpoints file (apiVersion
+// moat.io/v1alpha1). With it, the file can sit in a policy directory: the
+// policy parser recognises and skips it.
+const KindEndpoints = "Endpoints"
 
 // LoadEndpointsFile reads and validates an endpoints file.
 func LoadEndpointsFile(path string) (*EndpointsFile, error) {
@@ -81,6 +89,14 @@ func ParseEndpoints(file string, data []byte) (*EndpointsFile, error) {
 		}
 		if !decodeStrict(errs, "", v, &doc) {
 			return nil, errs.list
+		}
+	}
+	if doc.APIVersion != "" || doc.Kind != "" {
+		if doc.APIVersion != v1alpha1.APIVersion {
+			errs.add("apiVersion", "%q: an endpoints file is %s", doc.APIVersion, v1alpha1.APIVersion)
+		}
+		if doc.Kind != KindEndpoints {
+			errs.add("kind", "%q: an endpoints file is kind %s", doc.Kind, KindEndpoints)
 		}
 	}
 	out := &EndpointsFile{Namespaces: doc.Namespaces, Endpoints: doc.Endpoints}

@@ -245,6 +245,10 @@ func parseObject(errs *docErrors, base string, v any, allowList bool) []Policy {
 			return nil
 		}
 		return parseList(errs, base, m)
+	case v1alpha1.APIVersion + "/" + KindEndpoints:
+		// An endpoints file beside the policies: not a policy, and
+		// LoadEndpointsFile validates it.
+		return nil
 	case v1alpha1.APIVersion + "/" + v1alpha1.KindNetworkPolicy:
 		var o v1alpha1.NetworkPolicy
 		if decodeStrict(errs, base, m, &o) {

@@ -46,6 +46,15 @@ func TestPolicyValidateExamples(t *testing.T) {
 	}
 }
 
+func TestPolicyValidateExamplesDir(t *testing.T) {
+	// The endpoints files beside the policies carry kind Endpoints and are
+	// skipped, so the whole examples tree validates.
+	_, stderr, code := runCLI(t, "policy", "validate", filepath.Join(root, "examples"))
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+}
+
 func TestPolicyValidateInvalid(t *testing.T) {
 	cases := []struct {
 		file string
