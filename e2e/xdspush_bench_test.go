@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -10,7 +9,6 @@ import (
 	"runtime/debug"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -49,20 +47,32 @@ type pushScenario struct {
 // of its first ingress rule), so every node gets a new version. Per
 // iteration the benchmark translates the 500 per-node plans outside the
 // timer, then times from the first SetResources to each node's ACK of every
-// type. Goals: p99 ≤ 1 s, RSS ≤ 200 MiB.
+// type (the server's WaitForACK). Goals: p99 ≤ 1 s, server RSS ≤ 200 MiB.
 //
 // single-node: the worst case for one proxy: one node holding all 1,000
 // endpoints, one client.
 //
-// Metrics: p50-ms and p99-ms (push start to a node's ACK, over all nodes and
-// iterations); translate-ms (one Translate of the whole 1,000 × 20 plan);
-// nodes-translate-ms (translating every node's plan for one version);
-// rss-MiB (the whole process: server, clients and the benchmark's own
-// plans, so an upper bound of the server's); heap-snap-MiB (live Go heap
-// added by setting every node's snapshot, before any client: the server's
-// resources, hashes and version bookkeeping) and heap-streams-MiB (live heap
-// added by connecting the clients and serving them the first version: both
-// ends of the streams, since they share the process).
+// Each scenario and protocol runs in two variants:
+//
+// server-process: the xds.Server runs as in production, in a process of its
+// own (this test binary re-executed as TestXDSPushServerProcess), which
+// builds the plan, translates and serves it; this process runs only the
+// clients and drives the pushes. Metrics: p50-ms and p99-ms (push start to
+// a node's ACK, over all nodes and iterations); nodes-translate-ms
+// (translating every node's plan for one version, in the server process);
+// server-rss-MiB and server-peak-rss-MiB (VmRSS and VmHWM of the server
+// process after the pushes: its plan, translation garbage, snapshots and
+// streams); server-rss-gc-MiB and server-heap-MiB (its RSS and live Go heap
+// after a collection that returns freed memory to the kernel).
+//
+// in-process: server, clients and plans in this one process. Metrics: p50-ms
+// and p99-ms as above; translate-ms (one Translate of the whole 1,000 × 20
+// plan); nodes-translate-ms; rss-MiB and rss-gc-MiB (the whole process, so
+// an upper bound of the server's); heap-snap-MiB (live Go heap added by
+// setting every node's snapshot, before any client: the server's
+// resources, hashes and version bookkeeping) and heap-streams-MiB (live
+// heap added by connecting the clients and serving them the first version:
+// both ends of the streams, since they share the process).
 //
 // Run: go test ./e2e -run '^$' -bench BenchmarkPushTranslated -benchtime 3x
 func BenchmarkPushTranslated(b *testing.B) {
@@ -72,7 +82,10 @@ func BenchmarkPushTranslated(b *testing.B) {
 	}
 	for _, sc := range scenarios {
 		for _, p := range []adsclient.Protocol{adsclient.SotW, adsclient.Delta} {
-			b.Run(sc.name+"/"+string(p), func(b *testing.B) {
+			b.Run(sc.name+"/"+string(p)+"/server-process", func(b *testing.B) {
+				benchPushServerProcess(b, sc, p)
+			})
+			b.Run(sc.name+"/"+string(p)+"/in-process", func(b *testing.B) {
 				benchPushTranslated(b, sc, p)
 			})
 		}
@@ -86,6 +99,111 @@ type pushNode struct {
 	plan *policy.Plan
 }
 
+// pushSocket makes a temp dir for the benchmark's xDS socket, removed when
+// tb ends. Not tb.TempDir: benchmark names make paths that outgrow
+// sun_path.
+func pushSocket(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", "moat-xds-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return filepath.Join(dir, "xds.sock")
+}
+
+// runPushClients connects one ADS client per node to socket, each on its
+// own connection, subscribing like Envoy (routes[i]: the route names of
+// node i) and ACKing every response until ctx ends. Errors of a client go
+// to the returned channel; wg counts the clients.
+func runPushClients(ctx context.Context, b *testing.B, wg *sync.WaitGroup, socket string, p adsclient.Protocol, nodes []string, routes [][]string) <-chan error {
+	b.Helper()
+	clientErrs := make(chan error, len(nodes))
+	for i, name := range nodes {
+		conn, err := adsclient.Dial(socket)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = conn.Close() })
+		st, err := conn.Open(ctx, p, name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		wg.Go(func() {
+			defer st.Close()
+			if err := subscribeAndACK(st, routes[i]); err != nil && ctx.Err() == nil {
+				clientErrs <- fmt.Errorf("client of %s: %w", name, err)
+			}
+		})
+	}
+	return clientErrs
+}
+
+// checkClients fails b with the first client error, if any.
+func checkClients(b *testing.B, clientErrs <-chan error) {
+	b.Helper()
+	select {
+	case err := <-clientErrs:
+		b.Fatal(err)
+	default:
+	}
+}
+
+func benchPushServerProcess(b *testing.B, sc pushScenario, p adsclient.Protocol) {
+	socket := pushSocket(b)
+	srv := startPushServer(b, pushServerConfig{
+		Socket: socket, Endpoints: sc.endpoints, RulesPerEndpoint: sc.rulesPerEndpoint, Nodes: sc.nodes,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	clientErrs := runPushClients(ctx, b, &wg, socket, p, srv.ready.Nodes, srv.ready.Routes)
+	srv.ready.Routes = nil
+	// Every client subscribed and ACKed the first version.
+	if _, err := srv.do(pushCommand{Op: "settle"}); err != nil {
+		b.Fatal(err)
+	}
+	checkClients(b, clientErrs)
+
+	var latencies []time.Duration
+	var translate time.Duration
+	version, iterations := 0, 0
+	for b.Loop() {
+		b.StopTimer()
+		version++
+		r, err := srv.do(pushCommand{Op: "prepare", Version: version})
+		if err != nil {
+			b.Fatal(err)
+		}
+		translate += time.Duration(r.TranslateNS)
+		b.StartTimer()
+		r, err = srv.do(pushCommand{Op: "push", Version: version})
+		if err != nil {
+			b.Fatal(err)
+		}
+		checkClients(b, clientErrs)
+		for _, ns := range r.LatencyNS {
+			latencies = append(latencies, time.Duration(ns))
+		}
+		iterations++
+	}
+	mem := srv.statusMiB(b, "VmRSS", "VmHWM")
+	r, err := srv.do(pushCommand{Op: "gc"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	afterGC := srv.statusMiB(b, "VmRSS")
+	slices.Sort(latencies)
+	b.ReportMetric(pushMS(pushPercentile(latencies, 0.50)), "p50-ms")
+	b.ReportMetric(pushMS(pushPercentile(latencies, 0.99)), "p99-ms")
+	b.ReportMetric(pushMS(translate/time.Duration(max(iterations, 1))), "nodes-translate-ms")
+	b.ReportMetric(mem[0], "server-rss-MiB")
+	b.ReportMetric(mem[1], "server-peak-rss-MiB")
+	b.ReportMetric(afterGC[0], "server-rss-gc-MiB")
+	b.ReportMetric(r.HeapMiB, "server-heap-MiB")
+}
+
 func benchPushTranslated(b *testing.B, sc pushScenario, p adsclient.Protocol) {
 	cluster := envoy.BenchPlan(sc.endpoints, sc.rulesPerEndpoint)
 	start := time.Now()
@@ -95,6 +213,10 @@ func benchPushTranslated(b *testing.B, sc pushScenario, p adsclient.Protocol) {
 	translateWhole := time.Since(start)
 
 	nodes := splitPlan(cluster, sc.nodes)
+	names := make([]string, len(nodes))
+	for i, n := range nodes {
+		names[i] = n.name
+	}
 	var nodesTranslate time.Duration
 	translateAll := func(version int) []map[resource.Type][]types.Resource {
 		editFirstRule(cluster, version)
@@ -112,13 +234,7 @@ func benchPushTranslated(b *testing.B, sc pushScenario, p adsclient.Protocol) {
 	}
 
 	heapBase := liveHeapMiB()
-	// Not b.TempDir: benchmark names make paths that outgrow sun_path.
-	dir, err := os.MkdirTemp("", "moat-xds-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = os.RemoveAll(dir) })
-	socket := filepath.Join(dir, "xds.sock")
+	socket := pushSocket(b)
 	s := runXDSServer(b, socket)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -136,70 +252,28 @@ func benchPushTranslated(b *testing.B, sc pushScenario, p adsclient.Protocol) {
 	push(first)
 	heapSnap := liveHeapMiB()
 
-	// One proxy per node, each on its own connection.
-	clientErrs := make(chan error, len(nodes))
+	routes := make([][]string, len(nodes))
+	for i := range nodes {
+		routes[i] = typedResourceNames(first[i][resource.RouteType])
+	}
+	first = nil
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	for i, n := range nodes {
-		conn, err := adsclient.Dial(socket)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = conn.Close() })
-		st, err := conn.Open(ctx, p, n.name)
-		if err != nil {
-			b.Fatal(err)
-		}
-		routes := typedResourceNames(first[i][resource.RouteType])
-		wg.Go(func() {
-			defer st.Close()
-			if err := subscribeAndACK(st, routes); err != nil && ctx.Err() == nil {
-				clientErrs <- fmt.Errorf("client of %s: %w", n.name, err)
-			}
-		})
-	}
-	first = nil
+	clientErrs := runPushClients(ctx, b, &wg, socket, p, names, routes)
+	routes = nil
 
 	waitAll := func(latencies []time.Duration, start time.Time) []time.Duration {
-		v := strconv.Itoa(version)
-		waitCtx, cancelWait := context.WithTimeout(ctx, xdsWaitTimeout)
-		defer cancelWait()
-		var mu sync.Mutex
-		var wwg sync.WaitGroup
-		var errs []error
-		for _, n := range nodes {
-			wwg.Go(func() {
-				err := s.WaitForACK(waitCtx, n.name, v)
-				d := time.Since(start)
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil {
-					errs = append(errs, err)
-				}
-				latencies = append(latencies, d)
-			})
-		}
-		wwg.Wait()
-		select {
-		case err := <-clientErrs:
+		lat, err := waitNodesACK(ctx, s, names, strconv.Itoa(version), start)
+		checkClients(b, clientErrs)
+		if err != nil {
 			b.Fatal(err)
-		default:
 		}
-		if len(errs) > 0 {
-			b.Fatalf("%d of %d nodes did not ACK version %s: %v", len(errs), len(nodes), v, errs[0])
-		}
-		return latencies
+		return append(latencies, lat...)
 	}
 	// Every client subscribed and ACKed the first version.
-	deadline := time.Now().Add(xdsWaitTimeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for subscribedNodes(s.Status()) < len(nodes) {
-		if time.Now().After(deadline) {
-			b.Fatalf("%d of %d clients subscribed in %s", subscribedNodes(s.Status()), len(nodes), xdsWaitTimeout)
-		}
-		<-tick.C
+	if err := waitSubscribed(ctx, s, len(nodes)); err != nil {
+		b.Fatal(err)
 	}
 	waitAll(nil, time.Now())
 	heapStreams := liveHeapMiB()
@@ -320,24 +394,6 @@ func liveHeapMiB() float64 {
 
 // processRSSMiB reads the resident set size of this process from /proc.
 func processRSSMiB(tb testing.TB) float64 {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
-			if err != nil {
-				tb.Fatalf("parse VmRSS %q: %v", rest, err)
-			}
-			return kb / 1024
-		}
-	}
-	if err := sc.Err(); err != nil {
-		tb.Fatalf("read /proc/self/status: %v", err)
-	}
-	tb.Fatal("no VmRSS in /proc/self/status")
-	return 0
+	tb.Helper()
+	return procStatusMiB(tb, "/proc/self/status", "VmRSS")[0]
 }
