@@ -156,6 +156,9 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	prevIfaces := a.state.ifaces
 	a.mu.RUnlock()
 
+	// Programs go on right after each endpoint exists, before its config is
+	// in the maps: an attached interface without config drops everything,
+	// so a new endpoint is closed until Sync opens what policy allows.
 	ifaces := make(map[datapath.EndpointKey]int, len(desired))
 	var errs []error
 	for k, ep := range desired {
@@ -165,25 +168,27 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			a.m.endpointRegenerations.WithLabelValues("failure").Inc()
 			continue
 		}
+		if err := a.dp.Attach(link.HostIfindex); err != nil {
+			errs = append(errs, fmt.Errorf("attach endpoint %s: %w", k, err))
+			a.m.endpointRegenerations.WithLabelValues("failure").Inc()
+			if ep.Interface == "" {
+				// Fail closed: an endpoint the agent made and cannot
+				// enforce is taken away rather than left forwarding.
+				if rerr := a.eps.Remove(ctx, ep); rerr != nil {
+					errs = append(errs, fmt.Errorf("remove unenforced endpoint %s: %w", k, rerr))
+				}
+			}
+			continue
+		}
 		ifaces[k] = link.HostIfindex
+		if _, had := prevIfaces[k]; !had {
+			a.m.endpointRegenerations.WithLabelValues("success").Inc()
+		}
 	}
 
 	proxies, ready, perr := a.pushProxyConfig(ctx, plan)
 	if err := a.dp.Sync(plan, ifaces, proxies); err != nil {
 		errs = append(errs, fmt.Errorf("sync policy maps: %w", err))
-	}
-	// Programs go on only after the endpoint's config is in the maps: an
-	// attached interface without config drops everything.
-	for k, idx := range ifaces {
-		if err := a.dp.Attach(idx); err != nil {
-			errs = append(errs, fmt.Errorf("attach endpoint %s: %w", k, err))
-			a.m.endpointRegenerations.WithLabelValues("failure").Inc()
-			delete(ifaces, k)
-			continue
-		}
-		if _, had := prevIfaces[k]; !had {
-			a.m.endpointRegenerations.WithLabelValues("success").Inc()
-		}
 	}
 
 	// Endpoints removed from the file: detach and delete after the maps no
