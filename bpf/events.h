@@ -9,34 +9,24 @@
 #include "moat.h"
 #include "maps.h"
 #include "parse.h"
+#include "ratelimit.h"
 
 /* event_allowed takes a token from this CPU's bucket. */
-static __always_inline int event_allowed(struct event_stats *st)
+static __always_inline int event_allowed(struct event_stats *st, __u64 now)
 {
 	__u32 zero = 0;
-	struct event_limit *lim;
-	__u64 now, add;
+	struct token_bucket *b;
 
 	if (events_rate == 0)
 		return 1;
-	lim = bpf_map_lookup_elem(&moat_ev_limit, &zero);
-	if (!lim)
+	b = bpf_map_lookup_elem(&moat_ev_limit, &zero);
+	if (!b)
 		return 0;
-	now = bpf_ktime_get_ns();
-	add = (now - lim->last_ns) * events_rate / 1000000000ULL;
-	if (add > 0) {
-		lim->tokens += add;
-		if (lim->tokens > events_burst)
-			lim->tokens = events_burst;
-		lim->last_ns = now;
-	}
-	if (lim->tokens == 0) {
-		if (st)
-			st->rate_limited++;
-		return 0;
-	}
-	lim->tokens--;
-	return 1;
+	if (token_take(b, now, events_rate, events_burst))
+		return 1;
+	if (st)
+		st->rate_limited++;
+	return 0;
 }
 
 struct event_info {
@@ -59,11 +49,13 @@ static __always_inline void emit_event(const struct pkt *p, const struct event_i
 	__u32 zero = 0;
 	struct event_stats *st;
 	struct event *ev;
+	__u64 now;
 
 	if (!(events_mask & (1 << info->kind)))
 		return;
 	st = bpf_map_lookup_elem(&moat_ev_stats, &zero);
-	if (!event_allowed(st))
+	now = bpf_ktime_get_ns();
+	if (!event_allowed(st, now))
 		return;
 	ev = bpf_ringbuf_reserve(&moat_events, sizeof(*ev), 0);
 	if (!ev) {
@@ -71,7 +63,7 @@ static __always_inline void emit_event(const struct pkt *p, const struct event_i
 			st->ringbuf_full++;
 		return;
 	}
-	ev->timestamp_ns = bpf_ktime_get_ns();
+	ev->timestamp_ns = now;
 	ev->endpoint = info->endpoint;
 	ev->src_identity = info->src_identity;
 	ev->dst_identity = info->dst_identity;
@@ -103,19 +95,13 @@ static __always_inline void emit_event(const struct pkt *p, const struct event_i
 #define STAT_DROPPED 1
 #define STAT_REDIRECTED 2
 
-static __always_inline void count_endpoint(__u32 ep, __u8 dir, int what, __u32 len)
+static __always_inline void count_endpoint(__u32 slot, __u8 dir, int what, __u32 len)
 {
-	struct ep_stats_key k = {.endpoint = ep, .direction = dir};
-	struct ep_stats *s = bpf_map_lookup_elem(&moat_ep_stats, &k);
+	__u32 idx = EP_STATS_INDEX(slot, dir);
+	struct ep_stats *s = bpf_map_lookup_elem(&moat_ep_stats, &idx);
 
-	if (!s) {
-		struct ep_stats zero = {};
-
-		bpf_map_update_elem(&moat_ep_stats, &k, &zero, BPF_NOEXIST);
-		s = bpf_map_lookup_elem(&moat_ep_stats, &k);
-		if (!s)
-			return;
-	}
+	if (!s)
+		return;
 	switch (what) {
 	case STAT_ALLOWED:
 		s->allowed_packets++;
@@ -138,14 +124,8 @@ static __always_inline void count_rule(__u32 rule, __u32 len)
 	if (rule == 0)
 		return;
 	s = bpf_map_lookup_elem(&moat_rule_stats, &rule);
-	if (!s) {
-		struct rule_stats zero = {};
-
-		bpf_map_update_elem(&moat_rule_stats, &rule, &zero, BPF_NOEXIST);
-		s = bpf_map_lookup_elem(&moat_rule_stats, &rule);
-		if (!s)
-			return;
-	}
+	if (!s)
+		return;
 	s->packets++;
 	s->bytes += len;
 }

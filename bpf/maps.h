@@ -7,6 +7,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "moat.h"
+#include "ratelimit.h"
 
 /* Load-time configuration, set through CollectionSpec.Variables. */
 volatile const __u32 events_rate = 1000; /* events per second per CPU; 0 = unlimited */
@@ -26,6 +27,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } moat_ipcache SEC(".maps");
 
+/* The ipcache's host entries, which the trie does not hold (see ipcache_identity). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct ipcache_host_key);
+	__type(value, struct ipcache_val);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} moat_ipcache_h SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__type(key, struct policy_key);
@@ -39,7 +50,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, __u32);
 	__type(value, struct endpoint_config);
-	__uint(max_entries, 4096);
+	__uint(max_entries, EP_SLOTS);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } moat_endpoints SEC(".maps");
 
@@ -66,18 +77,18 @@ struct {
 } moat_ct SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__type(key, struct ep_stats_key);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
 	__type(value, struct ep_stats);
-	__uint(max_entries, 8192);
+	__uint(max_entries, (EP_SLOTS + 1) * 2);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } moat_ep_stats SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
 	__type(value, struct rule_stats);
-	__uint(max_entries, 65536);
+	__uint(max_entries, RULE_SLOTS);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } moat_rule_stats SEC(".maps");
 
@@ -90,7 +101,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
-	__type(value, struct event_limit);
+	__type(value, struct token_bucket);
 	__uint(max_entries, 1);
 } moat_ev_limit SEC(".maps");
 

@@ -39,6 +39,7 @@ struct ctx {
 	__u64 now; /* seconds, for CT lifetimes */
 	__u32 ep_identity;
 	__u32 remote;
+	__u16 slot; /* the endpoint's counter slot; 0 until known */
 	__u8 dir;
 };
 
@@ -58,14 +59,14 @@ static __always_inline int drop(struct ctx *c, __u8 reason)
 	c->ev.kind = EV_DROP;
 	c->ev.reason = reason;
 	set_identities(c);
-	count_endpoint(c->p.key.endpoint, c->dir, STAT_DROPPED, c->p.len);
+	count_endpoint(c->slot, c->dir, STAT_DROPPED, c->p.len);
 	emit_event(&c->p, &c->ev);
 	return TC_ACT_SHOT;
 }
 
 static __always_inline int pass(struct ctx *c, __u32 rule)
 {
-	count_endpoint(c->p.key.endpoint, c->dir, STAT_ALLOWED, c->p.len);
+	count_endpoint(c->slot, c->dir, STAT_ALLOWED, c->p.len);
 	count_rule(rule, c->p.len);
 	return TC_ACT_OK;
 }
@@ -129,7 +130,7 @@ static __always_inline int redirect(struct __sk_buff *skb, struct ctx *c, __u16 
 		/* A new flow needs the listener; a tracked one its own socket. */
 		if (new_flow && !proxy_listening(skb, &c->p, port))
 			return drop(c, DROP_PROXY_UNAVAILABLE);
-		count_endpoint(c->p.key.endpoint, c->dir, STAT_REDIRECTED, c->p.len);
+		count_endpoint(c->slot, c->dir, STAT_REDIRECTED, c->p.len);
 		count_rule(rule, c->p.len);
 		return bounce_to_ingress(skb, ingress_proxy_hop(skb, c, port), port);
 	}
@@ -138,7 +139,7 @@ static __always_inline int redirect(struct __sk_buff *skb, struct ctx *c, __u16 
 			return drop(c, DROP_CT_INVALID);
 		return drop(c, DROP_PROXY_UNAVAILABLE);
 	}
-	count_endpoint(c->p.key.endpoint, c->dir, STAT_REDIRECTED, c->p.len);
+	count_endpoint(c->slot, c->dir, STAT_REDIRECTED, c->p.len);
 	count_rule(rule, c->p.len);
 	return TC_ACT_OK;
 }
@@ -207,6 +208,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		if (ct && ct->generation == gen && ct->verdict != VERDICT_REDIRECT &&
 		    !(ct->flags & CT_F_TO_INGRESS_PROXY)) {
 			ct_touch(ct, c.p.key.proto, c.p.tcp_flags, 0, c.now);
+			c.slot = ct->ep_slot;
 			return pass(&c, ct->rule);
 		}
 		if (!ct) {
@@ -215,6 +217,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			rct = ct_live(&rev, c.now);
 			if (rct && rct->generation == gen) {
 				ct_touch(rct, c.p.key.proto, c.p.tcp_flags, 1, c.now);
+				c.slot = rct->ep_slot;
 				return pass(&c, rct->rule);
 			}
 		}
@@ -224,6 +227,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (!cfg)
 		return drop(&c, DROP_NO_ENDPOINT);
 	c.ep_identity = cfg->identity;
+	c.slot = cfg->slot;
 	if (ret == PARSE_MALFORMED)
 		return drop(&c, DROP_MALFORMED);
 
@@ -265,9 +269,13 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 				return drop(&c, res.verdict == VERDICT_DENY ? DROP_POLICY_DENY : DROP_POLICY_DENIED);
 			}
 			ct->revision = revision;
+			/* The entry that lets it through now (its old rule may be gone). */
+			ct->rule = res.rule;
 		}
-		if (ct->generation != gen)
+		if (ct->generation != gen) {
 			ct->generation = gen;
+			ct->ep_slot = c.slot;
+		}
 		ct_touch(ct, c.p.key.proto, c.p.tcp_flags, 0, c.now);
 		c.ev.rule = ct->rule;
 		if (ct->verdict == VERDICT_REDIRECT)
@@ -344,6 +352,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		.remote_identity = c.remote,
 		.revision = revision,
 		.generation = gen,
+		.ep_slot = c.slot,
 		.proxy_port = res.proxy_port,
 		.verdict = res.verdict,
 		.l7 = res.l7,

@@ -88,6 +88,11 @@ struct ipcache_key {
 	__u8 addr[16];
 };
 
+/* Host entries (/32, /128) of the ipcache: an exact match, looked up first. */
+struct ipcache_host_key {
+	__u8 addr[16];
+};
+
 struct ipcache_val {
 	__u32 identity;
 	__u32 flags;
@@ -123,6 +128,7 @@ struct endpoint_config {
 	__u32 flags;
 	__u32 ingress_rev; /* bumped when the ingress entries change */
 	__u32 egress_rev;
+	__u32 slot; /* counter slot in moat_ep_stats, see EP_STATS_INDEX */
 };
 
 /*
@@ -155,14 +161,19 @@ struct ct_entry {
 	__u8 flags;
 	__u8 l7;
 	__u8 match;
-	__u16 pad;
+	__u16 ep_slot; /* the endpoint's counter slot (endpoint_config.slot) */
 	__u32 generation; /* moat_generation when last checked against the policy */
 };
 
-struct ep_stats_key {
-	__u32 endpoint;
-	__u32 direction;
-};
+/*
+ * Counters live in per-CPU arrays: an endpoint's at EP_STATS_INDEX(slot,
+ * dir), where slot is its endpoint_config.slot (1..EP_SLOTS; 0 collects
+ * drops on interfaces without a config), a rule's at its rule index
+ * (1..RULE_SLOTS-1; 0 = none, not counted).
+ */
+#define EP_SLOTS 4096 /* = moat_endpoints' capacity */
+#define EP_STATS_INDEX(slot, dir) ((slot) * 2 + (dir))
+#define RULE_SLOTS 65536
 
 struct ep_stats {
 	__u64 allowed_packets;
@@ -176,11 +187,6 @@ struct ep_stats {
 struct rule_stats {
 	__u64 packets;
 	__u64 bytes;
-};
-
-struct event_limit {
-	__u64 last_ns;
-	__u64 tokens;
 };
 
 struct event_stats {

@@ -10,12 +10,19 @@
 #include "moat.h"
 #include "maps.h"
 
-/* ipcache_identity resolves an address (IPv4-mapped for IPv4); world by default. */
+/*
+ * ipcache_identity resolves an address (IPv4-mapped for IPv4); world by
+ * default. A host entry (the longest prefix there is) answers from the
+ * exact-match map; the trie holds the shorter prefixes.
+ */
 static __always_inline __u32 ipcache_identity(const __u8 *addr)
 {
 	struct ipcache_key k = {.prefixlen = 128};
 	struct ipcache_val *v;
 
+	v = bpf_map_lookup_elem(&moat_ipcache_h, addr);
+	if (v)
+		return v->identity;
 	__builtin_memcpy(k.addr, addr, 16);
 	v = bpf_map_lookup_elem(&moat_ipcache, &k);
 	if (!v)

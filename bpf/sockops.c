@@ -32,6 +32,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "tcp.h"
+#include "ratelimit.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -62,7 +63,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
-	__type(value, struct tcp_event_limit);
+	__type(value, struct token_bucket);
 	__uint(max_entries, 1);
 } moat_tcp_limit SEC(".maps");
 
@@ -74,34 +75,21 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } moat_tcp_stats SEC(".maps");
 
-static __always_inline int tcp_event_allowed(struct tcp_event_stats *st)
+static __always_inline int tcp_event_allowed(struct tcp_event_stats *st, __u64 now)
 {
 	__u32 zero = 0;
-	struct tcp_event_limit *lim;
-	__u64 now, elapsed, add;
+	struct token_bucket *b;
 
 	if (tcp_events_rate == 0)
 		return 1;
-	lim = bpf_map_lookup_elem(&moat_tcp_limit, &zero);
-	if (!lim)
+	b = bpf_map_lookup_elem(&moat_tcp_limit, &zero);
+	if (!b)
 		return 0;
-	now = bpf_ktime_get_ns();
-	elapsed = now - lim->last_ns;
-	/* Split so that elapsed * rate cannot overflow after a long idle time. */
-	add = elapsed / 1000000000ULL * tcp_events_rate + elapsed % 1000000000ULL * tcp_events_rate / 1000000000ULL;
-	if (add > 0) {
-		lim->tokens += add;
-		if (lim->tokens > tcp_events_burst)
-			lim->tokens = tcp_events_burst;
-		lim->last_ns = now;
-	}
-	if (lim->tokens == 0) {
-		if (st)
-			st->rate_limited++;
-		return 0;
-	}
-	lim->tokens--;
-	return 1;
+	if (token_take(b, now, tcp_events_rate, tcp_events_burst))
+		return 1;
+	if (st)
+		st->rate_limited++;
+	return 0;
 }
 
 static __always_inline void set_addr(__u8 *dst, __u32 family, __u32 v4, const __u32 *v6)
@@ -126,7 +114,7 @@ static __always_inline void emit(struct bpf_sock_ops *skops, struct tcp_sock_sta
 	__u32 v6[4];
 
 	st = bpf_map_lookup_elem(&moat_tcp_stats, &zero);
-	if (!tcp_event_allowed(st))
+	if (!tcp_event_allowed(st, now))
 		return;
 	ev = bpf_ringbuf_reserve(&moat_tcp_events, sizeof(*ev), 0);
 	if (!ev) {

@@ -63,9 +63,4 @@ struct tcp_event_stats {
 	__u64 ringbuf_full;
 };
 
-struct tcp_event_limit {
-	__u64 last_ns;
-	__u64 tokens;
-};
-
 #endif /* MOAT_TCP_H */

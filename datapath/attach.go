@@ -3,8 +3,6 @@ package datapath
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -69,36 +67,18 @@ func (d *Datapath) program(h hook) *ebpf.Program {
 	return d.objs.FromEndpoint
 }
 
-func (d *Datapath) linksDir() string { return filepath.Join(d.cfg.PinRoot, "links") }
+// where names a tc attach point in messages.
+func (k linkKey) where() string { return fmt.Sprintf("ifindex %d %s", k.ifindex, k.hook) }
+
+// pins are the Datapath's TCX links under PinRoot/links.
+func (d *Datapath) pins() linkPins[linkKey] {
+	return linkPins[linkKey]{dir: linksDir(d.cfg.PinRoot), kind: "tcx", name: linkKey.pinName, parse: parsePinName, log: d.log}
+}
 
 // adoptLinks loads the links a previous instance pinned and points them at
 // the programs just loaded. Links whose interface is gone are removed.
 func (d *Datapath) adoptLinks() error {
-	entries, err := os.ReadDir(d.linksDir())
-	if err != nil {
-		return fmt.Errorf("read pinned links: %w", err)
-	}
-	for _, e := range entries {
-		k, ok := parsePinName(e.Name())
-		if !ok {
-			continue
-		}
-		path := filepath.Join(d.linksDir(), e.Name())
-		l, err := link.LoadPinnedLink(path, nil)
-		if err != nil {
-			d.log.Warn("dropping unloadable pinned link", "path", path, "err", err)
-			_ = os.Remove(path)
-			continue
-		}
-		if err := l.Update(d.program(k.hook)); err != nil {
-			d.log.Warn("dropping stale pinned link", "path", path, "err", err)
-			_ = l.Unpin()
-			_ = l.Close()
-			continue
-		}
-		d.links[k] = l
-	}
-	return nil
+	return d.pins().adopt(d.links, func(k linkKey) *ebpf.Program { return d.program(k.hook) })
 }
 
 // Attach attaches the programs to the host-side veth with index ifindex:
@@ -118,11 +98,8 @@ func (d *Datapath) Attach(ifindex int) error {
 
 func (d *Datapath) attachHook(k linkKey) error {
 	prog := d.program(k.hook)
-	if l, ok := d.links[k]; ok {
-		if err := l.Update(prog); err != nil {
-			return fmt.Errorf("update tcx link on ifindex %d %s: %w", k.ifindex, k.hook, err)
-		}
-		return nil
+	if found, err := d.pins().update(d.links, k, prog, k.where()); found {
+		return err
 	}
 	if d.cfg.Attach != AttachTC {
 		err := d.attachTCX(k, prog)
@@ -143,12 +120,7 @@ func (d *Datapath) attachTCX(k linkKey, prog *ebpf.Program) error {
 	if err != nil {
 		return fmt.Errorf("attach tcx %s on ifindex %d: %w", k.hook, k.ifindex, err)
 	}
-	if err := l.Pin(filepath.Join(d.linksDir(), k.pinName())); err != nil {
-		l.Close()
-		return fmt.Errorf("pin tcx link on ifindex %d %s: %w", k.ifindex, k.hook, err)
-	}
-	d.links[k] = l
-	return nil
+	return d.pins().pin(d.links, k, l, k.where())
 }
 
 func (d *Datapath) attachTC(k linkKey, prog *ebpf.Program) error {
@@ -197,13 +169,7 @@ func (d *Datapath) Detach(ifindex int) error {
 	var errs []error
 	for _, h := range []hook{hookIngress, hookEgress} {
 		k := linkKey{ifindex, h}
-		if l, ok := d.links[k]; ok {
-			if err := l.Unpin(); err != nil {
-				errs = append(errs, fmt.Errorf("unpin tcx link on ifindex %d %s: %w", ifindex, h, err))
-			}
-			errs = append(errs, l.Close())
-			delete(d.links, k)
-		}
+		errs = append(errs, d.pins().release(d.links, k, k.where()))
 		if d.tcFilter[k] {
 			if err := netlink.FilterDel(tcFilter(k, -1)); err != nil && !errors.Is(err, unix.ENODEV) && !errors.Is(err, unix.ENOENT) {
 				errs = append(errs, fmt.Errorf("delete tc %s filter on ifindex %d: %w", h, ifindex, err))

@@ -4,10 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
-	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 )
 
@@ -24,26 +22,8 @@ func (d *Datapath) Cleanup() error {
 // filters on every interface of the current netns, and the pinned maps.
 func Cleanup(cfg Config) error {
 	cfg = cfg.WithDefaults()
-	var errs []error
-	linksDir := filepath.Join(cfg.PinRoot, "links")
-	entries, err := os.ReadDir(linksDir)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, fmt.Errorf("read pinned links: %w", err))
-	}
-	for _, e := range entries {
-		path := filepath.Join(linksDir, e.Name())
-		l, err := link.LoadPinnedLink(path, nil)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("load pinned link %s: %w", path, err))
-			continue
-		}
-		if err := l.Unpin(); err != nil {
-			errs = append(errs, fmt.Errorf("unpin link %s: %w", path, err))
-		}
-		if err := l.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close link %s: %w", path, err))
-		}
-	}
+	// Every link under the root: the XDP and sock_ops links go too.
+	errs := []error{unpinLinks(linksDir(cfg.PinRoot), nil)}
 	errs = append(errs, removeTCFilters())
 	if err := os.RemoveAll(cfg.PinRoot); err != nil {
 		errs = append(errs, fmt.Errorf("remove pins under %s: %w", cfg.PinRoot, err))

@@ -17,14 +17,17 @@ type Counters struct {
 	RedirectedPackets, RedirectedBytes uint64
 }
 
-// EndpointCounters returns the counters of the endpoint on ifindex.
+// EndpointCounters returns the counters of the endpoint on ifindex; an
+// interface that is not an endpoint (any more) has none.
 func (d *Datapath) EndpointCounters(ifindex int, dir policy.Direction) (Counters, error) {
-	k := moatEpStatsKey{Endpoint: uint32(ifindex), Direction: uint32(dir)}
+	d.mu.Lock()
+	cfg, ok := d.state.endpoints[uint32(ifindex)]
+	d.mu.Unlock()
+	if !ok || cfg.Slot == 0 {
+		return Counters{}, nil
+	}
 	var per []moatEpStats
-	if err := d.objs.MoatEpStats.Lookup(&k, &per); err != nil {
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return Counters{}, nil
-		}
+	if err := d.objs.MoatEpStats.Lookup(epStatsIndex(cfg.Slot, uint32(dir)), &per); err != nil {
 		return Counters{}, fmt.Errorf("read endpoint counters of ifindex %d: %w", ifindex, err)
 	}
 	var c Counters
@@ -44,24 +47,74 @@ type RuleCounter struct {
 	Packets, Bytes uint64
 }
 
-// RuleCounters returns the per-rule counters by rule index (see Rule).
+// RuleCounters returns the per-rule counters by rule index (see Rule) of
+// the current rules that have seen traffic.
 func (d *Datapath) RuleCounters() (map[uint32]RuleCounter, error) {
+	d.mu.Lock()
+	live := make(map[uint32]bool, len(d.state.rules))
+	var last uint32
+	for _, idx := range d.state.rules {
+		live[idx] = true
+		last = max(last, idx)
+	}
+	d.mu.Unlock()
 	out := map[uint32]RuleCounter{}
-	var idx uint32
-	var per []moatRuleStats
-	it := d.objs.MoatRuleStats.Iterate()
-	for it.Next(&idx, &per) {
+	if last == 0 {
+		return out, nil
+	}
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("read rule counters: %w", err)
+	}
+	// The array up to the highest index in use, a chunk per syscall.
+	keys := make([]uint32, min(int(last)+1, batchChunk))
+	vals := make([]moatRuleStats, len(keys)*ncpu)
+	add := func(idx uint32, per []moatRuleStats) {
+		if !live[idx] {
+			return
+		}
 		var c RuleCounter
 		for _, s := range per {
 			c.Packets += s.Packets
 			c.Bytes += s.Bytes
 		}
-		out[idx] = c
+		if c.Packets > 0 {
+			out[idx] = c
+		}
 	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("read rule counters: %w", err)
+	var cursor ebpf.MapBatchCursor
+	for read := 0; read <= int(last); {
+		n, err := d.objs.MoatRuleStats.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			add(keys[i], vals[i*ncpu:(i+1)*ncpu])
+		}
+		read += n
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break // the end of the array
+		}
+		if errors.Is(err, ebpf.ErrNotSupported) && n == 0 {
+			if err := d.ruleCountersEach(live, add); err != nil {
+				return nil, err
+			}
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read rule counters: %w", err)
+		}
 	}
 	return out, nil
+}
+
+// ruleCountersEach is RuleCounters without batch operations.
+func (d *Datapath) ruleCountersEach(live map[uint32]bool, add func(uint32, []moatRuleStats)) error {
+	var per []moatRuleStats
+	for idx := range live {
+		if err := d.objs.MoatRuleStats.Lookup(idx, &per); err != nil {
+			return fmt.Errorf("read rule counters of rule %d: %w", idx, err)
+		}
+		add(idx, per)
+	}
+	return nil
 }
 
 // EventStats counts events emitted and suppressed, summed over CPUs.

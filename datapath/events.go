@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net/netip"
 	"time"
 
-	"github.com/cilium/ebpf/ringbuf"
 	"github.com/moatnet/moat/policy"
 )
 
@@ -168,27 +166,8 @@ func DecodeEvent(raw []byte) (Event, error) {
 // ReadEvents reads the event ringbuf and calls fn for each event until ctx
 // is done (then it returns nil). Only one reader may run at a time.
 func (d *Datapath) ReadEvents(ctx context.Context, fn func(Event)) error {
-	rd, err := ringbuf.NewReader(d.objs.MoatEvents)
-	if err != nil {
-		return fmt.Errorf("open event ringbuf: %w", err)
-	}
-	stop := context.AfterFunc(ctx, func() { rd.Close() })
-	defer stop()
-	defer rd.Close()
-	var rec ringbuf.Record
-	for {
-		if err := rd.ReadInto(&rec); err != nil {
-			if ctx.Err() != nil || errors.Is(err, ringbuf.ErrClosed) {
-				return nil
-			}
-			return fmt.Errorf("read event ringbuf: %w", err)
-		}
-		ev, err := DecodeEvent(rec.RawSample)
-		if err != nil {
-			d.log.Warn("skipping undecodable event", "err", err)
-			continue
-		}
-		ev.Time = d.cfg.Now()
-		fn(ev)
-	}
+	return ringbufReader[Event]{
+		m: d.objs.MoatEvents, what: "event", decode: DecodeEvent,
+		stamp: func(e *Event, t time.Time) { e.Time = t }, now: d.cfg.Now, log: d.log,
+	}.run(ctx, fn)
 }

@@ -177,6 +177,17 @@ func ipcachePrefixFromBPF(k moatIpcacheKey) (netip.Prefix, error) {
 	return p, nil
 }
 
+// isHostPrefix reports whether p names one address (/32, /128): such
+// entries go to the exact-match ipcache map instead of the trie.
+func isHostPrefix(p netip.Prefix) bool { return p.Bits() == p.Addr().BitLen() }
+
+// hostPrefixFromBPF decodes an exact-match ipcache key (IPv4-mapped for
+// IPv4) into its host prefix.
+func hostPrefixFromBPF(k moatIpcacheHostKey) netip.Prefix {
+	a := netip.AddrFrom16(k.Addr).Unmap()
+	return netip.PrefixFrom(a, a.BitLen())
+}
+
 // addrFrom16 turns a datapath address (IPv4-mapped for IPv4) back into an
 // address of the packet's family.
 func addrFrom16(b [16]byte, family uint8) netip.Addr {

@@ -18,7 +18,6 @@ type syncState struct {
 	ipcache   map[netip.Prefix]policy.ID
 	rules     map[RuleKey]uint32
 	ruleInfo  map[uint32]RuleInfo
-	nextRule  uint32
 	nextRev   uint32
 	gen       uint32 // moat_generation as last published
 }
@@ -30,7 +29,7 @@ func (s *syncState) load(objs *moatObjects) error {
 	s.ipcache = map[netip.Prefix]policy.ID{}
 	s.rules = map[RuleKey]uint32{}
 	s.ruleInfo = map[uint32]RuleInfo{}
-	s.nextRule, s.nextRev = 1, 1
+	s.nextRev = 1
 	zero := uint32(0)
 	if err := objs.MoatGeneration.Lookup(&zero, &s.gen); err != nil {
 		return fmt.Errorf("read generation map: %w", err)
@@ -60,7 +59,6 @@ func (s *syncState) load(objs *moatObjects) error {
 			rk := ruleKeyOf(k)
 			s.rules[rk] = v.Rule
 			s.ruleInfo[v.Rule] = RuleInfo{RuleKey: rk}
-			s.nextRule = max(s.nextRule, v.Rule+1)
 		}
 	}
 	if err := pit.Err(); err != nil {
@@ -78,6 +76,14 @@ func (s *syncState) load(objs *moatObjects) error {
 	}
 	if err := iit.Err(); err != nil {
 		return fmt.Errorf("read ipcache map: %w", err)
+	}
+	var hk moatIpcacheHostKey
+	hit := objs.MoatIpcacheH.Iterate()
+	for hit.Next(&hk, &iv) {
+		s.ipcache[hostPrefixFromBPF(hk)] = policy.ID(iv.Identity)
+	}
+	if err := hit.Err(); err != nil {
+		return fmt.Errorf("read ipcache host map: %w", err)
 	}
 	return nil
 }
@@ -120,17 +126,22 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 	s := &d.state
 	o := &d.objs
 
-	// Rule indices: stable per (endpoint, direction, L4 key).
+	// Rule indices: stable per (endpoint, direction, L4 key); a new rule
+	// takes the lowest index no current rule holds, with zeroed counters.
 	liveRules := map[RuleKey]uint32{}
+	ruleAlloc := newLowestFree(ruleSlots - 1)
+	for _, idx := range s.rules {
+		ruleAlloc.used[idx] = true
+	}
+	var freshRules []uint32
 	for k, de := range want.Policy {
 		idx, ok := liveRules[de.Rule]
 		if !ok {
 			if idx, ok = s.rules[de.Rule]; !ok {
-				idx = s.nextRule
-				s.nextRule++
-				if s.nextRule == 0 {
-					s.nextRule = 1
+				if idx, ok = ruleAlloc.take(); !ok {
+					return fmt.Errorf("sync datapath: allocate rule index: all %d in use", ruleSlots-1)
 				}
+				freshRules = append(freshRules, idx)
 			}
 			liveRules[de.Rule] = idx
 			s.ruleInfo[idx] = RuleInfo{Endpoint: want.Endpoints[de.Rule.Endpoint].Endpoint, RuleKey: de.Rule, Entry: de.Entry}
@@ -139,26 +150,26 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 		want.Policy[k] = de
 	}
 
+	if err := zeroCounters[moatRuleStats](o.MoatRuleStats, freshRules); err != nil {
+		return fmt.Errorf("sync datapath: %w", err)
+	}
+	slots, err := d.assignSlots(want)
+	if err != nil {
+		return fmt.Errorf("sync datapath: %w", err)
+	}
+
 	changed := map[dirKey]bool{}
 	deleted := map[dirKey]bool{}
 
 	// 1. Additions and changes.
-	var ipKeys []moatIpcacheKey
-	var ipVals []moatIpcacheVal
-	var ipPrefixes []netip.Prefix
+	var ip ipcacheBatch
 	for p, id := range want.IPCache {
 		if cur, ok := s.ipcache[p]; ok && cur == id {
 			continue
 		}
-		ipKeys = append(ipKeys, ipcacheKey(p))
-		ipVals = append(ipVals, moatIpcacheVal{Identity: uint32(id)})
-		ipPrefixes = append(ipPrefixes, p)
+		ip.add(p, id)
 	}
-	n, err := putMany(o.MoatIpcache, ipKeys, ipVals)
-	for i := range n {
-		s.ipcache[ipPrefixes[i]] = want.IPCache[ipPrefixes[i]]
-	}
-	if err != nil {
+	if err := ip.put(o, s, want.IPCache); err != nil {
 		return fmt.Errorf("sync ipcache: %w", err)
 	}
 	var polKeys []moatPolicyKey
@@ -179,7 +190,7 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 			changed[dk] = true
 		}
 	}
-	n, err = putMany(o.MoatPolicy, polKeys, polVals)
+	n, err := putMany(o.MoatPolicy, polKeys, polVals)
 	for _, k := range polChanged[:n] {
 		s.policy[k] = want.Policy[k].Value
 	}
@@ -200,7 +211,7 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 	for id, es := range want.Endpoints {
 		cur, exists := s.endpoints[id]
 		flags := es.Flags | shapes[id] | epFlagShapes
-		next := moatEndpointConfig{Identity: uint32(es.Identity), Flags: flags, IngressRev: cur.IngressRev, EgressRev: cur.EgressRev}
+		next := moatEndpointConfig{Identity: uint32(es.Identity), Flags: flags, IngressRev: cur.IngressRev, EgressRev: cur.EgressRev, Slot: slots[id]}
 		if !exists || s.names[id] != es.Endpoint {
 			next.IngressRev, next.EgressRev = d.rev(), d.rev()
 		}
@@ -233,18 +244,13 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 	if err != nil {
 		return fmt.Errorf("sync: delete policy: %w", err)
 	}
-	ipKeys, ipPrefixes = ipKeys[:0], ipPrefixes[:0]
-	for p := range s.ipcache {
+	ip = ipcacheBatch{}
+	for p, id := range s.ipcache {
 		if _, ok := want.IPCache[p]; !ok {
-			ipKeys = append(ipKeys, ipcacheKey(p))
-			ipPrefixes = append(ipPrefixes, p)
+			ip.add(p, id)
 		}
 	}
-	n, err = deleteMany(o.MoatIpcache, ipKeys)
-	for _, p := range ipPrefixes[:n] {
-		delete(s.ipcache, p)
-	}
-	if err != nil {
+	if err := ip.delete(o, s); err != nil {
 		return fmt.Errorf("sync: delete ipcache: %w", err)
 	}
 
@@ -267,7 +273,8 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 		s.endpoints[id] = next
 	}
 
-	// 5. Endpoints gone, and counters of rules and endpoints gone.
+	// 5. Endpoints gone (their counter slots are free again, and zeroed
+	// when handed out), and rules gone.
 	for id := range s.endpoints {
 		if _, ok := want.Endpoints[id]; ok {
 			continue
@@ -275,43 +282,47 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 		if err := o.MoatEndpoints.Delete(&id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("sync: delete endpoint ifindex %d: %w", id, err)
 		}
-		for _, dir := range []uint32{0, 1} {
-			k := moatEpStatsKey{Endpoint: id, Direction: dir}
-			_ = o.MoatEpStats.Delete(&k)
-		}
 		delete(s.endpoints, id)
 		delete(s.names, id)
 	}
-	gone := map[uint32]bool{}
 	for rk, idx := range s.rules {
-		if liveRules[rk] == idx {
-			continue
+		if liveRules[rk] != idx {
+			delete(s.ruleInfo, idx)
 		}
-		gone[idx] = true
-		delete(s.ruleInfo, idx)
-	}
-	if len(gone) > 0 {
-		// Only rules that saw traffic have counters: delete those (counters
-		// only, so best effort).
-		_, _ = deleteMany(o.MoatRuleStats, counterKeys(o.MoatRuleStats, gone))
 	}
 	s.rules = liveRules
 	return nil
 }
 
-// counterKeys lists the keys of a counter map that are in want.
-func counterKeys(m *ebpf.Map, want map[uint32]bool) []uint32 {
-	var out []uint32
-	var key, next uint32
-	err := m.NextKey(nil, &next)
-	for err == nil {
-		if want[next] {
-			out = append(out, next)
+// assignSlots returns the counter slot of every endpoint in want: the one
+// its config holds, or a free one (with zeroed counters) for a new endpoint.
+// Slots of endpoints that this Sync removes stay taken until it is done.
+func (d *Datapath) assignSlots(want *MapState) (map[uint32]uint32, error) {
+	s := &d.state
+	alloc := newLowestFree(epSlots)
+	for _, cfg := range s.endpoints {
+		if cfg.Slot != 0 {
+			alloc.used[cfg.Slot] = true
 		}
-		key = next
-		err = m.NextKey(&key, &next)
 	}
-	return out
+	slots := make(map[uint32]uint32, len(want.Endpoints))
+	var fresh []uint32
+	for id := range want.Endpoints {
+		if cur, ok := s.endpoints[id]; ok && cur.Slot != 0 && cur.Slot <= epSlots {
+			slots[id] = cur.Slot
+			continue
+		}
+		slot, ok := alloc.take()
+		if !ok {
+			return nil, fmt.Errorf("allocate counter slot for ifindex %d: all %d in use", id, epSlots)
+		}
+		slots[id] = slot
+		fresh = append(fresh, epStatsIndex(slot, uint32(policy.Ingress)), epStatsIndex(slot, uint32(policy.Egress)))
+	}
+	if err := zeroCounters[moatEpStats](d.objs.MoatEpStats, fresh); err != nil {
+		return nil, err
+	}
+	return slots, nil
 }
 
 // bumpGeneration publishes a new maps generation (never 0 after the
@@ -357,4 +368,61 @@ func (d *Datapath) Entries() map[PolicyKey]PolicyValue {
 		out[k] = v
 	}
 	return out
+}
+
+// ipcacheBatch is a set of ipcache writes or deletions, split between the
+// trie (prefixes) and the exact-match map (host addresses: /32 and /128,
+// which the programs look up first; see ipcache_identity).
+type ipcacheBatch struct {
+	trieKeys     []moatIpcacheKey
+	trieVals     []moatIpcacheVal
+	triePrefixes []netip.Prefix
+	hostKeys     []moatIpcacheHostKey
+	hostVals     []moatIpcacheVal
+	hostPrefixes []netip.Prefix
+}
+
+func (b *ipcacheBatch) add(p netip.Prefix, id policy.ID) {
+	v := moatIpcacheVal{Identity: uint32(id)}
+	if isHostPrefix(p) {
+		b.hostKeys = append(b.hostKeys, moatIpcacheHostKey{Addr: p.Addr().As16()})
+		b.hostVals = append(b.hostVals, v)
+		b.hostPrefixes = append(b.hostPrefixes, p)
+		return
+	}
+	b.trieKeys = append(b.trieKeys, ipcacheKey(p))
+	b.trieVals = append(b.trieVals, v)
+	b.triePrefixes = append(b.triePrefixes, p)
+}
+
+// put writes the batch and records in s what it wrote.
+func (b *ipcacheBatch) put(o *moatObjects, s *syncState, want map[netip.Prefix]policy.ID) error {
+	n, err := putMany(o.MoatIpcacheH, b.hostKeys, b.hostVals)
+	for _, p := range b.hostPrefixes[:n] {
+		s.ipcache[p] = want[p]
+	}
+	if err != nil {
+		return err
+	}
+	n, err = putMany(o.MoatIpcache, b.trieKeys, b.trieVals)
+	for _, p := range b.triePrefixes[:n] {
+		s.ipcache[p] = want[p]
+	}
+	return err
+}
+
+// delete removes the batch's entries and forgets them in s.
+func (b *ipcacheBatch) delete(o *moatObjects, s *syncState) error {
+	n, err := deleteMany(o.MoatIpcacheH, b.hostKeys)
+	for _, p := range b.hostPrefixes[:n] {
+		delete(s.ipcache, p)
+	}
+	if err != nil {
+		return err
+	}
+	n, err = deleteMany(o.MoatIpcache, b.trieKeys)
+	for _, p := range b.triePrefixes[:n] {
+		delete(s.ipcache, p)
+	}
+	return err
 }

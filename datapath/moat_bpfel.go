@@ -24,7 +24,7 @@ type moatCtEntry struct {
 	Flags          uint8
 	L7             uint8
 	Match          uint8
-	Pad            uint16
+	EpSlot         uint16
 	Generation     uint32
 }
 
@@ -46,6 +46,7 @@ type moatEndpointConfig struct {
 	Flags      uint32
 	IngressRev uint32
 	EgressRev  uint32
+	Slot       uint32
 }
 
 type moatEpStats struct {
@@ -56,12 +57,6 @@ type moatEpStats struct {
 	DroppedBytes      uint64
 	RedirectedPackets uint64
 	RedirectedBytes   uint64
-}
-
-type moatEpStatsKey struct {
-	_         structs.HostLayout
-	Endpoint  uint32
-	Direction uint32
 }
 
 type moatEvent struct {
@@ -91,17 +86,16 @@ type moatEvent struct {
 	Pad         uint16
 }
 
-type moatEventLimit struct {
-	_      structs.HostLayout
-	LastNs uint64
-	Tokens uint64
-}
-
 type moatEventStats struct {
 	_           structs.HostLayout
 	Emitted     uint64
 	RateLimited uint64
 	RingbufFull uint64
+}
+
+type moatIpcacheHostKey struct {
+	_    structs.HostLayout
+	Addr [16]uint8
 }
 
 type moatIpcacheKey struct {
@@ -140,6 +134,12 @@ type moatRuleStats struct {
 	Bytes   uint64
 }
 
+type moatTokenBucket struct {
+	_      structs.HostLayout
+	LastNs uint64
+	Tokens uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -152,6 +152,7 @@ const (
 	moatMapMoatEvents        = "moat_events"
 	moatMapMoatGeneration    = "moat_generation"
 	moatMapMoatIpcache       = "moat_ipcache"
+	moatMapMoatIpcacheH      = "moat_ipcache_h"
 	moatMapMoatPolicy        = "moat_policy"
 	moatMapMoatRuleStats     = "moat_rule_stats"
 	moatProgFromEndpoint     = "from_endpoint"
@@ -224,6 +225,7 @@ type moatMapSpecs struct {
 	MoatEvents     *ebpf.MapSpec `ebpf:"moat_events"`
 	MoatGeneration *ebpf.MapSpec `ebpf:"moat_generation"`
 	MoatIpcache    *ebpf.MapSpec `ebpf:"moat_ipcache"`
+	MoatIpcacheH   *ebpf.MapSpec `ebpf:"moat_ipcache_h"`
 	MoatPolicy     *ebpf.MapSpec `ebpf:"moat_policy"`
 	MoatRuleStats  *ebpf.MapSpec `ebpf:"moat_rule_stats"`
 }
@@ -270,6 +272,7 @@ type moatMaps struct {
 	MoatEvents     *ebpf.Map `ebpf:"moat_events"`
 	MoatGeneration *ebpf.Map `ebpf:"moat_generation"`
 	MoatIpcache    *ebpf.Map `ebpf:"moat_ipcache"`
+	MoatIpcacheH   *ebpf.Map `ebpf:"moat_ipcache_h"`
 	MoatPolicy     *ebpf.Map `ebpf:"moat_policy"`
 	MoatRuleStats  *ebpf.Map `ebpf:"moat_rule_stats"`
 }
@@ -284,6 +287,7 @@ func (m *moatMaps) Close() error {
 		m.MoatEvents,
 		m.MoatGeneration,
 		m.MoatIpcache,
+		m.MoatIpcacheH,
 		m.MoatPolicy,
 		m.MoatRuleStats,
 	)

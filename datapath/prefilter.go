@@ -4,11 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -63,9 +61,7 @@ type Prefilter struct {
 	log  *slog.Logger
 	objs prefilterObjects
 
-	mu     sync.Mutex
-	links  map[int]link.Link // by ifindex, pinned
-	closed bool
+	linkSet[int] // by ifindex
 }
 
 // OpenPrefilter loads the program, reusing the maps pinned under
@@ -82,7 +78,7 @@ func OpenPrefilter(cfg PrefilterConfig) (*Prefilter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load embedded prefilter spec: %w", err)
 	}
-	p := &Prefilter{cfg: cfg, log: cfg.Logger, links: map[int]link.Link{}}
+	p := &Prefilter{cfg: cfg, log: cfg.Logger, linkSet: linkSet[int]{links: map[int]link.Link{}}}
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinRoot}}
 	if err := spec.LoadAndAssign(&p.objs, opts); err != nil {
 		return nil, explainLoadError(err)
@@ -107,35 +103,16 @@ func parseXDPPinName(name string) (int, bool) {
 	return n, err == nil && n > 0
 }
 
-func (p *Prefilter) linksDir() string { return filepath.Join(p.cfg.PinRoot, "links") }
+// pins are the Prefilter's XDP links under PinRoot/links.
+func (p *Prefilter) pins() linkPins[int] {
+	return linkPins[int]{dir: linksDir(p.cfg.PinRoot), kind: "xdp", name: xdpPinName, parse: parseXDPPinName, log: p.log}
+}
 
 func (p *Prefilter) adoptLinks() error {
-	entries, err := os.ReadDir(p.linksDir())
-	if err != nil {
-		return fmt.Errorf("read pinned links: %w", err)
-	}
-	for _, e := range entries {
-		ifindex, ok := parseXDPPinName(e.Name())
-		if !ok {
-			continue
-		}
-		path := filepath.Join(p.linksDir(), e.Name())
-		l, err := link.LoadPinnedLink(path, nil)
-		if err != nil {
-			p.log.Warn("dropping unloadable pinned xdp link", "path", path, "err", err)
-			_ = os.Remove(path)
-			continue
-		}
-		if err := l.Update(p.objs.MoatXdpPrefilter); err != nil {
-			p.log.Warn("dropping stale pinned xdp link", "path", path, "err", err)
-			_ = l.Unpin()
-			_ = l.Close()
-			continue
-		}
-		p.links[ifindex] = l
-	}
-	return nil
+	return p.pins().adopt(p.links, func(int) *ebpf.Program { return p.objs.MoatXdpPrefilter })
 }
+
+func ifindexWhere(ifindex int) string { return "ifindex " + strconv.Itoa(ifindex) }
 
 // Attach attaches the prefilter to the interface with index ifindex in the
 // given mode (XDPAuto: native, falling back to generic when the driver
@@ -146,11 +123,8 @@ func (p *Prefilter) Attach(ifindex int, mode XDPMode) error {
 	if p.closed {
 		return errors.New("attach prefilter: closed")
 	}
-	if l, ok := p.links[ifindex]; ok {
-		if err := l.Update(p.objs.MoatXdpPrefilter); err != nil {
-			return fmt.Errorf("update xdp link on ifindex %d: %w", ifindex, err)
-		}
-		return nil
+	if found, err := p.pins().update(p.links, ifindex, p.objs.MoatXdpPrefilter, ifindexWhere(ifindex)); found {
+		return err
 	}
 	var l link.Link
 	var err error
@@ -171,12 +145,7 @@ func (p *Prefilter) Attach(ifindex int, mode XDPMode) error {
 	if err != nil {
 		return err
 	}
-	if err := l.Pin(filepath.Join(p.linksDir(), xdpPinName(ifindex))); err != nil {
-		l.Close()
-		return fmt.Errorf("pin xdp link on ifindex %d: %w", ifindex, err)
-	}
-	p.links[ifindex] = l
-	return nil
+	return p.pins().pin(p.links, ifindex, l, ifindexWhere(ifindex))
 }
 
 func (p *Prefilter) attachXDP(ifindex int, flags link.XDPAttachFlags) (link.Link, error) {
@@ -196,46 +165,19 @@ func (p *Prefilter) attachXDP(ifindex int, flags link.XDPAttachFlags) (link.Link
 func (p *Prefilter) Detach(ifindex int) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	l, ok := p.links[ifindex]
-	if !ok {
-		return nil
-	}
-	delete(p.links, ifindex)
-	var errs []error
-	if err := l.Unpin(); err != nil {
-		errs = append(errs, fmt.Errorf("unpin xdp link on ifindex %d: %w", ifindex, err))
-	}
-	errs = append(errs, l.Close())
-	return errors.Join(errs...)
+	return p.pins().release(p.links, ifindex, ifindexWhere(ifindex))
 }
 
 // Attached returns the interfaces the prefilter is attached to.
 func (p *Prefilter) Attached() []int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := make([]int, 0, len(p.links))
-	for i := range p.links {
-		out = append(out, i)
-	}
-	return out
+	return p.attached()
 }
 
 // Close releases file descriptors. Pinned maps and links stay: packets
 // keep being filtered until the next OpenPrefilter swaps the program or
 // CleanupPrefilter removes it.
 func (p *Prefilter) Close() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return nil
-	}
-	p.closed = true
-	var errs []error
-	for _, l := range p.links {
-		errs = append(errs, l.Close())
-	}
-	errs = append(errs, p.objs.Close())
-	return errors.Join(errs...)
+	return p.close(&p.objs)
 }
 
 // Cleanup detaches the prefilter from every interface, removes its pins and

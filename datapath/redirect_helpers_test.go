@@ -300,9 +300,9 @@ func roundTrip(c net.Conn, msg string) error {
 // mustProxyMark returns the from-proxy mark of direction d for id.
 func mustProxyMark(t *testing.T, d policy.Direction, id policy.ID) uint32 {
 	t.Helper()
-	mark, ok := ProxyMark(d, id)
-	if !ok {
-		t.Fatalf("ProxyMark(%v, %d): identity does not fit", d, id)
+	mark, err := policy.ProxyMark(d, id)
+	if err != nil {
+		t.Fatalf("ProxyMark(%v, %d): %v", d, id, err)
 	}
 	return mark
 }

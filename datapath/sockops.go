@@ -4,11 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -27,9 +24,7 @@ type SockOps struct {
 	log  *slog.Logger
 	objs sockopsObjects
 
-	mu     sync.Mutex
-	links  map[uint64]link.Link // by cgroup inode, pinned
-	closed bool
+	linkSet[uint64] // by cgroup inode
 }
 
 // OpenSockOps loads the program, reusing the maps pinned under cfg.PinRoot,
@@ -62,7 +57,7 @@ func OpenSockOps(cfg SockOpsConfig) (*SockOps, error) {
 			return nil, fmt.Errorf("set bpf variable %s: %w", name, err)
 		}
 	}
-	s := &SockOps{cfg: cfg, log: cfg.Logger, links: map[uint64]link.Link{}}
+	s := &SockOps{cfg: cfg, log: cfg.Logger, linkSet: linkSet[uint64]{links: map[uint64]link.Link{}}}
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinRoot}}
 	if err := spec.LoadAndAssign(&s.objs, opts); err != nil {
 		return nil, explainLoadError(err)
@@ -96,34 +91,14 @@ func parseSockopsPinName(name string) (uint64, bool) {
 	return ino, err == nil && ino != 0
 }
 
-func (s *SockOps) linksDir() string { return filepath.Join(s.cfg.PinRoot, "links") }
+// pins are the SockOps's cgroup links under PinRoot/links.
+func (s *SockOps) pins() linkPins[uint64] {
+	return linkPins[uint64]{dir: linksDir(s.cfg.PinRoot), kind: "sockops", name: sockopsPinName, parse: parseSockopsPinName,
+		pinHint: " (needs bpf_link cgroup attachment, Linux 5.7+)", log: s.log}
+}
 
 func (s *SockOps) adoptLinks() error {
-	entries, err := os.ReadDir(s.linksDir())
-	if err != nil {
-		return fmt.Errorf("read pinned links: %w", err)
-	}
-	for _, e := range entries {
-		ino, ok := parseSockopsPinName(e.Name())
-		if !ok {
-			continue
-		}
-		path := filepath.Join(s.linksDir(), e.Name())
-		l, err := link.LoadPinnedLink(path, nil)
-		if err != nil {
-			s.log.Warn("dropping unloadable pinned sockops link", "path", path, "err", err)
-			_ = os.Remove(path)
-			continue
-		}
-		if err := l.Update(s.objs.MoatSockops); err != nil {
-			s.log.Warn("dropping stale pinned sockops link", "path", path, "err", err)
-			_ = l.Unpin()
-			_ = l.Close()
-			continue
-		}
-		s.links[ino] = l
-	}
-	return nil
+	return s.pins().adopt(s.links, func(uint64) *ebpf.Program { return s.objs.MoatSockops })
 }
 
 func cgroupInode(path string) (uint64, error) {
@@ -141,14 +116,21 @@ func cgroupInode(path string) (uint64, error) {
 	return st.Ino, nil
 }
 
+// cgroup resolves a cgroup path argument ("" means Config.Cgroup) to the
+// path and its inode.
+func (s *SockOps) cgroup(path string) (string, uint64, error) {
+	if path == "" {
+		path = s.cfg.Cgroup
+	}
+	ino, err := cgroupInode(path)
+	return path, ino, err
+}
+
 // Attach attaches the program to the cgroup v2 directory at cgroupPath (""
 // means Config.Cgroup) and pins the link. Attaching again to the same
 // cgroup swaps the program in place.
 func (s *SockOps) Attach(cgroupPath string) error {
-	if cgroupPath == "" {
-		cgroupPath = s.cfg.Cgroup
-	}
-	ino, err := cgroupInode(cgroupPath)
+	cgroupPath, ino, err := s.cgroup(cgroupPath)
 	if err != nil {
 		return err
 	}
@@ -157,76 +139,38 @@ func (s *SockOps) Attach(cgroupPath string) error {
 	if s.closed {
 		return errors.New("attach sockops: closed")
 	}
-	if l, ok := s.links[ino]; ok {
-		if err := l.Update(s.objs.MoatSockops); err != nil {
-			return fmt.Errorf("update sockops link on %s: %w", cgroupPath, err)
-		}
-		return nil
+	if found, err := s.pins().update(s.links, ino, s.objs.MoatSockops, cgroupPath); found {
+		return err
 	}
 	l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: ebpf.AttachCGroupSockOps, Program: s.objs.MoatSockops})
 	if err != nil {
 		return fmt.Errorf("attach sockops to cgroup %s: %w", cgroupPath, err)
 	}
-	if err := l.Pin(filepath.Join(s.linksDir(), sockopsPinName(ino))); err != nil {
-		l.Close()
-		return fmt.Errorf("pin sockops link on %s (needs bpf_link cgroup attachment, Linux 5.7+): %w", cgroupPath, err)
-	}
-	s.links[ino] = l
-	return nil
+	return s.pins().pin(s.links, ino, l, cgroupPath)
 }
 
 // Detach removes the program from the cgroup at cgroupPath ("" means
 // Config.Cgroup). A cgroup without the program is not an error.
 func (s *SockOps) Detach(cgroupPath string) error {
-	if cgroupPath == "" {
-		cgroupPath = s.cfg.Cgroup
-	}
-	ino, err := cgroupInode(cgroupPath)
+	cgroupPath, ino, err := s.cgroup(cgroupPath)
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	l, ok := s.links[ino]
-	if !ok {
-		return nil
-	}
-	delete(s.links, ino)
-	var errs []error
-	if err := l.Unpin(); err != nil {
-		errs = append(errs, fmt.Errorf("unpin sockops link on %s: %w", cgroupPath, err))
-	}
-	errs = append(errs, l.Close())
-	return errors.Join(errs...)
+	return s.pins().release(s.links, ino, cgroupPath)
 }
 
 // Attached returns the inodes of the cgroups the program is attached to.
 func (s *SockOps) Attached() []uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]uint64, 0, len(s.links))
-	for ino := range s.links {
-		out = append(out, ino)
-	}
-	return out
+	return s.attached()
 }
 
 // Close releases file descriptors. Pinned maps and links stay: the program
 // keeps reporting until the next OpenSockOps swaps it or CleanupSockOps
 // removes it.
 func (s *SockOps) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	var errs []error
-	for _, l := range s.links {
-		errs = append(errs, l.Close())
-	}
-	errs = append(errs, s.objs.Close())
-	return errors.Join(errs...)
+	return s.close(&s.objs)
 }
 
 // Cleanup detaches the program from every cgroup, removes its pins and
@@ -246,39 +190,4 @@ func CleanupSockOps(cfg SockOpsConfig) error {
 		_, ok := parseSockopsPinName(name)
 		return ok
 	}, []string{"moat_tcp_events", "moat_tcp_stats", "moat_tcp_sk"})
-}
-
-// cleanupPins unpins the links under root/links whose name matches and
-// removes the named map pins under root.
-func cleanupPins(root string, match func(string) bool, maps []string) error {
-	var errs []error
-	linksDir := filepath.Join(root, "links")
-	entries, err := os.ReadDir(linksDir)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, fmt.Errorf("read pinned links: %w", err))
-	}
-	for _, e := range entries {
-		if !match(e.Name()) {
-			continue
-		}
-		path := filepath.Join(linksDir, e.Name())
-		l, err := link.LoadPinnedLink(path, nil)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("load pinned link %s: %w", path, err))
-			continue
-		}
-		if err := l.Unpin(); err != nil {
-			errs = append(errs, fmt.Errorf("unpin link %s: %w", path, err))
-		}
-		if err := l.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close link %s: %w", path, err))
-		}
-	}
-	for _, m := range maps {
-		path := filepath.Join(root, m)
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("remove pinned map %s: %w", path, err))
-		}
-	}
-	return errors.Join(errs...)
 }

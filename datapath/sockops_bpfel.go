@@ -38,12 +38,6 @@ type sockopsTcpEvent struct {
 	Pad           [7]uint8
 }
 
-type sockopsTcpEventLimit struct {
-	_      structs.HostLayout
-	LastNs uint64
-	Tokens uint64
-}
-
 type sockopsTcpEventStats struct {
 	_           structs.HostLayout
 	Emitted     uint64
@@ -62,6 +56,12 @@ type sockopsTcpSockState struct {
 	Active         uint8
 	SynTimeoutSent uint8
 	Pad            [6]uint8
+}
+
+type sockopsTokenBucket struct {
+	_      structs.HostLayout
+	LastNs uint64
+	Tokens uint64
 }
 
 // Names of all BPF objects in the ELF.

@@ -4,12 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net/netip"
 	"time"
-
-	"github.com/cilium/ebpf/ringbuf"
 )
 
 // TCPEventKind says what a TCPEvent reports (bpf/tcp.h TCP_EV_*).
@@ -150,29 +147,10 @@ func DecodeTCPEvent(raw []byte) (TCPEvent, error) {
 // ReadEvents reads moat_tcp_events and calls fn for each event until ctx is
 // done (then it returns nil). Only one reader may run at a time.
 func (s *SockOps) ReadEvents(ctx context.Context, fn func(TCPEvent)) error {
-	rd, err := ringbuf.NewReader(s.objs.MoatTcpEvents)
-	if err != nil {
-		return fmt.Errorf("open tcp event ringbuf: %w", err)
-	}
-	stop := context.AfterFunc(ctx, func() { rd.Close() })
-	defer stop()
-	defer rd.Close()
-	var rec ringbuf.Record
-	for {
-		if err := rd.ReadInto(&rec); err != nil {
-			if ctx.Err() != nil || errors.Is(err, ringbuf.ErrClosed) {
-				return nil
-			}
-			return fmt.Errorf("read tcp event ringbuf: %w", err)
-		}
-		ev, err := DecodeTCPEvent(rec.RawSample)
-		if err != nil {
-			s.log.Warn("skipping undecodable tcp event", "err", err)
-			continue
-		}
-		ev.Time = s.cfg.Now()
-		fn(ev)
-	}
+	return ringbufReader[TCPEvent]{
+		m: s.objs.MoatTcpEvents, what: "tcp event", decode: DecodeTCPEvent,
+		stamp: func(e *TCPEvent, t time.Time) { e.Time = t }, now: s.cfg.Now, log: s.log,
+	}.run(ctx, fn)
 }
 
 // EventStats returns the TCP event counters (emitted, rate limited, lost to

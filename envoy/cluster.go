@@ -43,7 +43,7 @@ const httpProtocolOptionsName = "envoy.extensions.upstreams.http.v3.HttpProtocol
 //
 // The upstream speaks the downstream's protocol (HTTP/1.1 or HTTP/2).
 func originalDstCluster(cfg Config, d policy.Direction, src policy.ID) (*clusterv3.Cluster, error) {
-	mark, err := ProxyMark(d, src)
+	mark, err := policy.ProxyMark(d, src)
 	if err != nil {
 		return nil, fmt.Errorf("build cluster %s: %w", ClusterName(d, src), err)
 	}

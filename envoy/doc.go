@@ -7,9 +7,10 @@
 // go-control-plane's ValidateAll. Translation never opens a socket, never
 // touches the kernel and never talks to an xDS client; the xds package
 // serves what Translate returns, and the datapath decodes the marks that
-// marks.go defines. The thin I/O layer around it is admin*.go (a read-only
-// client of Envoy's admin API and the intended-vs-applied comparison that
-// `moat envoy` uses) and supervisor.go (runs an Envoy process).
+// policy/marks.go defines. The thin I/O layer around it is admin*.go (a
+// read-only client of Envoy's admin API and the intended-vs-applied
+// comparison that `moat envoy` uses) and supervisor.go (runs an Envoy
+// process).
 //
 // How the Plan maps onto stock Envoy:
 //
@@ -30,7 +31,7 @@
 //     HTTPRuleSets, and RDS for the route to the ORIGINAL_DST cluster.
 //   - Remote identities become IP sets that reproduce the datapath's
 //     ipcache longest-prefix match exactly (see ipset.go).
-//   - Upstream sockets carry the identity mark of marks.go through a
+//   - Upstream sockets carry the identity mark of policy/marks.go through a
 //     per-cluster SO_MARK socket option, so there is one ORIGINAL_DST cluster
 //     per egress source identity (see cluster.go for ingress).
 //   - A request no rule allows gets 403 with body DeniedBody, through a

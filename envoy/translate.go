@@ -101,7 +101,7 @@ func (tr *translator) addDirection(res *Resources, d policy.Direction, eps []*po
 		src := policy.IDUnknown
 		if d == policy.Egress {
 			src = ep.Identity
-			if _, err := ProxyMark(d, src); err != nil {
+			if _, err := policy.ProxyMark(d, src); err != nil {
 				return fmt.Errorf("translate %s %s: %w", d, filterChainName(ep), err)
 			}
 			sources = append(sources, src)

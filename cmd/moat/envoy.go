@@ -58,21 +58,28 @@ and the bootstrap moat gives Envoy.`,
 	return cmd
 }
 
-// context bounds a command by --timeout.
-func (o *envoyOptions) context(cmd *cobra.Command) (context.Context, context.CancelFunc, error) {
+// connect bounds the command by --timeout and opens the admin client; done
+// releases both.
+func (o *envoyOptions) connect(cmd *cobra.Command) (ctx context.Context, c *envoy.AdminClient, done func(), err error) {
 	if o.timeout <= 0 {
-		return nil, nil, fmt.Errorf("invalid --timeout %s: must be positive", o.timeout)
+		return nil, nil, nil, fmt.Errorf("invalid --timeout %s: must be positive", o.timeout)
+	}
+	if c, err = envoy.NewAdminClient(o.admin); err != nil {
+		return nil, nil, nil, fmt.Errorf("invalid --admin: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
-	return ctx, cancel, nil
+	return ctx, c, func() { c.Close(); cancel() }, nil
 }
 
-func (o *envoyOptions) client() (*envoy.AdminClient, error) {
-	c, err := envoy.NewAdminClient(o.admin)
+// fetchDump connects, reads the config dump (see dump) and disconnects: for
+// commands that need nothing else from the proxy.
+func (o *envoyOptions) fetchDump(cmd *cobra.Command) (*adminv3.ConfigDump, error) {
+	ctx, c, done, err := o.connect(cmd)
 	if err != nil {
-		return nil, fmt.Errorf("invalid --admin: %w", err)
+		return nil, err
 	}
-	return c, nil
+	defer done()
+	return o.dump(ctx, cmd, c)
 }
 
 // dump reads the config dump and warns on stderr about extension types

@@ -47,17 +47,7 @@ func newEnvoyConfigDumpCommand(o *envoyOptions) *cobra.Command {
 			if !slices.Contains(envoyDumpTypes(), typ) {
 				return fmt.Errorf("invalid --type %q: want %s", typ, envoyJoinOr(envoyDumpTypes()))
 			}
-			ctx, cancel, err := o.context(cmd)
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			dump, err := o.dump(ctx, cmd, c)
+			dump, err := o.fetchDump(cmd)
 			if err != nil {
 				return err
 			}
@@ -104,16 +94,11 @@ differs.
 Exit status: 0 when the proxy runs exactly what is intended, 1 otherwise.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel, err := o.context(cmd)
+			ctx, c, done, err := o.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer cancel()
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+			defer done()
 			node, err := o.nodeName(ctx, c, nil)
 			if err != nil {
 				return err

@@ -57,17 +57,7 @@ func newEnvoyResourceCommand(o *envoyOptions, kind string) *cobra.Command {
 			if err := envoyCheckOutput(output, "text", "json", "yaml"); err != nil {
 				return err
 			}
-			ctx, cancel, err := o.context(cmd)
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			dump, err := o.dump(ctx, cmd, c)
+			dump, err := o.fetchDump(cmd)
 			if err != nil {
 				return err
 			}

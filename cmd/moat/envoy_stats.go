@@ -32,16 +32,11 @@ whose Envoy names match an RE2 regular expression. A proxy that serves only
 			if _, err := regexp.Compile(filter); err != nil {
 				return fmt.Errorf("invalid --filter %q: %w", filter, err)
 			}
-			ctx, cancel, err := o.context(cmd)
+			ctx, c, done, err := o.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer cancel()
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+			defer done()
 			w := cmd.OutOrStdout()
 			if !prom {
 				stats, err := c.Stats(ctx, filter)

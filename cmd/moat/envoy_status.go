@@ -60,16 +60,11 @@ not, 1 on errors.`,
 			if err := envoyCheckOutput(output, "text", "json", "yaml"); err != nil {
 				return err
 			}
-			ctx, cancel, err := o.context(cmd)
+			ctx, c, done, err := o.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer cancel()
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+			defer done()
 
 			st := &envoyStatus{Admin: c.Addr()}
 			if st.State, err = c.Ready(ctx); err != nil {

@@ -1,24 +1,22 @@
-package envoy
+package policy
 
-import (
-	"testing"
-
-	"github.com/moatnet/moat/policy"
-)
+import "testing"
 
 func TestProxyMark(t *testing.T) {
 	tests := []struct {
 		name string
-		dir  policy.Direction
-		id   policy.ID
+		dir  Direction
+		id   ID
 		want uint32
 	}{
-		{"unknown ingress", policy.Ingress, policy.IDUnknown, 0x00000A00},
-		{"world egress", policy.Egress, policy.IDWorld, 0x00020B00},
-		{"allocated", policy.Egress, 0x1234, 0x12340B00},
-		{"bits 16-23", policy.Ingress, 0x00AB_CDEF, 0xCDEF0AAB},
-		{"local flag", policy.Egress, policy.IDLocalFlag | 5, 0x00051B00},
-		{"largest", policy.Egress, MaxMarkIdentity, 0xFFFFFBFF},
+		{"unknown ingress", Ingress, IDUnknown, 0x00000A00},
+		{"world egress", Egress, IDWorld, 0x00020B00},
+		{"allocated", Egress, 0x1234, 0x12340B00},
+		{"16 bits", Egress, 0xFFFF, 0xFFFF0B00},
+		{"bit 16", Egress, 0x10000, 0x00000B01},
+		{"bits 16-23", Ingress, 0x00AB_CDEF, 0xCDEF0AAB},
+		{"local flag", Egress, IDLocalFlag | 5, 0x00051B00},
+		{"largest", Egress, MaxMarkIdentity, 0xFFFFFBFF},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -29,7 +27,7 @@ func TestProxyMark(t *testing.T) {
 			if got != tc.want {
 				t.Fatalf("ProxyMark = %#08x, want %#08x", got, tc.want)
 			}
-			if got&MarkMagicMask == MarkMagicToProxy {
+			if got&MarkMagicMask == MarkToProxy {
 				t.Fatal("from-proxy mark looks like a to-proxy mark")
 			}
 			d, id, ok := DecodeProxyMark(got)
@@ -41,7 +39,7 @@ func TestProxyMark(t *testing.T) {
 }
 
 func TestProxyMarkRejects(t *testing.T) {
-	if _, err := ProxyMark(policy.Egress, MaxMarkIdentity+1); err == nil {
+	if _, err := ProxyMark(Egress, MaxMarkIdentity+1); err == nil {
 		t.Fatal("ProxyMark accepted a 29-bit identity")
 	}
 	for _, m := range []uint32{0, ToProxyMark(15001), 0x12340100, 0x1234FF00 &^ 0x0F00} {
@@ -56,14 +54,14 @@ func TestProxyMarkRejects(t *testing.T) {
 
 func FuzzProxyMark(f *testing.F) {
 	f.Add(uint32(0), false)
-	f.Add(uint32(policy.IDLocalFlag|77), true)
+	f.Add(uint32(IDLocalFlag|77), true)
 	f.Fuzz(func(t *testing.T, v uint32, egress bool) {
-		d := policy.Ingress
+		d := Ingress
 		if egress {
-			d = policy.Egress
+			d = Egress
 		}
-		m, err := ProxyMark(d, policy.ID(v))
-		if policy.ID(v) > MaxMarkIdentity {
+		m, err := ProxyMark(d, ID(v))
+		if ID(v) > MaxMarkIdentity {
 			if err == nil {
 				t.Fatal("accepted identity above the limit")
 			}
@@ -73,7 +71,7 @@ func FuzzProxyMark(f *testing.F) {
 			t.Fatal(err)
 		}
 		gd, gid, ok := DecodeProxyMark(m)
-		if !ok || gd != d || gid != policy.ID(v) {
+		if !ok || gd != d || gid != ID(v) {
 			t.Fatalf("round trip of %d/%v gave %d/%v/%v", v, d, gid, gd, ok)
 		}
 	})
