@@ -17,9 +17,12 @@ import (
 //
 // It tracks message boundaries (Content-Length and chunked bodies) to find
 // every request head on a keep-alive connection. After an HTTP/2 preface, a
-// CONNECT or an Upgrade request, or anything it cannot frame, it stops
-// looking and passes bytes through: net/http then parses (and rejects)
-// them itself.
+// CONNECT request, or anything it cannot frame, it stops looking and passes
+// bytes through: net/http then parses (and rejects) them itself, and the
+// handler closes the connection after a CONNECT. An Upgrade request is
+// framed like any other: the proxy never switches protocols (an upgrade
+// request is refused and its connection closed), so the next bytes are
+// HTTP/1 again.
 type frameGuard struct {
 	net.Conn
 	max       int
@@ -196,7 +199,6 @@ func (g *frameGuard) head() bool {
 		return true
 	}
 	var cls, tes []string
-	upgrade := false
 	for _, l := range lines[1:] {
 		name, value, ok := strings.Cut(l, ":")
 		if !ok {
@@ -208,8 +210,6 @@ func (g *frameGuard) head() bool {
 			cls = append(cls, value)
 		case "transfer-encoding":
 			tes = append(tes, value)
-		case "upgrade":
-			upgrade = true
 		}
 	}
 	if len(cls) > 1 || (len(cls) > 0 && len(tes) > 0) {
@@ -220,9 +220,6 @@ func (g *frameGuard) head() bool {
 	}
 	g.release(end)
 	g.after = stateHead
-	if upgrade {
-		g.after = statePass
-	}
 	switch {
 	case len(tes) > 0:
 		codings := strings.Split(strings.Join(tes, ","), ",")

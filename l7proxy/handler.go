@@ -13,12 +13,12 @@ import (
 	"github.com/moatnet/moat/internal/httpnorm"
 )
 
-// connInfo is fixed when a connection is accepted: the configuration it
-// runs and its addresses.
+// connInfo is fixed when a connection is accepted: its listener, its
+// addresses and the filter chain it matched then. Each request runs the
+// configuration current when it arrives (see serveHTTP), not this one.
 type connInfo struct {
 	listener string
-	snap     *snapshot
-	chain    *chainSpec
+	accepted *chainSpec
 	source   netip.AddrPort
 	dest     netip.AddrPort
 }
@@ -27,6 +27,7 @@ type connInfo struct {
 // upstream rewrite and the access log.
 type exchange struct {
 	*connInfo
+	chain   *chainSpec // the filter chain the request runs
 	start   time.Time
 	req     request
 	details string // response code details
@@ -43,8 +44,16 @@ func exchangeFrom(ctx context.Context) *exchange {
 	return ex
 }
 
-// ServeHTTP runs the HTTP connection manager of the connection's filter
+// serveHTTP runs the HTTP connection manager of the connection's filter
 // chain: header and path checks, RBAC, route, upstream.
+//
+// Every request runs the configuration current when it arrives: the filter
+// chain is matched again, from the connection's listener and addresses, in
+// the latest snapshot. A tightened policy therefore applies to the next
+// request of a keep-alive or HTTP/2 connection, not only to new
+// connections. (Envoy drains such connections instead and may serve them
+// with the old configuration until they close; this is stricter.) A
+// connection whose listener or filter chain is gone gets 403 and is closed.
 func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	ci, _ := r.Context().Value(connKey{}).(*connInfo)
 	if ci == nil {
@@ -52,10 +61,21 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no connection", http.StatusInternalServerError)
 		return
 	}
+	snap := p.snap.Load()
 	rec := &recorder{ResponseWriter: w}
-	ex := &exchange{connInfo: ci, start: p.cfg.Clock()}
+	ex := &exchange{connInfo: ci, chain: currentChain(snap, ci), start: p.cfg.Clock()}
+	if ex.chain == nil {
+		// Logged and counted under the chain the connection was accepted
+		// with: the one the client last knew.
+		ex.chain = ci.accepted
+		defer func() { p.finish(ex, r, rec) }()
+		ex.req = request{method: r.Method, authority: r.Host, path: r.URL.Path, source: ci.source, dest: ci.dest}
+		p.localReply(rec, ex, ex.chain.hcm, http.StatusForbidden, "", "filter_chain_not_found",
+			http.Header{"Connection": {"close"}})
+		return
+	}
 	defer func() { p.finish(ex, r, rec) }()
-	hcm := ci.chain.hcm
+	hcm := ex.chain.hcm
 
 	// Codec-level checks, before any filter.
 	for name := range r.Header {
@@ -64,8 +84,11 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	upgrade := upgradeOf(r.Header)
 	if r.Method == http.MethodConnect {
-		p.localReply(rec, ex, hcm, http.StatusForbidden, "", "connect_not_allowed", nil)
+		// Closed: what follows a CONNECT head is not HTTP/1 framing the
+		// frame guard can follow.
+		p.localReply(rec, ex, hcm, http.StatusForbidden, "", "connect_not_allowed", http.Header{"Connection": {"close"}})
 		return
 	}
 	target := r.RequestURI
@@ -110,6 +133,14 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if upgrade {
+		// No connection manager this proxy accepts has upgrade_configs:
+		// Envoy refuses every upgrade before the filters. The connection
+		// closes: the bytes after an upgrade request are not HTTP/1.
+		p.localReply(rec, ex, hcm, http.StatusForbidden, "", "upgrade_failed", http.Header{"Connection": {"close"}})
+		return
+	}
+
 	if ok, policy := hcm.rbac.evaluate(&ex.req); !ok {
 		p.stats.rbac(hcm.statPrefix, false)
 		p.localReply(rec, ex, hcm, http.StatusForbidden, "RBAC: access denied", "rbac_access_denied_matched_policy["+policy+"]", nil)
@@ -118,7 +149,7 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		p.stats.rbac(hcm.statPrefix, true)
 	}
 
-	rs := ci.snap.routes[hcm.routeName]
+	rs := snap.routes[hcm.routeName]
 	var route *routeEntry
 	if rs != nil {
 		route = rs.match(r.Host, norm)
@@ -136,7 +167,7 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		ex.details = "direct_response"
 		return
 	}
-	up := ci.snap.clusters[route.cluster]
+	up := snap.clusters[route.cluster]
 	if up == nil {
 		p.localReply(rec, ex, hcm, http.StatusServiceUnavailable, "no healthy upstream", "cluster_not_found", nil)
 		return

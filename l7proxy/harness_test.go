@@ -13,10 +13,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
+	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
@@ -76,15 +79,61 @@ type env struct {
 	xds      *xds.Server
 	proxy    *l7proxy.Proxy
 	upstream netip.AddrPort
+	seen     *upstreamLog
 	flows    *flowSink
 	version  int
 	ecfg     envoy.Config
 }
 
 type flowSink struct {
-	mu    sync.Mutex
-	flows []flow.Flow
-	added chan struct{}
+	mu      sync.Mutex
+	flows   []flow.Flow
+	entries []*accesslogv3.HTTPAccessLogEntry // raw, in arrival order
+	added   chan struct{}
+}
+
+func (s *flowSink) addEntry(e *accesslogv3.HTTPAccessLogEntry) {
+	s.mu.Lock()
+	s.entries = append(s.entries, e)
+	s.mu.Unlock()
+}
+
+// entry returns the last raw access-log entry whose path (query included)
+// is path, nil if there is none.
+func (s *flowSink) entry(path string) *accesslogv3.HTTPAccessLogEntry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.entries) - 1; i >= 0; i-- {
+		if s.entries[i].GetRequest().GetPath() == path {
+			return s.entries[i]
+		}
+	}
+	return nil
+}
+
+// recordingALS keeps the raw entries of every message before the flow
+// package turns them into flows.
+type recordingALS struct {
+	alsv3.UnimplementedAccessLogServiceServer
+	inner *flow.AccessLogServer
+	sink  *flowSink
+}
+
+func (r *recordingALS) StreamAccessLogs(stream alsv3.AccessLogService_StreamAccessLogsServer) error {
+	return r.inner.StreamAccessLogs(&recordingStream{AccessLogService_StreamAccessLogsServer: stream, sink: r.sink})
+}
+
+type recordingStream struct {
+	alsv3.AccessLogService_StreamAccessLogsServer
+	sink *flowSink
+}
+
+func (s *recordingStream) Recv() (*alsv3.StreamAccessLogsMessage, error) {
+	m, err := s.AccessLogService_StreamAccessLogsServer.Recv()
+	for _, e := range m.GetHttpLogs().GetLogEntry() {
+		s.sink.addEntry(e)
+	}
+	return m, err
 }
 
 func (s *flowSink) add(f flow.Flow) {
@@ -163,29 +212,74 @@ func startALS(t testing.TB, sink *flowSink) string {
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer()
-	flow.NewAccessLogServer(nil, sink.add, nil).Register(gs)
+	alsv3.RegisterAccessLogServiceServer(gs, &recordingALS{inner: flow.NewAccessLogServer(nil, sink.add, nil), sink: sink})
 	go func() { _ = gs.Serve(ln) }()
 	t.Cleanup(gs.Stop)
 	return ln.Addr().String()
 }
 
-// startUpstream serves "<method> <path>?<query>" on 127.0.0.10:0 and
-// echoes a few request headers back.
-func startUpstream(t testing.TB) netip.AddrPort {
+// upstreamLog records the requests the upstream received.
+type upstreamLog struct {
+	mu   sync.Mutex
+	reqs []seenRequest
+}
+
+type seenRequest struct {
+	target  string // request target exactly as received
+	upgrade string // Upgrade header
+}
+
+func (l *upstreamLog) add(r seenRequest) {
+	l.mu.Lock()
+	l.reqs = append(l.reqs, r)
+	l.mu.Unlock()
+}
+
+// find returns the requests whose target contains s.
+func (l *upstreamLog) find(s string) []seenRequest {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []seenRequest
+	for _, r := range l.reqs {
+		if strings.Contains(r.target, s) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// startUpstream serves "<method> <request target>" on 127.0.0.10:0, the
+// target exactly as received, and echoes a few request headers back. A
+// request with "X-Test-Switch: 1" gets a 101 and then an echo of raw bytes,
+// as a back end that opens a tunnel would.
+func startUpstream(t testing.TB) (netip.AddrPort, *upstreamLog) {
 	t.Helper()
 	ln, err := net.Listen("tcp", netip.AddrPortFrom(deathstarIP, 0).String())
 	if err != nil {
 		t.Fatal(err)
 	}
+	seen := &upstreamLog{}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.add(seenRequest{target: r.RequestURI, upgrade: r.Header.Get("Upgrade")})
+		if r.Header.Get("X-Test-Switch") == "1" {
+			c, rw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			_, _ = rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: raw\r\n\r\n")
+			_ = rw.Flush()
+			_, _ = io.Copy(c, rw)
+			return
+		}
 		w.Header().Set("X-Upstream-Host", r.Host)
 		w.Header().Set("X-Upstream-Proto", r.Proto)
 		_, _ = io.Copy(io.Discard, r.Body)
-		fmt.Fprintf(w, "%s %s", r.Method, r.URL.RequestURI())
+		fmt.Fprintf(w, "%s %s", r.Method, r.RequestURI)
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
-	return netip.MustParseAddrPort(ln.Addr().String())
+	return netip.MustParseAddrPort(ln.Addr().String()), seen
 }
 
 // newEnv starts everything and applies the Star Wars plan.
@@ -195,7 +289,7 @@ func newEnv(t testing.TB) *env {
 	e := &env{t: t, flows: &flowSink{added: make(chan struct{}, 1)}}
 	e.xds = startXDS(t, dir)
 	alsAddr := startALS(t, e.flows)
-	e.upstream = startUpstream(t)
+	e.upstream, e.seen = startUpstream(t)
 	e.ecfg = envoy.Config{NodeName: node, ListenAddresses: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}
 	e.setPlan(starwarsPlan(e.upstream.Port()))
 

@@ -118,8 +118,19 @@ func (p *Proxy) closeSockets() {
 
 func (p *Proxy) newServer(name string) *http.Server {
 	h2s := &http2.Server{IdleTimeout: p.cfg.IdleTimeout}
+	// Only the HTTP/2 preface goes to the h2c handler: it would also
+	// switch an HTTP/1 "Upgrade: h2c" request to HTTP/2, which Envoy never
+	// does (serveHTTP serves those as HTTP/1.1, see upgradeOf).
+	h2 := h2c.NewHandler(http.HandlerFunc(p.serveHTTP), h2s)
+	entry := func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "PRI" && r.ProtoMajor == 2 {
+			h2.ServeHTTP(w, r)
+			return
+		}
+		p.serveHTTP(w, r)
+	}
 	srv := &http.Server{
-		Handler:                      h2c.NewHandler(http.HandlerFunc(p.serveHTTP), h2s),
+		Handler:                      http.HandlerFunc(entry),
 		MaxHeaderBytes:               p.cfg.MaxRequestHeaderBytes,
 		IdleTimeout:                  p.cfg.IdleTimeout,
 		DisableGeneralOptionsHandler: true,
@@ -219,7 +230,17 @@ func (p *Proxy) classify(name string, c net.Conn) (*connInfo, string) {
 	if chain == nil {
 		return nil, "no_filter_chain"
 	}
-	return &connInfo{listener: name, snap: snap, chain: chain, source: src, dest: dst}, ""
+	return &connInfo{listener: name, accepted: chain, source: src, dest: dst}, ""
+}
+
+// currentChain matches the connection's filter chain again in snap; nil
+// when its listener or every chain it could match is gone.
+func currentChain(snap *snapshot, ci *connInfo) *chainSpec {
+	ls := snap.listeners[ci.listener]
+	if ls == nil {
+		return nil
+	}
+	return ls.matchChain(ci.source.Addr(), ci.dest.Addr())
 }
 
 // proxyConn carries the connection's configuration to the handler.

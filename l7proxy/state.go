@@ -34,8 +34,8 @@ func newTypeState() *typeState {
 	return &typeState{resources: map[string]appliedResource{}, errors: map[string]*adminv3.UpdateFailureState{}}
 }
 
-// snapshot is one complete configuration. A connection keeps the snapshot
-// it was accepted with.
+// snapshot is one complete configuration. Each request runs the snapshot
+// current when it arrives.
 type snapshot struct {
 	listeners map[string]*listenerSpec
 	routes    map[string]*routeSpec

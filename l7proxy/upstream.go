@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"syscall"
 	"time"
 
@@ -53,24 +54,35 @@ func newUpstream(spec *clusterSpec, skipSockopts bool, errorLog *log.Logger, onE
 	}
 	u := &upstream{spec: spec, transport: tr}
 	u.proxy = &httputil.ReverseProxy{
-		Transport:     tr,
-		Rewrite:       rewriteUpstream,
-		ErrorLog:      errorLog,
-		ErrorHandler:  onError,
-		FlushInterval: -1, // stream as Envoy does
+		Transport:    tr,
+		Rewrite:      rewriteUpstream,
+		ErrorLog:     errorLog,
+		ErrorHandler: onError,
+		// Runs before ReverseProxy's own 101 handling.
+		ModifyResponse: refuseSwitch,
+		FlushInterval:  -1, // stream as Envoy does
 	}
 	return u
 }
 
 // rewriteUpstream points the outgoing request at the original destination
-// with the normalised path. The client's X-Forwarded-* headers pass as they
-// are (skip_xff_append); X-Forwarded-Proto says http, as Envoy sets it.
+// with the normalised path. The request target goes out byte for byte as
+// the filters saw it: the normalised path, which keeps its percent-escapes
+// (URL.Opaque is written verbatim; Path alone would be escaped again, turning
+// "%20" into "%2520"), then the client's query unchanged. The client's
+// X-Forwarded-* headers pass as they are (skip_xff_append);
+// X-Forwarded-Proto says http, as Envoy sets it.
 func rewriteUpstream(pr *httputil.ProxyRequest) {
 	ex := exchangeFrom(pr.In.Context())
 	pr.Out.URL.Scheme = "http"
 	pr.Out.URL.Host = ex.dest.String()
-	pr.Out.URL.Path = ex.req.path
-	pr.Out.URL.RawPath = ""
+	// A normalised path starts with exactly one '/' (slashes are merged),
+	// so RequestURI never mistakes the opaque part for a network path.
+	pr.Out.URL.Opaque = ex.req.path
+	pr.Out.URL.RawPath = ex.req.path
+	if p, err := url.PathUnescape(ex.req.path); err == nil {
+		pr.Out.URL.Path = p
+	}
 	pr.Out.URL.RawQuery = ex.req.query
 	pr.Out.URL.ForceQuery = false
 	pr.Out.Host = pr.In.Host
@@ -88,6 +100,9 @@ func rewriteUpstream(pr *httputil.ProxyRequest) {
 func upstreamFailure(err error) (status int, details, body string) {
 	var ne net.Error
 	switch {
+	case errors.Is(err, errUnexpectedSwitch):
+		return http.StatusServiceUnavailable, "upstream_reset_before_response_started{protocol_error}",
+			"upstream connect error or disconnect/reset before headers. reset reason: protocol error"
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout, "upstream_response_timeout", "upstream request timeout"
 	case errors.As(err, &ne) && ne.Timeout():

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -136,17 +137,31 @@ func TestAdminReadyAndStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	stats, err := ac.PrometheusStats(t.Context(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{
+	// The exchange is counted when the handler returns, which may be just
+	// after the client has the response: poll.
+	wants := []string{
 		`envoy_http_downstream_rq_xx{envoy_http_conn_manager_prefix="moat_ingress_http",envoy_response_code_class="2"} 1`,
 		`envoy_http_rbac_allowed{envoy_http_conn_manager_prefix="moat_ingress_http"} 1`,
-	} {
-		if !strings.Contains(string(stats), want) {
-			t.Errorf("stats lack %q:\n%s", want, stats)
+	}
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		stats, err := ac.PrometheusStats(t.Context(), "")
+		if err != nil {
+			t.Fatal(err)
 		}
+		var missing []string
+		for _, want := range wants {
+			if !strings.Contains(string(stats), want) {
+				missing = append(missing, want)
+			}
+		}
+		if len(missing) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stats lack %q:\n%s", missing, stats)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
