@@ -35,7 +35,8 @@ import (
 // Policy denials: an entry is a denial, and its request flow DROPPED with
 // reason POLICY_DENIED, when its response flags carry unauthorized details,
 // its response code details start with "rbac_access_denied", or it is a 403
-// whose response code details are "direct_response".
+// whose response code details are "direct_response", "upgrade_failed" or
+// "filter_chain_not_found".
 type AccessLogServer struct {
 	alsv3.UnimplementedAccessLogServiceServer
 
@@ -191,7 +192,16 @@ func denied(e *accesslogv3.HTTPAccessLogEntry) bool {
 	if strings.HasPrefix(details, "rbac_access_denied") {
 		return true
 	}
-	return e.GetResponse().GetResponseCode().GetValue() == 403 && details == "direct_response"
+	if e.GetResponse().GetResponseCode().GetValue() != 403 {
+		return false
+	}
+	switch details {
+	case "direct_response", // a route that answers 403 itself
+		"upgrade_failed",          // an Upgrade the listener does not allow
+		"filter_chain_not_found": // the connection's endpoint has no HTTP policy any more
+		return true
+	}
+	return false
 }
 
 func socketAddr(a *corev3.Address) (netip.Addr, uint16) {

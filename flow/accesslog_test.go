@@ -197,6 +197,18 @@ func TestHTTPFlowsDenied(t *testing.T) {
 			e.Response.ResponseCode = wrapperspb.UInt32(403)
 			e.Response.ResponseCodeDetails = "direct_response"
 		}, want: Dropped},
+		{name: "upgrade refused", mutate: func(e *accesslogv3.HTTPAccessLogEntry) {
+			e.Response.ResponseCode = wrapperspb.UInt32(403)
+			e.Response.ResponseCodeDetails = "upgrade_failed"
+		}, want: Dropped},
+		{name: "filter chain gone", mutate: func(e *accesslogv3.HTTPAccessLogEntry) {
+			e.Response.ResponseCode = wrapperspb.UInt32(403)
+			e.Response.ResponseCodeDetails = "filter_chain_not_found"
+		}, want: Dropped},
+		{name: "upgrade_failed on another status is not a denial", mutate: func(e *accesslogv3.HTTPAccessLogEntry) {
+			e.Response.ResponseCode = wrapperspb.UInt32(503)
+			e.Response.ResponseCodeDetails = "upgrade_failed"
+		}, want: Forwarded},
 		{name: "unauthorized flag", mutate: func(e *accesslogv3.HTTPAccessLogEntry) {
 			e.CommonProperties.ResponseFlags = &accesslogv3.ResponseFlags{UnauthorizedDetails: &accesslogv3.ResponseFlags_Unauthorized{}}
 		}, want: Dropped},
