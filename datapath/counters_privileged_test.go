@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/moatnet/moat/internal/testutil"
 	"github.com/moatnet/moat/policy"
 )
 
@@ -11,6 +12,7 @@ import (
 // array slots) through BPF_PROG_TEST_RUN on the loopback device, and that a
 // slot or rule index handed out again starts from zero.
 func TestPrivilegedCounters(t *testing.T) {
+	testutil.Privileged(t)
 	d := openTestDatapath(t, testPinRoot(t))
 	t.Cleanup(func() { _ = d.Cleanup() })
 	const lo = 1 // test runs see the loopback device
