@@ -11,7 +11,13 @@
  * packet decides its verdict, which connection tracking keeps for the life
  * of the flow; replies and related ICMP errors pass. When the endpoint's
  * entries change (revision bump) a tracked flow is re-checked once: if the
- * new policy drops it, it is cut; otherwise it keeps its verdict.
+ * new policy drops it, it is cut; if the new policy sends it to a proxy and
+ * it was not, it is cut too (a flow cannot move to a proxy mid-stream: the
+ * client reconnects, and the new connection goes through the proxy);
+ * otherwise it keeps its verdict.
+ *
+ * Non-first fragments have no ports and are not tracked: each is decided on
+ * its own by the entries that cover every port (decide_fragment).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -177,6 +183,37 @@ static __always_inline void from_ingress_proxy(struct policy_res *res, __u32 fro
 		res->verdict = VERDICT_ALLOW;
 }
 
+/*
+ * decide_fragment decides a non-first fragment, which has no ports and
+ * matches no CT entry (fragments are not reassembled or tracked): an
+ * explicit deny for all ports of its protocol drops it, an entry that allows
+ * every port passes it, and otherwise, where the direction is enforced, it
+ * is dropped as unsupported. (A redirect cannot take a fragment either.)
+ * A fragment of a datagram whose first fragment was dropped is harmless:
+ * the receiver cannot reassemble it.
+ */
+static __always_inline int decide_fragment(struct ctx *c, const struct endpoint_config *cfg, __u32 ep, __u32 mark,
+					   __u32 from_proxy)
+{
+	struct policy_res res = {};
+
+	if (from_proxy)
+		c->remote = mark_identity(mark);
+	else
+		c->remote = ipcache_identity(c->dir == DIR_EGRESS ? c->p.key.daddr : c->p.key.saddr);
+	if (ep_has_entries(cfg, c->dir))
+		policy_eval_any_port(ep, c->dir, c->remote, c->p.key.proto, ep_shapes(cfg, c->dir), &res);
+	from_ingress_proxy(&res, from_proxy);
+	c->ev.rule = res.rule;
+	c->ev.verdict = res.verdict;
+	c->ev.match = res.match;
+	if (res.verdict == VERDICT_DENY)
+		return drop(c, DROP_POLICY_DENY);
+	if (res.verdict == VERDICT_ALLOW || (res.verdict == VERDICT_NONE && !ep_enforced(cfg, c->dir)))
+		return pass(c, res.rule);
+	return drop(c, DROP_UNSUPPORTED);
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
 	struct ctx c = {};
@@ -202,7 +239,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	 * Fast path: a tracked flow, checked against the maps' current
 	 * generation, that simply passes needs nothing but its CT entry.
 	 */
-	if (ret == PARSE_OK && magic != MARK_TO_PROXY) {
+	if (ret == PARSE_OK && !c.p.fragment && magic != MARK_TO_PROXY) {
 		ct = ct_live(&c.p.key, c.now);
 		looked = 1;
 		if (ct && ct->generation == gen && ct->verdict != VERDICT_REDIRECT &&
@@ -230,6 +267,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	c.slot = cfg->slot;
 	if (ret == PARSE_MALFORMED)
 		return drop(&c, DROP_MALFORMED);
+	if (ret == PARSE_UNSUPPORTED)
+		return drop(&c, DROP_UNSUPPORTED);
 
 	/*
 	 * A packet that to_endpoint bounced here for its ingress proxy (the
@@ -248,6 +287,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		from_proxy = magic;
 		c.ev.flags |= EVF_FROM_PROXY;
 	}
+	if (c.p.fragment)
+		return decide_fragment(&c, cfg, ep, mark, from_proxy);
 	revision = dir == DIR_EGRESS ? cfg->egress_rev : cfg->ingress_rev;
 
 	/* Established flow, in the direction it started. */
@@ -267,6 +308,20 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 				c.ev.verdict = res.verdict;
 				c.ev.match = res.match;
 				return drop(&c, res.verdict == VERDICT_DENY ? DROP_POLICY_DENY : DROP_POLICY_DENIED);
+			}
+			if (res.verdict == VERDICT_REDIRECT && ct->verdict != VERDICT_REDIRECT) {
+				/*
+				 * Now for a proxy, which cannot take a flow
+				 * mid-stream: cut it, so that the client's
+				 * next connection is redirected.
+				 */
+				bpf_map_delete_elem(&moat_ct, &c.p.key);
+				c.ev.rule = res.rule;
+				c.ev.verdict = res.verdict;
+				c.ev.match = res.match;
+				c.ev.l7 = res.l7;
+				c.ev.proxy_port = res.proxy_port;
+				return drop(&c, DROP_CT_INVALID);
 			}
 			ct->revision = revision;
 			/* The entry that lets it through now (its old rule may be gone). */

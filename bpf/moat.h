@@ -24,7 +24,7 @@
 #define ID_WORLD 2
 
 /*
- * Marks: one magic nibble (mark & 0x0F00).
+ * Marks (Go: policy/marks.go): one magic nibble (mark & 0x0F00).
  *   0x0200  to-proxy, proxy port in the upper 16 bits.
  *   0x0A00  leaving the ingress proxy, source identity packed.
  *   0x0B00  leaving the egress proxy, source identity packed.
@@ -63,10 +63,12 @@
 #define DROP_POLICY_DENIED 1    /* no entry allows it, direction enforced */
 #define DROP_POLICY_DENY 2      /* an explicit deny entry matched */
 #define DROP_PROXY_UNAVAILABLE 3 /* redirect without a proxy listener */
-#define DROP_CT_INVALID 4       /* cannot hand a mid-stream flow to a proxy */
+#define DROP_CT_INVALID 4       /* cannot hand a mid-stream flow to a proxy (also: a
+                                 * tracked flow whose re-check now redirects) */
 #define DROP_MALFORMED 5        /* truncated or unparsable headers */
 #define DROP_NO_ENDPOINT 6      /* program attached to an unknown interface */
-#define DROP_UNSUPPORTED 7      /* e.g. IPv4 options with fragments we cannot track */
+#define DROP_UNSUPPORTED 7      /* a non-first fragment no all-ports entry allows, or an
+                                 * IPv6 extension header chain too long to follow */
 
 /* Policy match types of a verdict. */
 #define MATCH_NONE 0

@@ -16,6 +16,7 @@
 #define PARSE_OK 0
 #define PARSE_PASS 1      /* not policied: non-IP, neighbour discovery */
 #define PARSE_MALFORMED 2
+#define PARSE_UNSUPPORTED 3 /* an IPv6 extension header chain we do not follow to its end */
 
 #define ICMP_ECHOREPLY_ 0
 #define ICMP_ECHO_ 8
@@ -30,7 +31,8 @@ struct pkt {
 	__u8 family;       /* 4 or 6 */
 	__u8 tcp_flags;
 	__u8 icmp_error;
-	__u8 pad[3];
+	__u8 fragment; /* a non-first fragment: no L4 header, no ports */
+	__u8 pad[2];
 };
 
 /*
@@ -39,7 +41,18 @@ struct pkt {
  */
 static __always_inline int load(struct __sk_buff *skb, __u32 off, void *to, const __u32 len)
 {
-	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+	void *data, *end;
+
+	/*
+	 * Read data/data_end straight off the context pointer: in unrolled
+	 * loops clang may otherwise hoist &skb->data into a register, and the
+	 * verifier refuses a load through a modified context pointer.
+	 */
+	asm volatile("%0 = *(u32 *)(%2 + %3)\n\t"
+		     "%1 = *(u32 *)(%2 + %4)"
+		     : "=&r"(data), "=&r"(end)
+		     : "r"(skb), "i"(__builtin_offsetof(struct __sk_buff, data)),
+		       "i"(__builtin_offsetof(struct __sk_buff, data_end)));
 
 	if (off < 512 && data + off + len <= end) {
 		__builtin_memcpy(to, data + off, len);
@@ -109,7 +122,30 @@ static __always_inline int parse_ports(struct __sk_buff *skb, __u32 off, __u8 fa
 	return PARSE_OK;
 }
 
-/* parse_l3 parses an IP header at off into key; returns the L4 offset or <0. */
+/*
+ * IPv6 extension headers that parse_l3 walks through, and how many it
+ * follows: a chain that does not reach an upper-layer header within
+ * IPV6_EXT_MAX is refused (PARSE_UNSUPPORTED) rather than policied as the
+ * extension header's "protocol" without ports.
+ */
+#define IPV6_EXT_HOP 0
+#define IPV6_EXT_ROUTING 43
+#define IPV6_EXT_FRAGMENT 44
+#define IPV6_EXT_AH 51
+#define IPV6_EXT_DSTOPTS 60
+#define IPV6_EXT_MAX 8
+
+#define L3_MALFORMED -1
+#define L3_UNSUPPORTED -2
+
+/*
+ * parse_l3 parses an IP header at off into key; returns the L4 offset or
+ * L3_MALFORMED / L3_UNSUPPORTED. *fragment is set for a non-first fragment
+ * (offset > 0): key->proto is then the protocol its fragment header (or
+ * IPv4 header) names, and there is no L4 header at the returned offset. A
+ * first fragment (offset 0, including IPv6 atomic fragments) is parsed like
+ * an unfragmented packet, ports and all.
+ */
 static __always_inline int parse_l3(struct __sk_buff *skb, __u32 off, __u8 family, struct ct_key *key, int *fragment)
 {
 	*fragment = 0;
@@ -117,9 +153,9 @@ static __always_inline int parse_l3(struct __sk_buff *skb, __u32 off, __u8 famil
 		struct iphdr ip;
 
 		if (load(skb, off, &ip, sizeof(ip)) < 0)
-			return -1;
+			return L3_MALFORMED;
 		if (ip.ihl < 5)
-			return -1;
+			return L3_MALFORMED;
 		set_v4(key->saddr, ip.saddr);
 		set_v4(key->daddr, ip.daddr);
 		key->proto = ip.protocol;
@@ -130,26 +166,53 @@ static __always_inline int parse_l3(struct __sk_buff *skb, __u32 off, __u8 famil
 	struct ipv6hdr ip6;
 
 	if (load(skb, off, &ip6, sizeof(ip6)) < 0)
-		return -1;
+		return L3_MALFORMED;
 	__builtin_memcpy(key->saddr, &ip6.saddr, 16);
 	__builtin_memcpy(key->daddr, &ip6.daddr, 16);
 	key->proto = ip6.nexthdr;
 	off += sizeof(ip6);
-	/* Skip hop-by-hop, routing and destination options headers. */
 #pragma unroll
-	for (int i = 0; i < 4; i++) {
-		__u8 ext[2];
+	for (int i = 0; i < IPV6_EXT_MAX; i++) {
+		__u8 ext[4];
 
-		if (key->proto == 44) { /* fragment header */
-			*fragment = 1;
+		switch (key->proto) {
+		case IPV6_EXT_HOP:
+		case IPV6_EXT_ROUTING:
+		case IPV6_EXT_DSTOPTS:
+			if (load(skb, off, ext, 2) < 0)
+				return L3_MALFORMED;
+			key->proto = ext[0];
+			off += (ext[1] + 1) * 8;
+			break;
+		case IPV6_EXT_AH:
+			if (load(skb, off, ext, 2) < 0)
+				return L3_MALFORMED;
+			key->proto = ext[0];
+			off += (ext[1] + 2) * 4;
+			break;
+		case IPV6_EXT_FRAGMENT:
+			/* next header, reserved, offset (13 bits) | res | M */
+			if (load(skb, off, ext, 4) < 0)
+				return L3_MALFORMED;
+			key->proto = ext[0];
+			off += 8;
+			if ((ext[2] << 8 | ext[3]) & 0xfff8) {
+				/* The rest of the header chain is in the first fragment. */
+				*fragment = 1;
+				return off;
+			}
+			break; /* first or atomic fragment: carry on to the L4 header */
+		default:
 			return off;
 		}
-		if (key->proto != 0 && key->proto != 43 && key->proto != 60)
-			break;
-		if (load(skb, off, ext, 2) < 0)
-			return -1;
-		key->proto = ext[0];
-		off += (ext[1] + 1) * 8;
+	}
+	switch (key->proto) {
+	case IPV6_EXT_HOP:
+	case IPV6_EXT_ROUTING:
+	case IPV6_EXT_FRAGMENT:
+	case IPV6_EXT_AH:
+	case IPV6_EXT_DSTOPTS:
+		return L3_UNSUPPORTED;
 	}
 	return off;
 }
@@ -168,10 +231,13 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
 		return PARSE_PASS;
 
 	l4 = parse_l3(skb, ETH_HLEN, p->family, &p->key, &fragment);
+	if (l4 == L3_UNSUPPORTED)
+		return PARSE_UNSUPPORTED;
 	if (l4 < 0)
 		return PARSE_MALFORMED;
 	if (fragment) {
-		/* Non-first fragments carry no ports: policied as port 0. */
+		/* Non-first fragments carry no ports (see decide_fragment). */
+		p->fragment = 1;
 		p->policy_port = 0;
 		return PARSE_OK;
 	}
@@ -191,7 +257,7 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
 	__u8 inner_flags;
 
 	inner_l4 = parse_l3(skb, l4 + 8, p->family, &p->inner, &inner_frag);
-	if (inner_l4 < 0)
+	if (inner_l4 < 0 || inner_frag)
 		return PARSE_OK; /* treated as a plain ICMP packet */
 	if (p->inner.proto == IPPROTO_TCP || p->inner.proto == IPPROTO_UDP) {
 		__u16 ports[2];

@@ -52,16 +52,18 @@ static __always_inline void policy_try(struct policy_key *k, __u8 match, struct 
 }
 
 /*
- * policy_eval looks up the (at most) four entries that can cover a packet,
+ * policy_lookup looks up the (at most) four entries that can cover a packet,
  * (identity|any) x (proto|any), and keeps the highest verdict; ties go to
  * the more specific entry. shapes (SHAPE_*) skips the lookups that no entry
- * of the endpoint's direction can answer.
+ * of the endpoint's direction can answer. prefixlen is POLICY_PREFIX_FULL to
+ * match the port, or POLICY_PREFIX_STATIC to match only entries that cover
+ * every port (a packet without ports).
  */
-static __always_inline void policy_eval(__u32 ep, __u8 dir, __u32 remote, __u8 proto, __u16 port, __u32 shapes,
-					struct policy_res *res)
+static __always_inline void policy_lookup(__u32 ep, __u8 dir, __u32 remote, __u8 proto, __u16 port, __u32 shapes,
+					  __u32 prefixlen, struct policy_res *res)
 {
 	struct policy_key k = {
-		.prefixlen = POLICY_PREFIX_FULL,
+		.prefixlen = prefixlen,
 		.endpoint = ep,
 		.identity = bpf_htonl(remote),
 		.direction = dir,
@@ -81,6 +83,24 @@ static __always_inline void policy_eval(__u32 ep, __u8 dir, __u32 remote, __u8 p
 	k.proto = 0;
 	if (shapes & SHAPE_ALL)
 		policy_try(&k, MATCH_ALL, res);
+}
+
+/* policy_eval decides a packet with a destination port (or ICMP type). */
+static __always_inline void policy_eval(__u32 ep, __u8 dir, __u32 remote, __u8 proto, __u16 port, __u32 shapes,
+					struct policy_res *res)
+{
+	policy_lookup(ep, dir, remote, proto, port, shapes, POLICY_PREFIX_FULL, res);
+}
+
+/*
+ * policy_eval_any_port decides a packet that has no port (a non-first
+ * fragment): only entries for all ports of its protocol, or for any
+ * protocol, can match it; port-specific allows and denies cannot.
+ */
+static __always_inline void policy_eval_any_port(__u32 ep, __u8 dir, __u32 remote, __u8 proto, __u32 shapes,
+						 struct policy_res *res)
+{
+	policy_lookup(ep, dir, remote, proto, 0, shapes, POLICY_PREFIX_STATIC, res);
 }
 
 #endif /* MOAT_POLICY_H */

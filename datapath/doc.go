@@ -5,7 +5,9 @@
 // writing a policy.Plan into the maps (Sync), reading events from the ringbuf
 // and counters from per-CPU maps, and removing everything again (Cleanup).
 // The endpoint plumbing (netns, veth, routes, proxy routing rule) lives in
-// endpoint*.go and netns*.go. Two more programs live beside the tc ones:
+// endpoint*.go and netns*.go; pinnedlinks.go keeps the pinned TCX links
+// that let enforcement survive restarts, and ringbuf.go reads the events
+// ringbuf. Two more programs live beside the tc ones:
 // the cgroup sock_ops program that reports TCP health (unanswered SYNs,
 // retransmissions, RTT, resets: sockops*.go, bpf/sockops.c) and the XDP
 // prefilter that drops a CIDR deny list before the stack (prefilter*.go,
@@ -16,6 +18,20 @@
 // writes additions before deletions, so a flow that both the old and new
 // policy allow is never dropped and one that both deny never passes; a
 // redirect without a proxy listener drops (fail closed).
+//
+// Known limit, fragments: the programs do not reassemble or track IP
+// fragments. A first fragment (offset 0, and IPv6 atomic fragments) is
+// parsed and policied like a whole packet; a non-first fragment has no
+// ports, so it never matches a CT entry and is decided on its own by the
+// entries that cover every port of its protocol (or any protocol): an
+// explicit deny drops it, an allow passes it, anything else in an enforced
+// direction drops it with DropUnsupported (so do redirects: a proxy cannot
+// take a fragment). Fragmented replies of allowed flows are therefore
+// dropped where the reply direction is enforced without such an entry.
+// The real fix is fragment tracking (a map from the fragment id to the
+// first fragment's ports and verdict). An IPv6 extension header chain the
+// parser cannot follow to its upper-layer header (more than 8 headers) is
+// dropped with DropUnsupported as well.
 //
 // The datapath must never decide policy itself (that is the policy
 // compiler's job), never import dnsproxy, and never run iptables or shell

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
+
+	"github.com/moatnet/moat/policy"
 )
 
 // EndpointConfig configures the standalone endpoint manager. The zero value
@@ -34,7 +36,8 @@ type EndpointConfig struct {
 	// ProxyRulePriority is the priority of the fwmark rule (default 9: after
 	// the local table, before main).
 	ProxyRulePriority int `json:"proxyRulePriority,omitempty"`
-	// ProxyMark and ProxyMask select to-proxy packets (default 0x200/0xf00).
+	// ProxyMark and ProxyMask select to-proxy packets (default
+	// policy.MarkToProxy/policy.MarkMagicMask, 0x200/0xf00).
 	ProxyMark uint32 `json:"proxyMark,omitempty"`
 	ProxyMask uint32 `json:"proxyMask,omitempty"`
 	// MTU of both veth ends; 0 keeps the kernel default (1500).
@@ -50,8 +53,8 @@ func DefaultEndpointConfig() EndpointConfig {
 		GatewayIPv6:       netip.MustParseAddr("fe80::42:1"),
 		RouteTableProxy:   2004,
 		ProxyRulePriority: 9,
-		ProxyMark:         0x200,
-		ProxyMask:         0xf00,
+		ProxyMark:         policy.MarkToProxy,
+		ProxyMask:         policy.MarkMagicMask,
 	}
 }
 

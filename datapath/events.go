@@ -49,10 +49,10 @@ const (
 	DropPolicyDenied     DropReason = 1 // no entry allows it and the direction is enforced
 	DropPolicyDeny       DropReason = 2 // an explicit deny entry matched
 	DropProxyUnavailable DropReason = 3 // redirect, but no proxy port or listener
-	DropCTInvalid        DropReason = 4 // mid-stream TCP packet of a redirected flow with no proxy socket
+	DropCTInvalid        DropReason = 4 // mid-stream packet of a redirected flow with no proxy socket, or a tracked flow a policy change now redirects
 	DropMalformed        DropReason = 5 // truncated or unparsable headers
 	DropNoEndpoint       DropReason = 6 // programs attached to an interface without endpoint config
-	DropUnsupported      DropReason = 7
+	DropUnsupported      DropReason = 7 // a non-first fragment no all-ports entry allows, or an IPv6 header chain too long to follow
 )
 
 // String returns Hubble's drop reason name where one exists.

@@ -134,32 +134,3 @@ func TestIPCacheKeyRoundTrip(t *testing.T) {
 		}
 	})
 }
-
-func TestProxyMark(t *testing.T) {
-	for _, tc := range []struct {
-		dir policy.Direction
-		id  policy.ID
-	}{
-		{policy.Ingress, 256}, {policy.Egress, 0xffff}, {policy.Egress, 0x10000}, {policy.Ingress, policy.IDLocalFlag | 0x123456}, {policy.Egress, MaxMarkIdentity},
-	} {
-		t.Run(tc.id.String(), func(t *testing.T) {
-			m, ok := ProxyMark(tc.dir, tc.id)
-			if !ok {
-				t.Fatal("ProxyMark refused")
-			}
-			if m&MarkMagicMask == MarkToProxy {
-				t.Fatalf("mark %#x collides with to-proxy", m)
-			}
-			dir, id, ok := MarkIdentity(m)
-			if !ok || dir != tc.dir || id != tc.id {
-				t.Fatalf("MarkIdentity(%#x) = %s %d %v, want %s %d", m, dir, id, ok, tc.dir, tc.id)
-			}
-		})
-	}
-	if _, ok := ProxyMark(policy.Egress, MaxMarkIdentity+1); ok {
-		t.Error("ProxyMark accepted a 29-bit identity")
-	}
-	if _, _, ok := MarkIdentity(ToProxyMark(15001)); ok {
-		t.Error("MarkIdentity accepted a to-proxy mark")
-	}
-}

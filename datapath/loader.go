@@ -26,6 +26,10 @@ type Datapath struct {
 	tcFilter map[linkKey]bool      // legacy tc filters we installed
 	state    syncState
 	closed   bool
+
+	// putEndpointHook, when set (tests only), runs before every endpoint
+	// config write of Sync and fails it by returning an error.
+	putEndpointHook func(id uint32, cfg *moatEndpointConfig) error
 }
 
 // Open loads the programs, reusing maps pinned under cfg.PinRoot (creating
@@ -82,12 +86,7 @@ func (d *Datapath) Close() error {
 		return nil
 	}
 	d.closed = true
-	var errs []error
-	for _, l := range d.links {
-		errs = append(errs, l.Close())
-	}
-	errs = append(errs, d.objs.Close())
-	return errors.Join(errs...)
+	return errors.Join(closeLinks(d.links), d.objs.Close())
 }
 
 // Config returns the configuration in effect (with defaults).

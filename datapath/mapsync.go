@@ -20,6 +20,11 @@ type syncState struct {
 	ruleInfo  map[uint32]RuleInfo
 	nextRev   uint32
 	gen       uint32 // moat_generation as last published
+	// owed holds the endpoint directions whose policy entries were
+	// written or deleted but whose revision has not been bumped yet: a
+	// Sync that fails partway leaves them here, and the next Sync bumps
+	// them even when it finds nothing left to write.
+	owed map[dirKey]bool
 }
 
 func (s *syncState) load(objs *moatObjects) error {
@@ -29,6 +34,7 @@ func (s *syncState) load(objs *moatObjects) error {
 	s.ipcache = map[netip.Prefix]policy.ID{}
 	s.rules = map[RuleKey]uint32{}
 	s.ruleInfo = map[uint32]RuleInfo{}
+	s.owed = map[dirKey]bool{}
 	s.nextRev = 1
 	zero := uint32(0)
 	if err := objs.MoatGeneration.Lookup(&zero, &s.gen); err != nil {
@@ -158,8 +164,9 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 		return fmt.Errorf("sync datapath: %w", err)
 	}
 
-	changed := map[dirKey]bool{}
-	deleted := map[dirKey]bool{}
+	if s.owed == nil {
+		s.owed = map[dirKey]bool{}
+	}
 
 	// 1. Additions and changes.
 	var ip ipcacheBatch
@@ -186,8 +193,10 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 		polKeys = append(polKeys, k.bpf())
 		polVals = append(polVals, de.Value.bpf())
 		polChanged = append(polChanged, k)
-		if dk := (dirKey{k.Endpoint, k.Direction}); !changed[dk] {
-			changed[dk] = true
+		// Owed before the write: a write that fails partway may
+		// still have changed the map.
+		if dk := (dirKey{k.Endpoint, k.Direction}); !s.owed[dk] {
+			s.owed[dk] = true
 		}
 	}
 	n, err := putMany(o.MoatPolicy, polKeys, polVals)
@@ -201,9 +210,6 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 	for k := range s.policy {
 		if _, ok := want.Policy[k]; !ok {
 			polGone = append(polGone, k)
-			if dk := (dirKey{k.Endpoint, k.Direction}); !deleted[dk] {
-				deleted[dk] = true
-			}
 		}
 	}
 
@@ -215,27 +221,33 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 		if !exists || s.names[id] != es.Endpoint {
 			next.IngressRev, next.EgressRev = d.rev(), d.rev()
 		}
-		if changed[dirKey{id, policy.Ingress}] || next.Flags&^cur.Flags&epFlagIngressEnforced != 0 {
+		in, eg := dirKey{id, policy.Ingress}, dirKey{id, policy.Egress}
+		if s.owed[in] || next.Flags&^cur.Flags&epFlagIngressEnforced != 0 {
 			next.IngressRev = d.rev()
 		}
-		if changed[dirKey{id, policy.Egress}] || next.Flags&^cur.Flags&epFlagEgressEnforced != 0 {
+		if s.owed[eg] || next.Flags&^cur.Flags&epFlagEgressEnforced != 0 {
 			next.EgressRev = d.rev()
 		}
 		if exists && cur == next {
 			s.names[id] = es.Endpoint
 			continue
 		}
-		if err := o.MoatEndpoints.Put(&id, &next); err != nil {
+		if err := d.putEndpoint(id, &next); err != nil {
 			return fmt.Errorf("sync endpoint %s (ifindex %d): %w", es.Endpoint, id, err)
 		}
 		s.endpoints[id] = next
 		s.names[id] = es.Endpoint
+		delete(s.owed, in)
+		delete(s.owed, eg)
 	}
 
-	// 3. Deletions.
+	// 3. Deletions (owed a revision bump before they start).
 	polKeys = polKeys[:0]
 	for _, k := range polGone {
 		polKeys = append(polKeys, k.bpf())
+		if dk := (dirKey{k.Endpoint, k.Direction}); !s.owed[dk] {
+			s.owed[dk] = true
+		}
 	}
 	n, err = deleteMany(o.MoatPolicy, polKeys)
 	for _, k := range polGone[:n] {
@@ -256,21 +268,23 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 
 	// 4. Revision bump after deletions, so re-checks see the final policy.
 	for id := range want.Endpoints {
-		in, eg := deleted[dirKey{id, policy.Ingress}], deleted[dirKey{id, policy.Egress}]
-		if !in && !eg {
+		in, eg := dirKey{id, policy.Ingress}, dirKey{id, policy.Egress}
+		if !s.owed[in] && !s.owed[eg] {
 			continue
 		}
 		next := s.endpoints[id]
-		if in {
+		if s.owed[in] {
 			next.IngressRev = d.rev()
 		}
-		if eg {
+		if s.owed[eg] {
 			next.EgressRev = d.rev()
 		}
-		if err := o.MoatEndpoints.Put(&id, &next); err != nil {
+		if err := d.putEndpoint(id, &next); err != nil {
 			return fmt.Errorf("sync endpoint %s (ifindex %d): %w", want.Endpoints[id].Endpoint, id, err)
 		}
 		s.endpoints[id] = next
+		delete(s.owed, in)
+		delete(s.owed, eg)
 	}
 
 	// 5. Endpoints gone (their counter slots are free again, and zeroed
@@ -285,6 +299,13 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 		delete(s.endpoints, id)
 		delete(s.names, id)
 	}
+	// An endpoint gone owes nothing (a new one on its ifindex starts
+	// with fresh revisions).
+	for dk := range s.owed {
+		if _, ok := want.Endpoints[dk.ep]; !ok {
+			delete(s.owed, dk)
+		}
+	}
 	for rk, idx := range s.rules {
 		if liveRules[rk] != idx {
 			delete(s.ruleInfo, idx)
@@ -292,6 +313,17 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 	}
 	s.rules = liveRules
 	return nil
+}
+
+// putEndpoint writes an endpoint's config; the Datapath's putEndpointHook,
+// set only by tests, can make it fail.
+func (d *Datapath) putEndpoint(id uint32, cfg *moatEndpointConfig) error {
+	if d.putEndpointHook != nil {
+		if err := d.putEndpointHook(id, cfg); err != nil {
+			return err
+		}
+	}
+	return d.objs.MoatEndpoints.Put(&id, cfg)
 }
 
 // assignSlots returns the counter slot of every endpoint in want: the one
