@@ -207,6 +207,7 @@ func TestCompileIncrementalMatchesFull(t *testing.T) {
 			alloc := NewMemoryAllocator()
 			c := NewCompiler(opts, alloc)
 			var log []string
+			var snaps []planSnapshot // every Plan returned, to check none changes later
 			for step := range 120 {
 				switch op := w.pick(10); {
 				case op < 3:
@@ -260,6 +261,7 @@ func TestCompileIncrementalMatchesFull(t *testing.T) {
 				}
 				gj, _ := json.Marshal(got)
 				wj, _ := json.Marshal(want)
+				snaps = append(snaps, planSnapshot{step: fmt.Sprintf("step %d", step), plan: got, json: gj})
 				if step%20 == 0 || step == 119 {
 					checkAgainstReference(t, w.input(alloc, opts), got)
 				}
@@ -269,6 +271,7 @@ func TestCompileIncrementalMatchesFull(t *testing.T) {
 					t.Fatalf("step %d: incremental plan differs from full compile\nchanges:\n  %s\n%s", step, strings.Join(log[max(0, len(log)-8):], "\n  "), firstDiff(string(wj), string(gj)))
 				}
 			}
+			checkSnapshots(t, snaps)
 		})
 	}
 }
