@@ -309,7 +309,7 @@ func standardNotes() []string {
 	return []string{
 		"c places the allowed flows' ACCEPT rules last, after N-3 others: the worst case for linear matching; ESTABLISHED,RELATED is accepted first, so only a connection's first packet walks the list",
 		"moat's plan: the server's ingress holds the N entries across 1,000 identities (ipcache has all 1,000 addresses); the client's egress allows the 3 flows to the server",
-		"ns/packet = from_endpoint + to_endpoint ns per run during that (b) workload (a forwarded packet passes one of each); http is dominated by new connections (policy lookup path), udp is one flow (conntrack hit path); BPF run-time stats are on, which adds their own overhead",
+		"ns/packet = from_endpoint + to_endpoint ns per run during that (b) workload (a forwarded packet passes one of each); http is dominated by new connections (policy lookup path), udp is one flow (conntrack hit path); measured in a separate 2 s run with BPF run-time stats on (the throughput runs have them off)",
 		"udp is iperf3 -u -l 64 -b 0 (64-byte payload); kpps counts what the server received",
 		"shared, noisy machine: compare ratios measured side by side, not absolute numbers across runs",
 	}
