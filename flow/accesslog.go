@@ -197,7 +197,7 @@ func denied(e *accesslogv3.HTTPAccessLogEntry) bool {
 	}
 	switch details {
 	case "direct_response", // a route that answers 403 itself
-		"upgrade_failed",          // an Upgrade the listener does not allow
+		"upgrade_failed",         // an Upgrade the listener does not allow
 		"filter_chain_not_found": // the connection's endpoint has no HTTP policy any more
 		return true
 	}

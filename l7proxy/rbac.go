@@ -91,6 +91,29 @@ func anyTrue[F ~func(*request) bool](fs []F, r *request) bool {
 	return false
 }
 
+func allTrue[F ~func(*request) bool](fs []F, r *request) bool {
+	for _, f := range fs {
+		if !f(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// compileEach compiles the sub-rules of an and/or rule, naming each by its
+// field path in errors.
+func compileEach[T any, F any](items []T, where, kind string, compile func(T, string) (F, error)) ([]F, error) {
+	out := make([]F, 0, len(items))
+	for i, it := range items {
+		f, err := compile(it, fmt.Sprintf("%s.%s[%d]", where, kind, i))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
 func compileRBACFilter(cfg *rbacfilterv3.RBAC, where string) (*rbacEngine, error) {
 	if err := onlyFields(cfg, where, "rules"); err != nil {
 		return nil, err
@@ -151,17 +174,6 @@ func compilePermission(p *rbacv3.Permission, where string) (permissionFn, error)
 		"destination_ip", "destination_port", "destination_port_range", "not_rule"); err != nil {
 		return nil, err
 	}
-	set := func(rules []*rbacv3.Permission, kind string) ([]permissionFn, error) {
-		out := make([]permissionFn, 0, len(rules))
-		for i, r := range rules {
-			f, err := compilePermission(r, fmt.Sprintf("%s.%s[%d]", where, kind, i))
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, f)
-		}
-		return out, nil
-	}
 	switch rule := p.GetRule().(type) {
 	case *rbacv3.Permission_Any:
 		if !rule.Any {
@@ -169,20 +181,13 @@ func compilePermission(p *rbacv3.Permission, where string) (permissionFn, error)
 		}
 		return func(*request) bool { return true }, nil
 	case *rbacv3.Permission_AndRules:
-		fs, err := set(rule.AndRules.GetRules(), "and_rules.rules")
+		fs, err := compileEach(rule.AndRules.GetRules(), where, "and_rules.rules", compilePermission)
 		if err != nil {
 			return nil, err
 		}
-		return func(r *request) bool {
-			for _, f := range fs {
-				if !f(r) {
-					return false
-				}
-			}
-			return true
-		}, nil
+		return func(r *request) bool { return allTrue(fs, r) }, nil
 	case *rbacv3.Permission_OrRules:
-		fs, err := set(rule.OrRules.GetRules(), "or_rules.rules")
+		fs, err := compileEach(rule.OrRules.GetRules(), where, "or_rules.rules", compilePermission)
 		if err != nil {
 			return nil, err
 		}
@@ -236,17 +241,6 @@ func compilePrincipal(p *rbacv3.Principal, where string) (principalFn, error) {
 	if err := onlyFields(p, where, "and_ids", "or_ids", "any", "direct_remote_ip", "remote_ip", "not_id"); err != nil {
 		return nil, err
 	}
-	set := func(ids []*rbacv3.Principal, kind string) ([]principalFn, error) {
-		out := make([]principalFn, 0, len(ids))
-		for i, id := range ids {
-			f, err := compilePrincipal(id, fmt.Sprintf("%s.%s[%d]", where, kind, i))
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, f)
-		}
-		return out, nil
-	}
 	switch id := p.GetIdentifier().(type) {
 	case *rbacv3.Principal_Any:
 		if !id.Any {
@@ -254,20 +248,13 @@ func compilePrincipal(p *rbacv3.Principal, where string) (principalFn, error) {
 		}
 		return func(*request) bool { return true }, nil
 	case *rbacv3.Principal_AndIds:
-		fs, err := set(id.AndIds.GetIds(), "and_ids.ids")
+		fs, err := compileEach(id.AndIds.GetIds(), where, "and_ids.ids", compilePrincipal)
 		if err != nil {
 			return nil, err
 		}
-		return func(r *request) bool {
-			for _, f := range fs {
-				if !f(r) {
-					return false
-				}
-			}
-			return true
-		}, nil
+		return func(r *request) bool { return allTrue(fs, r) }, nil
 	case *rbacv3.Principal_OrIds:
-		fs, err := set(id.OrIds.GetIds(), "or_ids.ids")
+		fs, err := compileEach(id.OrIds.GetIds(), where, "or_ids.ids", compilePrincipal)
 		if err != nil {
 			return nil, err
 		}
