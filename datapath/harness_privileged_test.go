@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"os"
 
 	"fmt"
 	"io"
@@ -21,10 +22,19 @@ import (
 // Helpers for the privileged tests: a datapath with its own pin root, two
 // pods, echo servers inside pods, and an event collector.
 
+// testPinRoot returns a fresh pin root and removes it when the test ends,
+// whatever happened: a test that fails between Open and registering its own
+// cleanup (a load error, say) must not leave pins behind.
 func testPinRoot(t *testing.T) string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
-	return "/sys/fs/bpf/moat-test-" + hex.EncodeToString(b[:])
+	root := "/sys/fs/bpf/moat-test-" + hex.EncodeToString(b[:])
+	t.Cleanup(func() {
+		if err := os.RemoveAll(root); err != nil {
+			t.Errorf("remove pin root %s: %v", root, err)
+		}
+	})
+	return root
 }
 
 func openTestDatapath(t *testing.T, root string) *Datapath {
