@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Cleanup detaches the programs from every interface and removes the pins,
@@ -32,7 +33,7 @@ func Cleanup(cfg Config) error {
 }
 
 func removeTCFilters() error {
-	links, err := netlink.LinkList()
+	links, err := dump(netlink.LinkList)
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}
@@ -48,7 +49,8 @@ func removeTCFilters() error {
 				if !ok || !strings.HasPrefix(bf.Name, "moat-") {
 					continue
 				}
-				if err := netlink.FilterDel(bf); err != nil {
+				if err := netlink.FilterDel(bf); err != nil && !errors.Is(err, unix.ENODEV) && !errors.Is(err, unix.ENOENT) {
+					// ENODEV/ENOENT: the link or filter went away meanwhile.
 					errs = append(errs, fmt.Errorf("delete tc filter %s on %s: %w", bf.Name, l.Attrs().Name, err))
 				}
 			}

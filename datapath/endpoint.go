@@ -354,7 +354,7 @@ func (m *EndpointManager) ensurePodSide(ep policy.Endpoint, pod *netlink.Handle,
 		}
 	}
 	// Drop addresses of a previous incarnation (the endpoint's IP changed).
-	addrs, err := pod.AddrList(podLink, netlink.FAMILY_ALL)
+	addrs, err := dump(func() ([]netlink.Addr, error) { return pod.AddrList(podLink, netlink.FAMILY_ALL) })
 	if err != nil {
 		return fmt.Errorf("list addresses of pod link %s: %w", epPodIfname, err)
 	}
@@ -454,8 +454,10 @@ func (m *EndpointManager) hostRoute(ifindex int, p netip.Prefix) *netlink.Route 
 // podRoutes lists the host routes to single pod addresses through ifindex in
 // the main table (not kernel-made ones such as fe80::/64).
 func (m *EndpointManager) podRoutes(ifindex int) ([]netlink.Route, error) {
-	all, err := m.host.RouteListFiltered(netlink.FAMILY_ALL,
-		&netlink.Route{LinkIndex: ifindex, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	all, err := dump(func() ([]netlink.Route, error) {
+		return m.host.RouteListFiltered(netlink.FAMILY_ALL,
+			&netlink.Route{LinkIndex: ifindex, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -596,7 +598,7 @@ func (m *EndpointManager) findNetns(nsid int) (string, error) {
 func (m *EndpointManager) List(ctx context.Context) ([]EndpointLink, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	links, err := m.host.LinkList()
+	links, err := dump(m.host.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}

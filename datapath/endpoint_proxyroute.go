@@ -88,7 +88,9 @@ func (m *EndpointManager) ProxyRoutingInstalled() (bool, error) {
 		if err != nil || len(rules) == 0 {
 			return false, err
 		}
-		routes, err := m.host.RouteListFiltered(family, &netlink.Route{Table: m.cfg.RouteTableProxy}, netlink.RT_FILTER_TABLE)
+		routes, err := dump(func() ([]netlink.Route, error) {
+			return m.host.RouteListFiltered(family, &netlink.Route{Table: m.cfg.RouteTableProxy}, netlink.RT_FILTER_TABLE)
+		})
 		if err != nil {
 			return false, fmt.Errorf("list routes of table %d: %w", m.cfg.RouteTableProxy, err)
 		}
@@ -133,7 +135,7 @@ func (m *EndpointManager) proxyRule(family int) *netlink.Rule {
 
 // proxyRules lists the installed rules equal to proxyRule (normally 0 or 1).
 func (m *EndpointManager) proxyRules(family int) ([]netlink.Rule, error) {
-	all, err := m.host.RuleList(family)
+	all, err := dump(func() ([]netlink.Rule, error) { return m.host.RuleList(family) })
 	if err != nil {
 		return nil, fmt.Errorf("list rules: %w", err)
 	}
