@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -134,9 +133,7 @@ func TestPlanChangeAppliesToOpenConnections(t *testing.T) {
 		if resp.StatusCode != 403 {
 			t.Errorf("same connection without a chain: %d, want 403", resp.StatusCode)
 		}
-		if n, err := br.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
-			t.Errorf("after the 403: read %d bytes, %v; want EOF", n, err)
-		}
+		expectClosed(t, br, "after the 403")
 		e.flows.waitFor(t, "two flows per request", func(fs []flow.Flow) bool { return len(fs) >= 4 })
 		if d := e.flows.entry("/v1/request-landing").GetResponse().GetResponseCodeDetails(); d != "filter_chain_not_found" {
 			t.Errorf("access log details %q, want filter_chain_not_found", d)
