@@ -2,16 +2,13 @@ package e2e
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -233,101 +230,34 @@ func echoOnce(c net.Conn, msg string, timeout time.Duration) error {
 	return nil
 }
 
-// icmpIDs hands out echo identifiers so that concurrent pingers in one netns
-// tell their replies apart.
-var icmpIDs atomic.Uint32
-
-func nextICMPID() uint16 {
-	return uint16(icmpIDs.Add(1) + uint32(os.Getpid()))
-}
-
-// pinger sends ICMP echo requests over a raw socket in a peer's netns.
-type pinger struct {
-	conn net.PacketConn
-	id   uint16
-}
-
-func newPinger(src peer) (*pinger, error) {
-	var pg *pinger
-	err := src.do(func() error {
-		c, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
-		if err != nil {
-			return fmt.Errorf("open raw icmp socket in %s: %w", src.name, err)
-		}
-		pg = &pinger{conn: c, id: nextICMPID()}
-		return nil
-	})
-	return pg, err
-}
-
-func (pg *pinger) Close() error { return pg.conn.Close() }
-
-// send sends one echo request with sequence number seq.
-func (pg *pinger) send(dst netip.Addr, seq uint16) error {
-	msg := make([]byte, 16)
-	msg[0] = icmpEcho
-	binary.BigEndian.PutUint16(msg[4:], pg.id)
-	binary.BigEndian.PutUint16(msg[6:], seq)
-	copy(msg[8:], "moat-e2e")
-	binary.BigEndian.PutUint16(msg[2:], icmpChecksum(msg))
-	if _, err := pg.conn.WriteTo(msg, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
-		return fmt.Errorf("send echo request to %s: %w", dst, err)
-	}
-	return nil
-}
-
-// recv returns the sequence number of the next echo reply from dst with
-// this pinger's id, or errNoAnswer at the deadline.
-func (pg *pinger) recv(dst netip.Addr, deadline time.Time) (uint16, error) {
-	buf := make([]byte, 1500)
-	if err := pg.conn.SetReadDeadline(deadline); err != nil {
-		return 0, err
-	}
-	for {
-		n, from, err := pg.conn.ReadFrom(buf)
-		if err != nil {
-			if isTimeout(err) {
-				return 0, errNoAnswer
-			}
-			return 0, fmt.Errorf("read echo reply: %w", err)
-		}
-		if n < 8 || buf[0] != 0 {
-			continue
-		}
-		if ip, ok := from.(*net.IPAddr); !ok || !ip.IP.Equal(dst.AsSlice()) {
-			continue
-		}
-		if binary.BigEndian.Uint16(buf[4:]) == pg.id {
-			return binary.BigEndian.Uint16(buf[6:]), nil
-		}
-	}
-}
-
 func probeICMP(src peer, dst netip.Addr, timeout time.Duration) error {
 	pg, err := newPinger(src)
 	if err != nil {
 		return err
 	}
 	defer pg.Close()
-	if err := pg.send(dst, 1); err != nil {
+	if err := pg.Send(dst, 1); err != nil {
 		return err
 	}
-	_, err = pg.recv(dst, time.Now().Add(timeout))
-	return err
+	_, err = pg.Recv(dst, time.Now().Add(timeout))
+	return noAnswer(err)
 }
 
-func icmpChecksum(b []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+// newPinger opens an ICMP echo pinger in src's netns.
+func newPinger(src peer) (*testutil.Pinger, error) {
+	pg, err := testutil.OpenPinger(src.do)
+	if err != nil {
+		return nil, fmt.Errorf("pinger in %s: %w", src.name, err)
 	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
+	return pg, nil
+}
+
+// noAnswer maps the pinger's no-reply error onto errNoAnswer.
+func noAnswer(err error) error {
+	if errors.Is(err, testutil.ErrNoReply) {
+		return errNoAnswer
 	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return ^uint16(sum)
+	return err
 }
 
 // isRefused reports a connection refused: the packet passed policy.

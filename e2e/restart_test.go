@@ -84,7 +84,8 @@ func TestPrivilegedAgentKillRestart(t *testing.T) {
 	go func() {
 		defer close(recvDone)
 		for {
-			seq, err := pg.recv(pb.addr, time.Now().Add(100*time.Millisecond))
+			seq, err := pg.Recv(pb.addr, time.Now().Add(100*time.Millisecond))
+			err = noAnswer(err)
 			if errors.Is(err, errNoAnswer) {
 				if ctx.Err() != nil {
 					return
@@ -111,7 +112,7 @@ func TestPrivilegedAgentKillRestart(t *testing.T) {
 		tick := time.NewTicker(pingInterval)
 		defer tick.Stop()
 		for sent.Load() < sendUntil.Load() {
-			if err := pg.send(pb.addr, uint16(sent.Load())); err != nil {
+			if err := pg.Send(pb.addr, uint16(sent.Load())); err != nil {
 				sendErr = err
 				return
 			}

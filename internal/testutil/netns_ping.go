@@ -6,59 +6,77 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"sync/atomic"
 	"time"
 )
 
+// ErrNoReply is a Recv or Ping that got no echo reply before its deadline.
+var ErrNoReply = errors.New("no echo reply")
+
 // Pinger sends ICMP echo requests from inside a netns over a raw socket
-// (root only; the ping binary is not needed).
+// (root only; the ping binary is not needed). One goroutine may Send while
+// another Recvs.
 type Pinger struct {
 	conn net.PacketConn
 	id   uint16
-	seq  uint16
+	seq  atomic.Uint32
 }
 
-// NewPinger opens a raw ICMPv4 socket in the pod's netns. Close it when done.
-func (p *Pod) NewPinger() (*Pinger, error) {
+// pingerIDs hands out echo identifiers, so that concurrent pingers in one
+// netns never take each other's replies.
+var pingerIDs atomic.Uint32
+
+// OpenPinger opens a raw ICMPv4 socket inside a netns: do runs its function
+// there (Pod.Do, an endpoint manager's Do, ...). Close it when done.
+func OpenPinger(do func(func() error) error) (*Pinger, error) {
 	var pg *Pinger
-	err := p.Do(func() error {
+	err := do(func() error {
 		c, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
 		if err != nil {
 			return fmt.Errorf("open raw icmp socket: %w", err)
 		}
-		pg = &Pinger{conn: c, id: uint16(time.Now().UnixNano())}
+		pg = &Pinger{conn: c, id: uint16(pingerIDs.Add(1) + uint32(os.Getpid()))}
 		return nil
 	})
 	return pg, err
 }
 
+// NewPinger opens a pinger in the pod's netns.
+func (p *Pod) NewPinger() (*Pinger, error) { return OpenPinger(p.Do) }
+
 // Close closes the socket.
 func (pg *Pinger) Close() error { return pg.conn.Close() }
 
-// Ping sends one echo request to dst and waits up to timeout for its reply.
-func (pg *Pinger) Ping(dst netip.Addr, timeout time.Duration) error {
-	pg.seq++
+// Send sends one echo request with sequence number seq.
+func (pg *Pinger) Send(dst netip.Addr, seq uint16) error {
 	msg := make([]byte, 16)
 	msg[0] = 8 // echo request
 	binary.BigEndian.PutUint16(msg[4:], pg.id)
-	binary.BigEndian.PutUint16(msg[6:], pg.seq)
+	binary.BigEndian.PutUint16(msg[6:], seq)
 	copy(msg[8:], "moattest")
 	binary.BigEndian.PutUint16(msg[2:], icmpChecksum(msg))
 	if _, err := pg.conn.WriteTo(msg, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
 		return fmt.Errorf("send echo request to %s: %w", dst, err)
 	}
-	deadline := time.Now().Add(timeout)
+	return nil
+}
+
+// Recv returns the sequence number of the next echo reply from dst to this
+// pinger, or ErrNoReply at the deadline.
+func (pg *Pinger) Recv(dst netip.Addr, deadline time.Time) (uint16, error) {
+	if err := pg.conn.SetReadDeadline(deadline); err != nil {
+		return 0, fmt.Errorf("set deadline: %w", err)
+	}
 	buf := make([]byte, 1500)
 	for {
-		if err := pg.conn.SetReadDeadline(deadline); err != nil {
-			return fmt.Errorf("set deadline: %w", err)
-		}
 		n, from, err := pg.conn.ReadFrom(buf)
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				return fmt.Errorf("no echo reply from %s within %v", dst, timeout)
+				return 0, ErrNoReply
 			}
-			return fmt.Errorf("read echo reply: %w", err)
+			return 0, fmt.Errorf("read echo reply: %w", err)
 		}
 		if n < 8 || buf[0] != 0 {
 			continue
@@ -66,8 +84,26 @@ func (pg *Pinger) Ping(dst netip.Addr, timeout time.Duration) error {
 		if ip, ok := from.(*net.IPAddr); !ok || !ip.IP.Equal(dst.AsSlice()) {
 			continue
 		}
-		if binary.BigEndian.Uint16(buf[4:]) == pg.id && binary.BigEndian.Uint16(buf[6:]) == pg.seq {
-			return nil
+		if binary.BigEndian.Uint16(buf[4:]) == pg.id {
+			return binary.BigEndian.Uint16(buf[6:]), nil
+		}
+	}
+}
+
+// Ping sends one echo request to dst and waits up to timeout for its reply.
+func (pg *Pinger) Ping(dst netip.Addr, timeout time.Duration) error {
+	seq := uint16(pg.seq.Add(1))
+	if err := pg.Send(dst, seq); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		got, err := pg.Recv(dst, deadline)
+		if errors.Is(err, ErrNoReply) {
+			return fmt.Errorf("no echo reply from %s within %v: %w", dst, timeout, err)
+		}
+		if err != nil || got == seq {
+			return err
 		}
 	}
 }
