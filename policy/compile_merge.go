@@ -1,6 +1,9 @@
 package policy
 
-import "sort"
+import (
+	"slices"
+	"sort"
+)
 
 // compile_merge.go computes the entries of one remote identity and the L7
 // rule sets of one direction from a list of contributions.
@@ -120,7 +123,7 @@ func appendProtoEntries(out []Entry, x ID, specs []specRef) []Entry {
 		// Coalesce with the previous piece when it continues it unchanged.
 		if n := len(out); n > start {
 			prev := &out[n-1]
-			if prev.Verdict == best && prev.L7 == l7 && int(prev.Ports.To)+1 == int(from) && equalRuleRefs(prev.DerivedFrom, refs) {
+			if prev.Verdict == best && prev.L7 == l7 && int(prev.Ports.To)+1 == int(from) && slices.Equal(prev.DerivedFrom, refs) {
 				prev.Ports.To = to
 				continue
 			}
@@ -187,26 +190,8 @@ func sortRuleRefs(refs []RuleRef) []RuleRef {
 	if len(refs) <= 1 {
 		return refs
 	}
-	sort.Slice(refs, func(i, j int) bool { return compareRuleRefs(refs[i], refs[j]) < 0 })
-	out := refs[:1]
-	for _, r := range refs[1:] {
-		if r != out[len(out)-1] {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-func equalRuleRefs(a, b []RuleRef) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
+	slices.SortFunc(refs, compareRuleRefs)
+	return slices.Compact(refs)
 }
 
 // l7Piece is one disjoint redirected range of a protocol with its rules.
@@ -354,25 +339,13 @@ func (p *l7Piece) sameRules(o *l7Piece) bool {
 	}
 	for i := range p.http {
 		a, b := p.http[i], o.http[i]
-		if a.Rule != b.Rule || a.From != b.From || !compileEqualIDs(a.Remotes, b.Remotes) {
+		if a.Rule != b.Rule || a.From != b.From || !slices.Equal(a.Remotes, b.Remotes) {
 			return false
 		}
 	}
 	for i := range p.dns {
 		a, b := p.dns[i], o.dns[i]
-		if a.Rule != b.Rule || a.From != b.From || !compileEqualIDs(a.Remotes, b.Remotes) {
-			return false
-		}
-	}
-	return true
-}
-
-func compileEqualIDs(a, b []ID) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
+		if a.Rule != b.Rule || a.From != b.From || !slices.Equal(a.Remotes, b.Remotes) {
 			return false
 		}
 	}

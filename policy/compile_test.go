@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -278,7 +279,7 @@ func TestCompileSemantics(t *testing.T) {
 				}
 				rs := ep.Ingress.HTTP[0]
 				if rs.Proto != ProtoTCP || rs.Ports != (PortRange{80, 80}) || len(rs.Rules) != 1 ||
-					rs.Rules[0].Rule == nil || rs.Rules[0].Rule.Path != "/public" || !compileEqualIDs(rs.Rules[0].Remotes, []ID{cl}) {
+					rs.Rules[0].Rule == nil || rs.Rules[0].Rule.Path != "/public" || !slices.Equal(rs.Rules[0].Remotes, []ID{cl}) {
 					t.Errorf("rule set = %+v", rs)
 				}
 			},
@@ -334,7 +335,7 @@ func TestCompileSemantics(t *testing.T) {
 				if len(any.Remotes) != 0 || any.Rule == nil {
 					t.Errorf("GET rule = %+v, want every remote", any)
 				}
-				if !compileEqualIDs(all.Remotes, []ID{adm}) {
+				if !slices.Equal(all.Remotes, []ID{adm}) {
 					t.Errorf("allow-all rule remotes = %v, want [%d]", all.Remotes, adm)
 				}
 			},
