@@ -224,18 +224,24 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) policyLoop(ctx context.Context) error {
 	t := time.NewTicker(time.Duration(a.cfg.PollInterval))
 	defer t.Stop()
-	first := true
+	full := true // the first pass, and a pass after a failed one
 	for {
-		changed := a.refreshSources(ctx)
-		if changed || first || a.proxyPending() {
-			if err := a.reconcile(ctx); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				a.log.Error("reconcile", "err", err)
-				a.setLastError(err)
+		var err error
+		switch changed := a.refreshSources(ctx); {
+		case changed || full:
+			err = a.reconcile(ctx)
+			full = err != nil
+		case a.proxyPending():
+			// Nothing changed but the proxy has not ACKed yet: retry only
+			// the proxy push, not the endpoints.
+			err = a.retryProxy(ctx)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
 			}
-			first = false
+			a.log.Error("reconcile", "err", err)
+			a.setLastError(err)
 		}
 		select {
 		case <-ctx.Done():

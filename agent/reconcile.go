@@ -236,6 +236,32 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	return err
 }
 
+// retryProxy pushes the plan in force to the proxy again and, once the
+// proxy has ACKed it, writes the redirects' proxy ports into the maps.
+func (a *Agent) retryProxy(ctx context.Context) error {
+	a.mu.RLock()
+	plan, ifaces := a.state.plan, a.state.ifaces
+	a.mu.RUnlock()
+	proxies, ready, perr := a.pushProxyConfig(ctx, plan)
+	var err error
+	if ready {
+		if err = a.dp.Sync(plan, ifaces, proxies); err != nil {
+			err = fmt.Errorf("sync policy maps: %w", err)
+		}
+	}
+	a.mu.Lock()
+	a.state.proxyReady = ready && err == nil
+	a.state.proxyError = ""
+	if perr != nil {
+		a.state.proxyError = perr.Error()
+	}
+	a.mu.Unlock()
+	if err == nil {
+		a.setLastError(nil)
+	}
+	return err
+}
+
 // pushProxyConfig translates the plan's HTTP rules, serves them over xDS and
 // waits for the proxy's ACK. It returns the proxy ports that may be written
 // into redirect entries: none unless the proxy ACKed this version.
