@@ -29,16 +29,70 @@ static __always_inline __u32 generation(void)
 	return g ? *g : 0;
 }
 
-static __always_inline void ct_reverse(const struct ct_key *k, struct ct_key *r, __u8 dir)
+/*
+ * ct_canon writes the moat_ct key of tuple t at endpoint ep: t in canonical
+ * order (the lower (address, port) side first), direction 0. It returns
+ * whether t's sender is the higher side (the sides were swapped).
+ */
+static __always_inline int ct_canon(const struct ct_key *t, __u32 ep, struct ct_key *k)
 {
-	__builtin_memcpy(r->saddr, k->daddr, 16);
-	__builtin_memcpy(r->daddr, k->saddr, 16);
-	r->sport = k->dport;
-	r->dport = k->sport;
-	r->proto = k->proto;
-	r->direction = dir;
-	r->pad = 0;
-	r->endpoint = k->endpoint;
+	__u64 s0, s1, d0, d1;
+	int swapped;
+
+	__builtin_memcpy(&s0, t->saddr, 8);
+	__builtin_memcpy(&s1, t->saddr + 8, 8);
+	__builtin_memcpy(&d0, t->daddr, 8);
+	__builtin_memcpy(&d1, t->daddr + 8, 8);
+	if (s0 != d0)
+		swapped = s0 > d0;
+	else if (s1 != d1)
+		swapped = s1 > d1;
+	else
+		swapped = t->sport > t->dport;
+	if (swapped) {
+		__builtin_memcpy(k->saddr, t->daddr, 16);
+		__builtin_memcpy(k->daddr, t->saddr, 16);
+		k->sport = t->dport;
+		k->dport = t->sport;
+	} else {
+		__builtin_memcpy(k->saddr, t->saddr, 16);
+		__builtin_memcpy(k->daddr, t->daddr, 16);
+		k->sport = t->sport;
+		k->dport = t->dport;
+	}
+	k->proto = t->proto;
+	k->direction = 0;
+	k->pad = 0;
+	k->endpoint = ep;
+	return swapped;
+}
+
+/* ct_origin returns the CT_F_ORIG_* flags of a flow whose first packet is seen at dir, swapped as ct_canon said. */
+static __always_inline __u8 ct_origin(__u8 dir, int swapped)
+{
+	return (dir == DIR_EGRESS ? CT_F_ORIG_EGRESS : 0) | (swapped ? CT_F_ORIG_SWAPPED : 0);
+}
+
+#define CT_FORWARD 1 /* a packet in the flow's own direction */
+#define CT_REPLY 2   /* a packet in the opposite direction */
+#define CT_OTHER 0   /* the tuple's entry, but a packet no flow of it sends */
+
+/*
+ * ct_relation tells how a packet seen at dir (swapped as ct_canon said)
+ * relates to the flow of entry e: the same hook and sender side as the
+ * first packet is the flow's direction, the other hook and the other side
+ * a reply. A packet of the same tuple that fits neither (the endpoint
+ * sending what it should receive) is no packet of the flow.
+ */
+static __always_inline int ct_relation(const struct ct_entry *e, __u8 dir, int swapped)
+{
+	__u8 now = ct_origin(dir, swapped), orig = e->flags & (CT_F_ORIG_EGRESS | CT_F_ORIG_SWAPPED);
+
+	if (now == orig)
+		return CT_FORWARD;
+	if (now == (orig ^ (CT_F_ORIG_EGRESS | CT_F_ORIG_SWAPPED)))
+		return CT_REPLY;
+	return CT_OTHER;
 }
 
 static __always_inline __u32 ct_lifetime(const struct ct_entry *e, __u8 proto)

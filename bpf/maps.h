@@ -37,6 +37,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } moat_ipcache_h SEC(".maps");
 
+/* Single-port and every-port policy entries (see struct policy_hkey). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct policy_hkey);
+	__type(value, struct policy_val);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} moat_policy_h SEC(".maps");
+
+/* Port-range policy entries (see struct policy_key). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__type(key, struct policy_key);

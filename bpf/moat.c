@@ -9,7 +9,8 @@
  *
  * The endpoint is identified by the host veth's ifindex. A flow's first
  * packet decides its verdict, which connection tracking keeps for the life
- * of the flow; replies and related ICMP errors pass. When the endpoint's
+ * of the flow in one entry that its packets and its replies both find
+ * (ct.h); replies and related ICMP errors pass. When the endpoint's
  * entries change (revision bump) a tracked flow is re-checked once: if the
  * new policy drops it, it is cut; if the new policy sends it to a proxy and
  * it was not, it is cut too (a flow cannot move to a proxy mid-stream: the
@@ -113,14 +114,13 @@ static __always_inline __u32 ingress_proxy_hop(struct __sk_buff *skb, struct ctx
 	__u32 src_if = skb->ingress_ifindex, self = c->ev.endpoint;
 	struct ct_entry *ct;
 	struct ct_key k;
+	int swapped;
 
 	if (src_if == 0 || src_if == self || !bpf_map_lookup_elem(&moat_endpoints, &src_if))
 		return self;
-	k = c->p.key;
-	k.direction = DIR_EGRESS;
-	k.endpoint = src_if;
+	swapped = ct_canon(&c->p.key, src_if, &k);
 	ct = ct_live(&k, c->now);
-	if (ct && ct->verdict != VERDICT_REDIRECT) {
+	if (ct && ct_relation(ct, DIR_EGRESS, swapped) == CT_FORWARD && ct->verdict != VERDICT_REDIRECT) {
 		ct->proxy_port = port;
 		ct->flags |= CT_F_TO_INGRESS_PROXY;
 	}
@@ -158,6 +158,14 @@ static __always_inline __u32 ep_enforced(const struct endpoint_config *cfg, __u8
 static __always_inline __u32 ep_has_entries(const struct endpoint_config *cfg, __u8 dir)
 {
 	return cfg->flags & (dir == DIR_EGRESS ? EP_F_EGRESS_ENTRIES : EP_F_INGRESS_ENTRIES);
+}
+
+/* ep_ranges says whether the direction has port-range entries (in the trie). */
+static __always_inline int ep_ranges(const struct endpoint_config *cfg, __u8 dir)
+{
+	if (!(cfg->flags & EP_F_SHAPES))
+		return 1;
+	return !!(cfg->flags & (dir == DIR_EGRESS ? EP_F_EGRESS_RANGES : EP_F_INGRESS_RANGES));
 }
 
 /* ep_shapes returns the SHAPE_* bits of the direction's entries. */
@@ -218,11 +226,11 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
 	struct ctx c = {};
 	struct endpoint_config *cfg;
-	struct ct_entry *ct = 0, *rct = 0;
-	struct ct_key rev;
+	struct ct_entry *ct = 0;
+	struct ct_key ck;
 	struct policy_res res = {};
 	__u32 ep = skb->ifindex, mark = skb->mark, magic = mark & MARK_MAGIC_MASK, revision, gen;
-	int ret, from_proxy = 0, looked = 0;
+	int ret, from_proxy = 0, looked = 0, swapped = 0, rel = CT_OTHER;
 
 	c.dir = dir;
 	c.ev.endpoint = ep;
@@ -236,26 +244,29 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	gen = generation();
 
 	/*
-	 * Fast path: a tracked flow, checked against the maps' current
-	 * generation, that simply passes needs nothing but its CT entry.
+	 * Fast path: a packet of a tracked flow (either way), checked against
+	 * the maps' current generation, that simply passes needs nothing but
+	 * its CT entry: one lookup.
 	 */
 	if (ret == PARSE_OK && !c.p.fragment && magic != MARK_TO_PROXY) {
-		ct = ct_live(&c.p.key, c.now);
+		swapped = ct_canon(&c.p.key, ep, &ck);
+		ct = ct_live(&ck, c.now);
 		looked = 1;
-		if (ct && ct->generation == gen && ct->verdict != VERDICT_REDIRECT &&
-		    !(ct->flags & CT_F_TO_INGRESS_PROXY)) {
-			ct_touch(ct, c.p.key.proto, c.p.tcp_flags, 0, c.now);
-			c.slot = ct->ep_slot;
-			return pass(&c, ct->rule);
-		}
-		if (!ct) {
-			/* A reply: its flow's entry vouches for the endpoint. */
-			ct_reverse(&c.p.key, &rev, dir ^ 1);
-			rct = ct_live(&rev, c.now);
-			if (rct && rct->generation == gen) {
-				ct_touch(rct, c.p.key.proto, c.p.tcp_flags, 1, c.now);
-				c.slot = rct->ep_slot;
-				return pass(&c, rct->rule);
+		if (ct) {
+			rel = ct_relation(ct, dir, swapped);
+			if (ct->generation == gen) {
+				if (rel == CT_FORWARD && ct->verdict != VERDICT_REDIRECT &&
+				    !(ct->flags & CT_F_TO_INGRESS_PROXY)) {
+					ct_touch(ct, c.p.key.proto, c.p.tcp_flags, 0, c.now);
+					c.slot = ct->ep_slot;
+					return pass(&c, ct->rule);
+				}
+				if (rel == CT_REPLY) {
+					/* A reply: its flow's entry vouches for the endpoint. */
+					ct_touch(ct, c.p.key.proto, c.p.tcp_flags, 1, c.now);
+					c.slot = ct->ep_slot;
+					return pass(&c, ct->rule);
+				}
 			}
 		}
 	}
@@ -291,19 +302,24 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return decide_fragment(&c, cfg, ep, mark, from_proxy);
 	revision = dir == DIR_EGRESS ? cfg->egress_rev : cfg->ingress_rev;
 
+	if (!looked) {
+		swapped = ct_canon(&c.p.key, ep, &ck);
+		ct = ct_live(&ck, c.now);
+		if (ct)
+			rel = ct_relation(ct, dir, swapped);
+	}
+
 	/* Established flow, in the direction it started. */
-	if (!looked)
-		ct = ct_live(&c.p.key, c.now);
-	if (ct) {
+	if (ct && rel == CT_FORWARD) {
 		c.remote = ct->remote_identity;
 		if (ct->revision != revision) {
 			/* The policy changed since the flow started: re-check it. */
 			if (ep_has_entries(cfg, dir))
 				policy_eval(ep, dir, ct->remote_identity, c.p.key.proto, c.p.policy_port,
-					    ep_shapes(cfg, dir), &res);
+					    ep_shapes(cfg, dir), ep_ranges(cfg, dir), &res);
 			from_ingress_proxy(&res, from_proxy);
 			if (res.verdict == VERDICT_DENY || (res.verdict == VERDICT_NONE && ep_enforced(cfg, dir))) {
-				bpf_map_delete_elem(&moat_ct, &c.p.key);
+				bpf_map_delete_elem(&moat_ct, &ck);
 				c.ev.rule = res.rule;
 				c.ev.verdict = res.verdict;
 				c.ev.match = res.match;
@@ -315,7 +331,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 				 * mid-stream: cut it, so that the client's
 				 * next connection is redirected.
 				 */
-				bpf_map_delete_elem(&moat_ct, &c.p.key);
+				bpf_map_delete_elem(&moat_ct, &ck);
 				c.ev.rule = res.rule;
 				c.ev.verdict = res.verdict;
 				c.ev.match = res.match;
@@ -344,25 +360,17 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	}
 
 	/* Reply of a flow that started in the other direction. */
-	if (!looked) {
-		ct_reverse(&c.p.key, &rev, dir ^ 1);
-		rct = ct_live(&rev, c.now);
-	}
-	ct = rct;
-	if (ct) {
+	if (ct && rel == CT_REPLY) {
 		ct_touch(ct, c.p.key.proto, c.p.tcp_flags, 1, c.now);
 		return pass(&c, ct->rule);
 	}
 
-	/* ICMP error about a tracked flow. */
+	/* ICMP error about a tracked flow (either way). */
 	if (c.p.icmp_error) {
-		c.p.inner.direction = dir ^ 1;
-		c.p.inner.endpoint = ep;
-		c.p.inner.pad = 0;
-		if (ct_live(&c.p.inner, c.now))
-			return pass(&c, 0);
-		ct_reverse(&c.p.inner, &rev, dir);
-		if (ct_live(&rev, c.now))
+		struct ct_key ik;
+
+		ct_canon(&c.p.inner, ep, &ik);
+		if (ct_live(&ik, c.now))
 			return pass(&c, 0);
 	}
 
@@ -372,7 +380,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	else
 		c.remote = ipcache_identity(dir == DIR_EGRESS ? c.p.key.daddr : c.p.key.saddr);
 	if (ep_has_entries(cfg, dir))
-		policy_eval(ep, dir, c.remote, c.p.key.proto, c.p.policy_port, ep_shapes(cfg, dir), &res);
+		policy_eval(ep, dir, c.remote, c.p.key.proto, c.p.policy_port, ep_shapes(cfg, dir), ep_ranges(cfg, dir), &res);
 	from_ingress_proxy(&res, from_proxy);
 	c.ev.rule = res.rule;
 	c.ev.verdict = res.verdict;
@@ -393,10 +401,12 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	/*
 	 * Only a flow's first packet creates a CT entry: for TCP a SYN without
 	 * ACK. A mid-stream packet is decided on its own and leaves no state,
-	 * so it can never make the other direction look like a reply.
+	 * so it can never make the other direction look like a reply; so is a
+	 * packet whose tuple a live flow of another shape holds (ct with
+	 * CT_OTHER), which must not replace that flow's entry.
 	 */
-	if (c.p.key.proto == IPPROTO_TCP &&
-	    (!(c.p.tcp_flags & TCP_FLAG_SYN) || (c.p.tcp_flags & TCP_FLAG_ACK))) {
+	if (ct || (c.p.key.proto == IPPROTO_TCP &&
+		   (!(c.p.tcp_flags & TCP_FLAG_SYN) || (c.p.tcp_flags & TCP_FLAG_ACK)))) {
 		if (res.verdict == VERDICT_REDIRECT)
 			return redirect(skb, &c, res.proxy_port, res.rule, 1);
 		return pass(&c, res.rule);
@@ -412,10 +422,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		.verdict = res.verdict,
 		.l7 = res.l7,
 		.match = res.match,
-		.flags = from_proxy ? CT_F_FROM_PROXY : 0,
+		.flags = (from_proxy ? CT_F_FROM_PROXY : 0) | ct_origin(dir, swapped),
 	};
 	ct_touch(&entry, c.p.key.proto, c.p.tcp_flags, 0, c.now);
-	bpf_map_update_elem(&moat_ct, &c.p.key, &entry, BPF_ANY);
+	bpf_map_update_elem(&moat_ct, &ck, &entry, BPF_ANY);
 
 	set_identities(&c);
 	c.ev.kind = EV_VERDICT;
@@ -426,7 +436,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			c.ev.kind = EV_TO_PROXY;
 			emit_event(&c.p, &c.ev);
 		} else {
-			bpf_map_delete_elem(&moat_ct, &c.p.key);
+			bpf_map_delete_elem(&moat_ct, &ck);
 		}
 		return ret;
 	}

@@ -53,6 +53,12 @@
 #define SHAPE_L4_ONLY (1 << 2) /* any identity, protocol */
 #define SHAPE_ALL (1 << 3)     /* any identity, any protocol */
 #define EP_F_SHAPES (1 << 12)
+/*
+ * The direction has port-range entries in the trie (valid with EP_F_SHAPES;
+ * without them the trie is not looked up).
+ */
+#define EP_F_INGRESS_RANGES (1 << 13)
+#define EP_F_EGRESS_RANGES (1 << 14)
 
 /* Event kinds. */
 #define EV_DROP 1
@@ -101,10 +107,32 @@ struct ipcache_val {
 };
 
 /*
- * Policy: LPM trie keyed by endpoint, remote identity (big endian), direction,
- * protocol, then destination port (big endian) as the prefix tail. Every field
- * but the port is always matched fully: POLICY_PREFIX_STATIC bits.
+ * Policy entries live in two maps, and an entry is in exactly one of them:
+ *
+ *   moat_policy_h  hash: entries for one port (or ICMP type) and entries for
+ *                  every port (all_ports set, dport 0); most policies have
+ *                  only these, and a lookup is one hash probe.
+ *   moat_policy    LPM trie: the prefix-aligned port blocks of real ranges
+ *                  (more than one port, fewer than all), keyed by endpoint,
+ *                  remote identity (big endian), direction, protocol, then
+ *                  the destination port (big endian) as the prefix tail.
+ *                  Every field but the port is matched fully:
+ *                  POLICY_PREFIX_STATIC bits.
+ *
+ * The entries of one (endpoint, direction, identity, protocol) never
+ * overlap (the Plan's contract), so at most one entry of the two maps
+ * matches a packet per lookup shape.
  */
+struct policy_hkey {
+	__u32 endpoint;
+	__u32 identity; /* big endian */
+	__u8 direction;
+	__u8 proto;
+	__u16 dport; /* big endian; 0 with all_ports */
+	__u8 all_ports;
+	__u8 pad[3];
+};
+
 struct policy_key {
 	__u32 prefixlen;
 	__u32 endpoint;
@@ -134,9 +162,18 @@ struct endpoint_config {
 };
 
 /*
- * Connection tracking, keyed by the flow's first packet as seen by the
- * program that created it. Addresses are IPv4-mapped for IPv4. ICMP echo:
- * the identifier is sport for requests, dport for replies.
+ * A packet's 5-tuple as parsed (saddr/sport = the sender), with the hook's
+ * direction and endpoint; and, with the tuple in canonical order, the key
+ * of moat_ct. Addresses are IPv4-mapped for IPv4. ICMP echo: the
+ * identifier is sport for requests, dport for replies.
+ *
+ * Connection tracking keeps one entry per flow and endpoint for both of
+ * its directions: the key holds the tuple with the lower (address, port)
+ * side first and direction 0, so that a flow's packets and its replies
+ * find the entry with one lookup. The entry's CT_F_ORIG_* flags record how
+ * the flow's first packet looked (its hook's direction, and whether its
+ * sender was the higher side), which tells a reply from the flow's own
+ * direction (see ct_relation in ct.h).
  */
 struct ct_key {
 	__u8 saddr[16];
@@ -144,7 +181,7 @@ struct ct_key {
 	__u16 sport; /* big endian */
 	__u16 dport; /* big endian */
 	__u8 proto;
-	__u8 direction;
+	__u8 direction; /* 0 in moat_ct keys */
 	__u16 pad;
 	__u32 endpoint;
 };
@@ -152,6 +189,9 @@ struct ct_key {
 #define CT_F_REPLY_SEEN (1 << 0)
 #define CT_F_CLOSING (1 << 1)
 #define CT_F_FROM_PROXY (1 << 2)
+/* (1 << 3) is CT_F_TO_INGRESS_PROXY, see proxy.h */
+#define CT_F_ORIG_EGRESS (1 << 6)  /* the first packet was seen leaving the endpoint */
+#define CT_F_ORIG_SWAPPED (1 << 7) /* its sender was the key's daddr side */
 
 struct ct_entry {
 	__u64 expires; /* seconds of bpf_ktime_get_ns */

@@ -38,11 +38,10 @@ struct policy_res {
 	__u8 match;
 };
 
-static __always_inline void policy_try(struct policy_key *k, __u8 match, struct policy_res *res)
+/* policy_take keeps v when it beats the verdict so far (ties: the earlier, more specific lookup). */
+static __always_inline void policy_take(const struct policy_val *v, __u8 match, struct policy_res *res)
 {
-	struct policy_val *v = bpf_map_lookup_elem(&moat_policy, k);
-
-	if (!v || v->verdict <= res->verdict)
+	if (v->verdict <= res->verdict)
 		return;
 	res->verdict = v->verdict;
 	res->l7 = v->l7;
@@ -52,44 +51,84 @@ static __always_inline void policy_try(struct policy_key *k, __u8 match, struct 
 }
 
 /*
- * policy_lookup looks up the (at most) four entries that can cover a packet,
- * (identity|any) x (proto|any), and keeps the highest verdict; ties go to
- * the more specific entry. shapes (SHAPE_*) skips the lookups that no entry
- * of the endpoint's direction can answer. prefixlen is POLICY_PREFIX_FULL to
- * match the port, or POLICY_PREFIX_STATIC to match only entries that cover
- * every port (a packet without ports).
+ * policy_shape looks up the entry of one shape that covers the packet: the
+ * entry for its port, else (when the direction has any) the range block
+ * holding its port, else the entry for every port. Entries of one shape do
+ * not overlap, so the first found is the only one. port < 0: a packet
+ * without ports, which only an every-port entry covers.
  */
-static __always_inline void policy_lookup(__u32 ep, __u8 dir, __u32 remote, __u8 proto, __u16 port, __u32 shapes,
-					  __u32 prefixlen, struct policy_res *res)
+static __always_inline void policy_shape(struct policy_hkey *k, int port, int ranges, __u8 match,
+					 struct policy_res *res)
 {
-	struct policy_key k = {
-		.prefixlen = prefixlen,
+	struct policy_val *v;
+
+	if (port >= 0 && k->proto != 0) {
+		k->dport = bpf_htons(port);
+		k->all_ports = 0;
+		v = bpf_map_lookup_elem(&moat_policy_h, k);
+		if (v) {
+			policy_take(v, match, res);
+			return;
+		}
+		if (ranges) {
+			struct policy_key t = {
+				.prefixlen = POLICY_PREFIX_FULL,
+				.endpoint = k->endpoint,
+				.identity = k->identity,
+				.direction = k->direction,
+				.proto = k->proto,
+				.dport = k->dport,
+			};
+			v = bpf_map_lookup_elem(&moat_policy, &t);
+			if (v) {
+				policy_take(v, match, res);
+				return;
+			}
+		}
+	}
+	k->dport = 0;
+	k->all_ports = 1;
+	v = bpf_map_lookup_elem(&moat_policy_h, k);
+	if (v)
+		policy_take(v, match, res);
+}
+
+/*
+ * policy_lookup looks up the (at most) four shapes of entry that can cover
+ * a packet, (identity|any) x (proto|any), and keeps the highest verdict;
+ * ties go to the more specific shape. shapes (SHAPE_*) skips the shapes
+ * that no entry of the endpoint's direction has; ranges says whether the
+ * direction has port-range entries in the trie.
+ */
+static __always_inline void policy_lookup(__u32 ep, __u8 dir, __u32 remote, __u8 proto, int port, __u32 shapes,
+					  int ranges, struct policy_res *res)
+{
+	struct policy_hkey k = {
 		.endpoint = ep,
 		.identity = bpf_htonl(remote),
 		.direction = dir,
 		.proto = proto,
-		.dport = bpf_htons(port),
 	};
 
 	if (shapes & SHAPE_L3_L4)
-		policy_try(&k, MATCH_L3_L4, res);
+		policy_shape(&k, port, ranges, MATCH_L3_L4, res);
 	k.proto = 0;
 	if (shapes & SHAPE_L3_ONLY)
-		policy_try(&k, MATCH_L3_ONLY, res);
+		policy_shape(&k, port, ranges, MATCH_L3_ONLY, res);
 	k.identity = 0;
 	k.proto = proto;
 	if (shapes & SHAPE_L4_ONLY)
-		policy_try(&k, MATCH_L4_ONLY, res);
+		policy_shape(&k, port, ranges, MATCH_L4_ONLY, res);
 	k.proto = 0;
 	if (shapes & SHAPE_ALL)
-		policy_try(&k, MATCH_ALL, res);
+		policy_shape(&k, port, ranges, MATCH_ALL, res);
 }
 
 /* policy_eval decides a packet with a destination port (or ICMP type). */
 static __always_inline void policy_eval(__u32 ep, __u8 dir, __u32 remote, __u8 proto, __u16 port, __u32 shapes,
-					struct policy_res *res)
+					int ranges, struct policy_res *res)
 {
-	policy_lookup(ep, dir, remote, proto, port, shapes, POLICY_PREFIX_FULL, res);
+	policy_lookup(ep, dir, remote, proto, port, shapes, ranges, res);
 }
 
 /*
@@ -100,7 +139,7 @@ static __always_inline void policy_eval(__u32 ep, __u8 dir, __u32 remote, __u8 p
 static __always_inline void policy_eval_any_port(__u32 ep, __u8 dir, __u32 remote, __u8 proto, __u32 shapes,
 						 struct policy_res *res)
 {
-	policy_lookup(ep, dir, remote, proto, 0, shapes, POLICY_PREFIX_STATIC, res);
+	policy_lookup(ep, dir, remote, proto, -1, shapes, 0, res);
 }
 
 #endif /* MOAT_POLICY_H */

@@ -3,6 +3,7 @@ package datapath
 import (
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/moatnet/moat/internal/testutil"
 	"github.com/moatnet/moat/policy"
@@ -86,7 +87,9 @@ func TestPrivilegedCounters(t *testing.T) {
 		if err := d.Sync(planFor(5202), ifaces, nil); err != nil {
 			t.Fatal(err)
 		}
-		// The old rule was live during that Sync: the next one reuses it.
+		// The old rule was live during that Sync, which freed it; the
+		// background scrub zeroes it, and then the next Sync reuses it.
+		waitScrubbed(t, d)
 		if err := d.Sync(planFor(5203), ifaces, nil); err != nil {
 			t.Fatal(err)
 		}
@@ -119,4 +122,23 @@ func TestPrivilegedCounters(t *testing.T) {
 			t.Errorf("counters = %+v, %v; want one allowed packet", c, err)
 		}
 	})
+}
+
+// waitScrubbed waits for the background zeroing of freed rule indices
+// that a Sync started (scrubSoon).
+func waitScrubbed(t *testing.T, d *Datapath) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		d.mu.Lock()
+		left := len(d.state.dirtyRules)
+		d.mu.Unlock()
+		if left == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d freed rule indices still not zeroed after 5 s", left)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

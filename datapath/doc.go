@@ -13,6 +13,15 @@
 // prefilter that drops a CIDR deny list before the stack (prefilter*.go,
 // bpf/xdp.c).
 //
+// Maps, in the order a packet meets them (bpf/maps.h): moat_ct, one LRU
+// entry per flow and endpoint that the flow's packets and its replies both
+// find with one lookup (the tuple in canonical order, bpf/ct.h);
+// moat_endpoints; moat_ipcache_h then the moat_ipcache trie (address →
+// identity); moat_policy_h (entries for one port and for every port) then,
+// only where a direction has port ranges, the moat_policy trie. Counters
+// are per-CPU arrays indexed by slot; a rule index freed by a Sync is
+// zeroed in the background before a new rule takes it.
+//
 // Enforcement never stops on its own account: a restarted agent adopts the
 // pinned maps and links and swaps programs in place (link.Update); Sync
 // writes additions before deletions, so a flow that both the old and new

@@ -27,7 +27,23 @@ const (
 	shapeL4Only          = 1 << 2
 	shapeAll             = 1 << 3
 	epFlagShapes         = 1 << 12
+
+	// The direction has port-range entries in the trie (valid with
+	// epFlagShapes).
+	epFlagIngressRanges = 1 << 13
+	epFlagEgressRanges  = 1 << 14
 )
+
+// lookupFlags returns the endpoint config bits that an entry under k needs
+// set so that the program looks it up: its shape in its direction, and for
+// a range block, that the direction has ranges.
+func (k PolicyKey) lookupFlags() uint32 {
+	f := k.shapeFlags()
+	if !k.inHash() {
+		f |= flagFor(k.Direction, epFlagIngressRanges, epFlagEgressRanges)
+	}
+	return f
+}
 
 // shapeFlags returns the endpoint config bits that announce an entry of
 // k's shape in k's direction.
@@ -111,6 +127,45 @@ func (k PolicyKey) String() string {
 	return fmt.Sprintf("ep=%d %s id=%s proto=%s port=%s", k.Endpoint, k.Direction, idString(k.Identity), k.Proto, k.Ports)
 }
 
+// inHash reports whether k's entry lives in the hash map (one port, or
+// every port) rather than in the trie of range blocks.
+func (k PolicyKey) inHash() bool { return k.Ports.Bits == 0 || k.Ports.Bits == 16 }
+
+// hashKey encodes k for the hash map; inHash(k) must hold.
+func (k PolicyKey) hashKey() moatPolicyHkey {
+	h := moatPolicyHkey{
+		Endpoint:  k.Endpoint,
+		Identity:  bits.ReverseBytes32(uint32(k.Identity)),
+		Direction: uint8(k.Direction),
+		Proto:     uint8(k.Proto),
+	}
+	if k.Ports.Bits == 0 {
+		h.AllPorts = 1
+	} else {
+		h.Dport = bits.ReverseBytes16(k.Ports.Port)
+	}
+	return h
+}
+
+func policyKeyFromHash(h moatPolicyHkey) (PolicyKey, error) {
+	k := PolicyKey{
+		Endpoint:  h.Endpoint,
+		Direction: policy.Direction(h.Direction),
+		Identity:  policy.ID(bits.ReverseBytes32(h.Identity)),
+		Proto:     policy.Protocol(h.Proto),
+	}
+	switch {
+	case h.AllPorts == 1 && h.Dport == 0:
+	case h.AllPorts == 0:
+		k.Ports = PortPrefix{Port: bits.ReverseBytes16(h.Dport), Bits: 16}
+	default:
+		return PolicyKey{}, fmt.Errorf("decode policy hash key: all_ports %d with port %d", h.AllPorts, bits.ReverseBytes16(h.Dport))
+	}
+	return k, nil
+}
+
+// bpf encodes k for the trie (any k: the trie has held every entry in
+// earlier versions, see syncState.misplaced).
 func (k PolicyKey) bpf() moatPolicyKey {
 	port := k.Ports.Port
 	if k.Ports.Bits < 16 {

@@ -114,6 +114,52 @@ func TestPolicyKeyRoundTrip(t *testing.T) {
 	})
 }
 
+func TestPolicyHashKey(t *testing.T) {
+	t.Run("round trip", func(t *testing.T) {
+		for _, k := range []PolicyKey{
+			{Endpoint: 7, Direction: policy.Egress, Identity: 1001, Proto: policy.ProtoTCP, Ports: PortPrefix{80, 16}},
+			{Endpoint: 7, Direction: policy.Egress, Identity: 1001, Proto: policy.ProtoTCP},
+			{Endpoint: 65536, Direction: policy.Ingress, Identity: policy.IDAny, Proto: policy.ProtoAny},
+			{Endpoint: 1, Direction: policy.Ingress, Identity: 5, Proto: policy.ProtoICMP, Ports: PortPrefix{0, 16}},
+		} {
+			if !k.inHash() {
+				t.Fatalf("%v: want a hash entry", k)
+			}
+			got, err := policyKeyFromHash(k.hashKey())
+			if err != nil || got != k {
+				t.Fatalf("%v: round trip = %v, %v", k, got, err)
+			}
+		}
+	})
+	t.Run("port 0 and every port differ", func(t *testing.T) {
+		one := PolicyKey{Proto: policy.ProtoICMP, Ports: PortPrefix{0, 16}}.hashKey()
+		all := PolicyKey{Proto: policy.ProtoICMP}.hashKey()
+		if one == all || one.AllPorts != 0 || all.AllPorts != 1 {
+			t.Fatalf("ICMP type 0 %+v and every type %+v must be distinct keys", one, all)
+		}
+	})
+	t.Run("range blocks stay in the trie and announce themselves", func(t *testing.T) {
+		k := PolicyKey{Direction: policy.Egress, Proto: policy.ProtoUDP, Ports: PortPrefix{32768, 1}}
+		if k.inHash() {
+			t.Fatal("a range block must not be a hash entry")
+		}
+		if k.lookupFlags()&epFlagEgressRanges == 0 || k.lookupFlags()&epFlagIngressRanges != 0 {
+			t.Fatalf("lookup flags %#x: want the egress ranges bit only", k.lookupFlags())
+		}
+		if (PolicyKey{Proto: policy.ProtoUDP, Ports: PortPrefix{53, 16}}).lookupFlags()&(epFlagEgressRanges|epFlagIngressRanges) != 0 {
+			t.Fatal("a single-port entry must not set a ranges bit")
+		}
+	})
+	t.Run("bad hash keys are refused", func(t *testing.T) {
+		if _, err := policyKeyFromHash(moatPolicyHkey{AllPorts: 1, Dport: 0x5000}); err == nil {
+			t.Fatal("every-port key with a port decoded without error")
+		}
+		if _, err := policyKeyFromHash(moatPolicyHkey{AllPorts: 2}); err == nil {
+			t.Fatal("all_ports 2 decoded without error")
+		}
+	})
+}
+
 func TestIPCacheKeyRoundTrip(t *testing.T) {
 	for _, s := range []string{"10.0.0.0/8", "10.1.2.3/32", "0.0.0.0/0", "fd00::/64", "::/0", "2001:db8::1/128"} {
 		t.Run(s, func(t *testing.T) {

@@ -86,6 +86,74 @@ func TestPrivilegedPolicyReplace(t *testing.T) {
 	})
 }
 
+// TestPrivilegedOlderPolicyLayout: an agent before the policy hash kept
+// every entry in the trie. A restart over such pins adopts them, writes
+// the single-port entries into the hash and then removes them from the
+// trie, and traffic is enforced by the new layout.
+func TestPrivilegedOlderPolicyLayout(t *testing.T) {
+	testutil.Privileged(t)
+	tp := newTwoPods(t)
+	srv := startEcho(t, tp.b)
+	root := testPinRoot(t)
+	t.Cleanup(func() { _ = Cleanup(Config{PinRoot: root}) })
+	plan := tp.plan(policy.DirectionPlan{}, allowTCP(tp.idA, srv.tcpPort))
+	dst := netip.AddrPortFrom(tp.b.Addr, srv.tcpPort)
+
+	d1 := openTestDatapath(t, root)
+	if err := d1.Sync(plan, tp.ifaces(), nil); err != nil {
+		t.Fatal(err)
+	}
+	// Rewrite the maps as the older layout had them.
+	old := 0
+	for k, v := range d1.Entries() {
+		if !k.inHash() {
+			continue
+		}
+		hk, tk, tv := k.hashKey(), k.bpf(), v.bpf()
+		if err := d1.objs.MoatPolicy.Put(&tk, &tv); err != nil {
+			t.Fatal(err)
+		}
+		if err := d1.objs.MoatPolicyH.Delete(&hk); err != nil {
+			t.Fatal(err)
+		}
+		old++
+	}
+	if old == 0 {
+		t.Fatal("the plan has no single-port entry to migrate")
+	}
+	if err := d1.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	d2 := openTestDatapath(t, root)
+	defer d2.Close()
+	if got := len(d2.state.misplaced); got != old {
+		t.Fatalf("adopted %d entries of the older layout, want %d", got, old)
+	}
+	if err := d2.Sync(plan, tp.ifaces(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(d2.state.misplaced) != 0 {
+		t.Fatalf("%d entries of the older layout left after Sync", len(d2.state.misplaced))
+	}
+	var tk moatPolicyKey
+	var tv moatPolicyVal
+	if it := d2.objs.MoatPolicy.Iterate(); it.Next(&tk, &tv) {
+		t.Fatalf("trie still holds %+v", tk)
+	}
+	for _, idx := range []int{tp.a.HostIfIndex, tp.b.HostIfIndex} {
+		if err := d2.Attach(idx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := probeTCP(tp.a, dst); err != nil {
+		t.Fatalf("allowed port after migration: %v", err)
+	}
+	if err := probeUDP(tp.a, netip.AddrPortFrom(tp.b.Addr, srv.udpPort)); err == nil {
+		t.Fatal("a UDP echo no entry allows answers after migration")
+	}
+}
+
 func TestPrivilegedRestartKeepsEnforcing(t *testing.T) {
 	testutil.Privileged(t)
 	tp := newTwoPods(t)

@@ -26,6 +26,10 @@ type Datapath struct {
 	tcFilter map[linkKey]bool      // legacy tc filters we installed
 	state    syncState
 	closed   bool
+	// scrubbing: a goroutine zeroes the freed rule indices (scrubSoon);
+	// Close waits for it.
+	scrubbing bool
+	scrubs    sync.WaitGroup
 
 	// putEndpointHook, when set (tests only), runs before every endpoint
 	// config write of Sync and fails it by returning an error.
@@ -81,11 +85,15 @@ func Open(cfg Config) (*Datapath, error) {
 // keep enforcing until the next Open swaps them or Cleanup removes them.
 func (d *Datapath) Close() error {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if d.closed {
+		d.mu.Unlock()
 		return nil
 	}
 	d.closed = true
+	d.mu.Unlock()
+	d.scrubs.Wait() // it uses the maps' descriptors without d.mu
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	return errors.Join(closeLinks(d.links), d.objs.Close())
 }
 

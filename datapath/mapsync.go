@@ -20,6 +20,13 @@ type syncState struct {
 	ruleInfo  map[uint32]RuleInfo
 	nextRev   uint32
 	gen       uint32 // moat_generation as last published
+	// dirtyRules holds rule indices freed since their counters were last
+	// zeroed; no new rule takes them until scrubRules has zeroed them.
+	dirtyRules map[uint32]bool
+	// misplaced holds trie entries that belong in the hash map, left by
+	// an agent version that kept every entry in the trie; the next Sync
+	// writes their replacements into the hash and then deletes them.
+	misplaced []PolicyKey
 	// owed holds the endpoint directions whose policy entries were
 	// written or deleted but whose revision has not been bumped yet: a
 	// Sync that fails partway leaves them here, and the next Sync bumps
@@ -35,6 +42,7 @@ func (s *syncState) load(objs *moatObjects) error {
 	s.rules = map[RuleKey]uint32{}
 	s.ruleInfo = map[uint32]RuleInfo{}
 	s.owed = map[dirKey]bool{}
+	s.dirtyRules = map[uint32]bool{}
 	s.nextRev = 1
 	zero := uint32(0)
 	if err := objs.MoatGeneration.Lookup(&zero, &s.gen); err != nil {
@@ -51,14 +59,8 @@ func (s *syncState) load(objs *moatObjects) error {
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("read endpoint map: %w", err)
 	}
-	var pk moatPolicyKey
-	var pv moatPolicyVal
-	pit := objs.MoatPolicy.Iterate()
-	for pit.Next(&pk, &pv) {
-		k, err := policyKeyFromBPF(pk)
-		if err != nil {
-			return err
-		}
+	s.misplaced = nil
+	adopt := func(k PolicyKey, pv moatPolicyVal) {
 		v := policyValueFromBPF(pv)
 		s.policy[k] = v
 		if v.Rule != 0 {
@@ -67,8 +69,34 @@ func (s *syncState) load(objs *moatObjects) error {
 			s.ruleInfo[v.Rule] = RuleInfo{RuleKey: rk}
 		}
 	}
+	var pk moatPolicyKey
+	var pv moatPolicyVal
+	pit := objs.MoatPolicy.Iterate()
+	for pit.Next(&pk, &pv) {
+		k, err := policyKeyFromBPF(pk)
+		if err != nil {
+			return err
+		}
+		if k.inHash() {
+			s.misplaced = append(s.misplaced, k)
+			continue
+		}
+		adopt(k, pv)
+	}
 	if err := pit.Err(); err != nil {
 		return fmt.Errorf("read policy map: %w", err)
+	}
+	var hk moatPolicyHkey
+	hit := objs.MoatPolicyH.Iterate()
+	for hit.Next(&hk, &pv) {
+		k, err := policyKeyFromHash(hk)
+		if err != nil {
+			return err
+		}
+		adopt(k, pv)
+	}
+	if err := hit.Err(); err != nil {
+		return fmt.Errorf("read policy hash map: %w", err)
 	}
 	var ik moatIpcacheKey
 	var iv moatIpcacheVal
@@ -83,13 +111,20 @@ func (s *syncState) load(objs *moatObjects) error {
 	if err := iit.Err(); err != nil {
 		return fmt.Errorf("read ipcache map: %w", err)
 	}
-	var hk moatIpcacheHostKey
-	hit := objs.MoatIpcacheH.Iterate()
-	for hit.Next(&hk, &iv) {
-		s.ipcache[hostPrefixFromBPF(hk)] = policy.ID(iv.Identity)
+	var ihk moatIpcacheHostKey
+	ihit := objs.MoatIpcacheH.Iterate()
+	for ihit.Next(&ihk, &iv) {
+		s.ipcache[hostPrefixFromBPF(ihk)] = policy.ID(iv.Identity)
 	}
-	if err := hit.Err(); err != nil {
+	if err := ihit.Err(); err != nil {
 		return fmt.Errorf("read ipcache host map: %w", err)
+	}
+	// An earlier agent may have freed indices without zeroing them: every
+	// index no adopted rule holds is zeroed before its first use.
+	for idx := uint32(1); idx < ruleSlots; idx++ {
+		if _, ok := s.ruleInfo[idx]; !ok {
+			s.dirtyRules[idx] = true
+		}
 	}
 	return nil
 }
@@ -133,13 +168,19 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 	o := &d.objs
 
 	// Rule indices: stable per (endpoint, direction, L4 key); a new rule
-	// takes the lowest index no current rule holds, with zeroed counters.
+	// takes the lowest index that no current rule holds and whose counters
+	// are zero (freed indices are zeroed after the Sync, see scrubRules).
+	if err := d.ensureCleanRules(want); err != nil {
+		return fmt.Errorf("sync datapath: %w", err)
+	}
 	liveRules := map[RuleKey]uint32{}
 	ruleAlloc := newLowestFree(ruleSlots - 1)
 	for _, idx := range s.rules {
 		ruleAlloc.used[idx] = true
 	}
-	var freshRules []uint32
+	for idx := range s.dirtyRules {
+		ruleAlloc.used[idx] = true
+	}
 	for k, de := range want.Policy {
 		idx, ok := liveRules[de.Rule]
 		if !ok {
@@ -147,7 +188,6 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 				if idx, ok = ruleAlloc.take(); !ok {
 					return fmt.Errorf("sync datapath: allocate rule index: all %d in use", ruleSlots-1)
 				}
-				freshRules = append(freshRules, idx)
 			}
 			liveRules[de.Rule] = idx
 			s.ruleInfo[idx] = RuleInfo{Endpoint: want.Endpoints[de.Rule.Endpoint].Endpoint, RuleKey: de.Rule, Entry: de.Entry}
@@ -156,9 +196,6 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 		want.Policy[k] = de
 	}
 
-	if err := zeroCounters[moatRuleStats](o.MoatRuleStats, freshRules); err != nil {
-		return fmt.Errorf("sync datapath: %w", err)
-	}
 	slots, err := d.assignSlots(want)
 	if err != nil {
 		return fmt.Errorf("sync datapath: %w", err)
@@ -179,31 +216,23 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 	if err := ip.put(o, s, want.IPCache); err != nil {
 		return fmt.Errorf("sync ipcache: %w", err)
 	}
-	var polKeys []moatPolicyKey
-	var polVals []moatPolicyVal
-	var polChanged []PolicyKey
+	var changed policyBatch
 	shapes := map[uint32]uint32{}
 	for k, de := range want.Policy {
-		if f := k.shapeFlags(); shapes[k.Endpoint]&f == 0 {
+		if f := k.lookupFlags(); shapes[k.Endpoint]&f != f {
 			shapes[k.Endpoint] |= f
 		}
 		if cur, ok := s.policy[k]; ok && cur == de.Value {
 			continue
 		}
-		polKeys = append(polKeys, k.bpf())
-		polVals = append(polVals, de.Value.bpf())
-		polChanged = append(polChanged, k)
+		changed.add(k, de.Value)
 		// Owed before the write: a write that fails partway may
 		// still have changed the map.
 		if dk := (dirKey{k.Endpoint, k.Direction}); !s.owed[dk] {
 			s.owed[dk] = true
 		}
 	}
-	n, err := putMany(o.MoatPolicy, polKeys, polVals)
-	for _, k := range polChanged[:n] {
-		s.policy[k] = want.Policy[k].Value
-	}
-	if err != nil {
+	if err := changed.put(o, func(k PolicyKey) { s.policy[k] = want.Policy[k].Value }); err != nil {
 		return fmt.Errorf("sync policy: %w", err)
 	}
 	var polGone []PolicyKey
@@ -241,20 +270,29 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 		delete(s.owed, eg)
 	}
 
-	// 3. Deletions (owed a revision bump before they start).
-	polKeys = polKeys[:0]
+	// 3. Deletions (owed a revision bump before they start), then the
+	// entries an older version left in the trie (their replacements were
+	// written in step 1).
+	var gone policyBatch
 	for _, k := range polGone {
-		polKeys = append(polKeys, k.bpf())
+		gone.add(k, PolicyValue{})
 		if dk := (dirKey{k.Endpoint, k.Direction}); !s.owed[dk] {
 			s.owed[dk] = true
 		}
 	}
-	n, err = deleteMany(o.MoatPolicy, polKeys)
-	for _, k := range polGone[:n] {
-		delete(s.policy, k)
-	}
-	if err != nil {
+	if err := gone.delete(o, func(k PolicyKey) { delete(s.policy, k) }); err != nil {
 		return fmt.Errorf("sync: delete policy: %w", err)
+	}
+	if len(s.misplaced) > 0 {
+		keys := make([]moatPolicyKey, len(s.misplaced))
+		for i, k := range s.misplaced {
+			keys[i] = k.bpf()
+		}
+		n, err := deleteMany(o.MoatPolicy, keys)
+		s.misplaced = s.misplaced[n:]
+		if err != nil {
+			return fmt.Errorf("sync: delete policy entries of an older layout: %w", err)
+		}
 	}
 	ip = ipcacheBatch{}
 	for p, id := range s.ipcache {
@@ -309,10 +347,95 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 	for rk, idx := range s.rules {
 		if liveRules[rk] != idx {
 			delete(s.ruleInfo, idx)
+			s.dirtyRules[idx] = true
 		}
 	}
 	s.rules = liveRules
+	d.scrubSoon()
 	return nil
+}
+
+// ensureCleanRules zeroes the freed rule indices now when the clean ones
+// left cannot hold want's new rules (normally freed indices are zeroed in
+// the background after the Sync that freed them).
+func (d *Datapath) ensureCleanRules(want *MapState) error {
+	s := &d.state
+	if len(s.dirtyRules) == 0 {
+		return nil
+	}
+	fresh := map[RuleKey]bool{}
+	for _, de := range want.Policy {
+		if _, ok := s.rules[de.Rule]; !ok {
+			fresh[de.Rule] = true
+		}
+	}
+	if len(fresh) <= ruleSlots-1-len(s.rules)-len(s.dirtyRules) {
+		return nil
+	}
+	return d.scrubRules()
+}
+
+// scrubRules zeroes the counters of the freed rule indices, which makes
+// them available to new rules. The caller holds d.mu.
+func (d *Datapath) scrubRules() error {
+	s := &d.state
+	if len(s.dirtyRules) == 0 {
+		return nil
+	}
+	idxs := make([]uint32, 0, len(s.dirtyRules))
+	for idx := range s.dirtyRules {
+		idxs = append(idxs, idx)
+	}
+	if err := zeroCounters[moatRuleStats](d.objs.MoatRuleStats, idxs); err != nil {
+		return fmt.Errorf("zero the counters of freed rules: %w", err)
+	}
+	clear(s.dirtyRules)
+	return nil
+}
+
+// Settle waits until the background work that a Sync started (zeroing
+// the counters of freed rules) is done. Benchmarks use it to time one
+// replacement on an otherwise idle datapath.
+func (d *Datapath) Settle() { d.scrubs.Wait() }
+
+// scrubSoon zeroes the freed rule indices after the running Sync returns,
+// so that replacing a policy does not wait for counters. The indices stay
+// in dirtyRules (no Sync hands them out) while they are zeroed without
+// d.mu, so a Sync can run at the same time. The caller holds d.mu.
+func (d *Datapath) scrubSoon() {
+	if len(d.state.dirtyRules) == 0 || d.scrubbing {
+		return
+	}
+	d.scrubbing = true
+	d.scrubs.Add(1)
+	go func() {
+		defer d.scrubs.Done()
+		d.mu.Lock()
+		idxs := make([]uint32, 0, len(d.state.dirtyRules))
+		for idx := range d.state.dirtyRules {
+			idxs = append(idxs, idx)
+		}
+		closed := d.closed
+		d.mu.Unlock()
+		var err error
+		if !closed {
+			err = zeroCounters[moatRuleStats](d.objs.MoatRuleStats, idxs)
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.scrubbing = false
+		if closed {
+			return
+		}
+		if err != nil {
+			d.log.Warn("zeroing freed rule counters failed; retried after the next sync", "err", err)
+			return
+		}
+		for _, idx := range idxs {
+			delete(d.state.dirtyRules, idx)
+		}
+		d.scrubSoon() // indices freed meanwhile
+	}()
 }
 
 // putEndpoint writes an endpoint's config; the Datapath's putEndpointHook,
@@ -455,6 +578,64 @@ func (b *ipcacheBatch) delete(o *moatObjects, s *syncState) error {
 	n, err = deleteMany(o.MoatIpcache, b.trieKeys)
 	for _, p := range b.triePrefixes[:n] {
 		delete(s.ipcache, p)
+	}
+	return err
+}
+
+// policyBatch splits policy entries between the two maps that hold them:
+// single-port and every-port entries go to the hash, range blocks to the
+// trie (see struct policy_hkey in bpf/moat.h).
+type policyBatch struct {
+	hashKeys []moatPolicyHkey
+	hashVals []moatPolicyVal
+	hashed   []PolicyKey
+	trieKeys []moatPolicyKey
+	trieVals []moatPolicyVal
+	tried    []PolicyKey
+}
+
+func (b *policyBatch) add(k PolicyKey, v PolicyValue) {
+	if k.inHash() {
+		b.hashKeys = append(b.hashKeys, k.hashKey())
+		b.hashVals = append(b.hashVals, v.bpf())
+		b.hashed = append(b.hashed, k)
+		return
+	}
+	b.trieKeys = append(b.trieKeys, k.bpf())
+	b.trieVals = append(b.trieVals, v.bpf())
+	b.tried = append(b.tried, k)
+}
+
+// put writes the entries and calls done for each one written, also when
+// it fails partway.
+func (b *policyBatch) put(o *moatObjects, done func(PolicyKey)) error {
+	n, err := putMany(o.MoatPolicyH, b.hashKeys, b.hashVals)
+	for _, k := range b.hashed[:n] {
+		done(k)
+	}
+	if err != nil {
+		return err
+	}
+	n, err = putMany(o.MoatPolicy, b.trieKeys, b.trieVals)
+	for _, k := range b.tried[:n] {
+		done(k)
+	}
+	return err
+}
+
+// delete deletes the entries (values unused) and calls done for each one
+// gone, also when it fails partway.
+func (b *policyBatch) delete(o *moatObjects, done func(PolicyKey)) error {
+	n, err := deleteMany(o.MoatPolicyH, b.hashKeys)
+	for _, k := range b.hashed[:n] {
+		done(k)
+	}
+	if err != nil {
+		return err
+	}
+	n, err = deleteMany(o.MoatPolicy, b.trieKeys)
+	for _, k := range b.tried[:n] {
+		done(k)
 	}
 	return err
 }

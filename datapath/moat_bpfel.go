@@ -110,6 +110,17 @@ type moatIpcacheVal struct {
 	Flags    uint32
 }
 
+type moatPolicyHkey struct {
+	_         structs.HostLayout
+	Endpoint  uint32
+	Identity  uint32
+	Direction uint8
+	Proto     uint8
+	Dport     uint16
+	AllPorts  uint8
+	Pad       [3]uint8
+}
+
 type moatPolicyKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -154,6 +165,7 @@ const (
 	moatMapMoatIpcache       = "moat_ipcache"
 	moatMapMoatIpcacheH      = "moat_ipcache_h"
 	moatMapMoatPolicy        = "moat_policy"
+	moatMapMoatPolicyH       = "moat_policy_h"
 	moatMapMoatRuleStats     = "moat_rule_stats"
 	moatProgFromEndpoint     = "from_endpoint"
 	moatProgToEndpoint       = "to_endpoint"
@@ -227,6 +239,7 @@ type moatMapSpecs struct {
 	MoatIpcache    *ebpf.MapSpec `ebpf:"moat_ipcache"`
 	MoatIpcacheH   *ebpf.MapSpec `ebpf:"moat_ipcache_h"`
 	MoatPolicy     *ebpf.MapSpec `ebpf:"moat_policy"`
+	MoatPolicyH    *ebpf.MapSpec `ebpf:"moat_policy_h"`
 	MoatRuleStats  *ebpf.MapSpec `ebpf:"moat_rule_stats"`
 }
 
@@ -274,6 +287,7 @@ type moatMaps struct {
 	MoatIpcache    *ebpf.Map `ebpf:"moat_ipcache"`
 	MoatIpcacheH   *ebpf.Map `ebpf:"moat_ipcache_h"`
 	MoatPolicy     *ebpf.Map `ebpf:"moat_policy"`
+	MoatPolicyH    *ebpf.Map `ebpf:"moat_policy_h"`
 	MoatRuleStats  *ebpf.Map `ebpf:"moat_rule_stats"`
 }
 
@@ -289,6 +303,7 @@ func (m *moatMaps) Close() error {
 		m.MoatIpcache,
 		m.MoatIpcacheH,
 		m.MoatPolicy,
+		m.MoatPolicyH,
 		m.MoatRuleStats,
 	)
 }

@@ -13,8 +13,15 @@ func (d *Datapath) MapPressure() map[string]float64 {
 		}
 		return float64(n) / float64(max)
 	}
+	hashed := 0
+	for k := range d.state.policy {
+		if k.inHash() {
+			hashed++
+		}
+	}
 	return map[string]float64{
-		"moat_policy":    ratio(len(d.state.policy), d.objs.MoatPolicy.MaxEntries()),
+		"moat_policy_h":  ratio(hashed, d.objs.MoatPolicyH.MaxEntries()),
+		"moat_policy":    ratio(len(d.state.policy)-hashed, d.objs.MoatPolicy.MaxEntries()),
 		"moat_ipcache":   ratio(len(d.state.ipcache), d.objs.MoatIpcache.MaxEntries()),
 		"moat_endpoints": ratio(len(d.state.endpoints), d.objs.MoatEndpoints.MaxEntries()),
 	}
