@@ -181,6 +181,7 @@ func (e *env) timeReplace(sr *SizeResult, rules, alt []Rule) (err error) {
 	}()
 	plans := []*policy.Plan{Plan(alt), plan}
 	for i := range e.cfg.ReplaceRepeats {
+		e.dp.Settle() // one replacement at a time, as the agent makes them
 		start := time.Now()
 		if err := e.dp.Sync(plans[i%2], e.ifaces(), nil); err != nil {
 			return fmt.Errorf("replace policy: %w", err)

@@ -29,11 +29,14 @@ type Config struct {
 	ReplaceRepeats int
 	// Rounds repeats every measurement per size (scenarios a, b, c back to
 	// back per workload, every other round in reverse order, to cancel
-	// drift); medians are reported.
+	// drift). Rates are reported as medians over the rounds, b/a and c/a as
+	// medians of each round's own ratio, with their min–max.
 	Rounds int
 }
 
-// DefaultConfig is a full run: about four and a half minutes on 2 vCPUs.
+// DefaultConfig is a full run: about eight minutes on 2 vCPUs (a round of
+// one size is about 50 s: eight 5 s measurements, three 2 s cost runs and
+// set-up; 2 sizes × 5 rounds).
 func DefaultConfig() Config {
 	return Config{
 		Duration:       5 * time.Second,
@@ -43,7 +46,7 @@ func DefaultConfig() Config {
 		PinRoot:        "/sys/fs/bpf/moat-bench",
 		NetnsPrefix:    "mbench-",
 		ReplaceRepeats: 5,
-		Rounds:         3,
+		Rounds:         5,
 	}
 }
 

@@ -29,7 +29,7 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.WrkThreads, "wrk-threads", cfg.WrkThreads, "wrk threads")
 	fs.IntVar(&cfg.WrkConns, "wrk-connections", cfg.WrkConns, "wrk connections")
 	fs.IntVar(&cfg.ReplaceRepeats, "replace-repeats", cfg.ReplaceRepeats, "policy replacements to time (median reported)")
-	fs.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "a/b/c rounds per size (medians reported)")
+	fs.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "a/b/c rounds per size (medians of rates and of per-round ratios reported)")
 	fs.StringVar(&cfg.NetnsPrefix, "netns-prefix", cfg.NetnsPrefix, "prefix of the bench's netns names")
 	fs.StringVar(&cfg.PinRoot, "pin-root", cfg.PinRoot, "bpffs directory for the bench's pins")
 	verbose := fs.Bool("v", false, "log progress at debug level")

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -31,6 +32,11 @@ type SizeResult struct {
 	IptablesLoadAll []float64 `json:"iptablesLoadAllMs,omitempty"`
 	// Raw holds each round's headline number per workload and scenario.
 	Raw map[string][]float64 `json:"raw,omitempty"`
+	// Paired holds each round's own ratio per workload, "http/b/a",
+	// "http/c/a", "tcp/b/a", "tcp/c/a", "udp/b/a": the scenarios of a round
+	// run back to back, so these pair measurements seconds apart. The
+	// table's b/a and c/a are their medians.
+	Paired map[string][]float64 `json:"paired,omitempty"`
 }
 
 // Row is one line of the table: a metric at one policy size. A nil value
@@ -41,8 +47,15 @@ type Row struct {
 	A      *float64 `json:"a,omitempty"`
 	B      *float64 `json:"b,omitempty"`
 	C      *float64 `json:"c,omitempty"`
-	BA     *float64 `json:"bOverA,omitempty"`
-	CA     *float64 `json:"cOverA,omitempty"`
+	// BA and CA are the medians of the per-round paired ratios (the ratio
+	// of the medians when the result has no paired ratios).
+	BA *float64 `json:"bOverA,omitempty"`
+	CA *float64 `json:"cOverA,omitempty"`
+	// BAMin and BAMax are the extremes of the BAPairs paired b/a ratios:
+	// how much the rounds disagreed.
+	BAMin   *float64 `json:"bOverAMin,omitempty"`
+	BAMax   *float64 `json:"bOverAMax,omitempty"`
+	BAPairs int      `json:"bOverAPairs,omitempty"`
 }
 
 // Values returns the row's measured values.
@@ -100,34 +113,57 @@ func ratio(num, den float64) *float64 {
 	return ptr(num / den)
 }
 
-// BuildRows derives the table rows from the size results.
+// pairedOr returns the median of s's paired ratios under key ("http/b/a",
+// …), or fallback, the ratio of the medians, when there are none (a report
+// written before pairing existed).
+func pairedOr(s SizeResult, key string, fallback *float64) *float64 {
+	if p := s.Paired[key]; len(p) > 0 {
+		return ptr(median(p))
+	}
+	return fallback
+}
+
+// setSpread records the range of the paired b/a ratios p.
+func (r *Row) setSpread(p []float64) {
+	if len(p) == 0 {
+		return
+	}
+	r.BAMin, r.BAMax, r.BAPairs = ptr(slices.Min(p)), ptr(slices.Max(p)), len(p)
+}
+
+// BuildRows derives the table rows from the size results. The a, b and c
+// columns are the medians of the rates; b/a and c/a are the medians of the
+// per-round paired ratios.
 func BuildRows(sizes []SizeResult) []Row {
 	var rows []Row
 	for _, s := range sizes {
 		if a, ok := s.HTTP["a"]; ok {
 			r := Row{Metric: metricHTTP, Rules: s.Rules, A: ptr(a.RequestsPerSec)}
 			if b, ok := s.HTTP["b"]; ok {
-				r.B, r.BA = ptr(b.RequestsPerSec), ratio(b.RequestsPerSec, a.RequestsPerSec)
+				r.B, r.BA = ptr(b.RequestsPerSec), pairedOr(s, "http/b/a", ratio(b.RequestsPerSec, a.RequestsPerSec))
+				r.setSpread(s.Paired["http/b/a"])
 			}
 			if c, ok := s.HTTP["c"]; ok {
-				r.C, r.CA = ptr(c.RequestsPerSec), ratio(c.RequestsPerSec, a.RequestsPerSec)
+				r.C, r.CA = ptr(c.RequestsPerSec), pairedOr(s, "http/c/a", ratio(c.RequestsPerSec, a.RequestsPerSec))
 			}
 			rows = append(rows, r)
 		}
 		if a, ok := s.TCP["a"]; ok {
 			r := Row{Metric: metricTCP, Rules: s.Rules, A: ptr(a.BitsPerSecond / 1e9)}
 			if b, ok := s.TCP["b"]; ok {
-				r.B, r.BA = ptr(b.BitsPerSecond/1e9), ratio(b.BitsPerSecond, a.BitsPerSecond)
+				r.B, r.BA = ptr(b.BitsPerSecond/1e9), pairedOr(s, "tcp/b/a", ratio(b.BitsPerSecond, a.BitsPerSecond))
+				r.setSpread(s.Paired["tcp/b/a"])
 			}
 			if c, ok := s.TCP["c"]; ok {
-				r.C, r.CA = ptr(c.BitsPerSecond/1e9), ratio(c.BitsPerSecond, a.BitsPerSecond)
+				r.C, r.CA = ptr(c.BitsPerSecond/1e9), pairedOr(s, "tcp/c/a", ratio(c.BitsPerSecond, a.BitsPerSecond))
 			}
 			rows = append(rows, r)
 		}
 		if a, ok := s.UDP["a"]; ok {
 			r := Row{Metric: metricUDP, Rules: s.Rules, A: ptr(a.PacketsPerSecond / 1e3)}
 			if b, ok := s.UDP["b"]; ok {
-				r.B, r.BA = ptr(b.PacketsPerSecond/1e3), ratio(b.PacketsPerSecond, a.PacketsPerSecond)
+				r.B, r.BA = ptr(b.PacketsPerSecond/1e3), pairedOr(s, "udp/b/a", ratio(b.PacketsPerSecond, a.PacketsPerSecond))
+				r.setSpread(s.Paired["udp/b/a"])
 			}
 			rows = append(rows, r)
 		}
@@ -168,7 +204,8 @@ const (
 
 // EvaluateGoals compares the rows with the goals. Ratio goals apply at the
 // largest N of the run (the goals name 10,000 rules); flatness compares the
-// smallest and the largest N.
+// smallest and the largest N. Every ratio goal reads the row's BA, the
+// median of the paired per-round ratios.
 func EvaluateGoals(rows []Row, sizes []int) []Goal {
 	if len(sizes) == 0 {
 		return nil
@@ -256,14 +293,15 @@ func (r *Report) Finish(sizes []int) {
 // WriteTable prints the report for humans.
 func (r *Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "\nmoat L3/L4 datapath benchmark — %s\n", r.Host)
-	fmt.Fprintf(w, "each measurement %s, %d round(s) per size (medians); wrk %s; %s; run took %s\n", r.Duration, r.Rounds, r.Wrk, r.Iptables, r.Elapsed)
+	fmt.Fprintf(w, "each measurement %s, %d round(s) per size; wrk %s; %s; run took %s\n", r.Duration, r.Rounds, r.Wrk, r.Iptables, r.Elapsed)
 	fmt.Fprintln(w, "a = no policy (no BPF), b = moat (BPF on both host veths), c = iptables FORWARD (allowed flows last)")
+	fmt.Fprintln(w, "a, b, c: medians over the rounds; b/a, c/a: medians of each round's own ratio; b/a range: lowest–highest round (rounds paired)")
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "metric\trules\ta\tb\tc\tb/a\tc/a\t")
+	fmt.Fprintln(tw, "metric\trules\ta\tb\tc\tb/a\tc/a\tb/a range\t")
 	for _, row := range r.Rows {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t\n", row.Metric, row.Rules,
-			cell(row.A, "%.1f"), cell(row.B, "%.1f"), cell(row.C, "%.1f"), cell(row.BA, "%.3f"), cell(row.CA, "%.3f"))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", row.Metric, row.Rules,
+			cell(row.A, "%.1f"), cell(row.B, "%.1f"), cell(row.C, "%.1f"), cell(row.BA, "%.3f"), cell(row.CA, "%.3f"), spreadCell(row))
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
@@ -292,6 +330,15 @@ func cell(v *float64, format string) string {
 	return fmt.Sprintf(format, *v)
 }
 
+// spreadCell renders the range of the row's paired b/a ratios, "-" when
+// fewer than two rounds paired (no spread to show).
+func spreadCell(r Row) string {
+	if r.BAPairs < 2 || r.BAMin == nil || r.BAMax == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.3f–%.3f (%d)", *r.BAMin, *r.BAMax, r.BAPairs)
+}
+
 // WriteJSONFile writes the report as indented JSON.
 func (r *Report) WriteJSONFile(path string) error {
 	b, err := json.MarshalIndent(r, "", "  ")
@@ -311,6 +358,7 @@ func standardNotes() []string {
 		"moat's plan: the server's ingress holds the N entries across 1,000 identities (ipcache has all 1,000 addresses); the client's egress allows the 3 flows to the server",
 		"ns/packet = from_endpoint + to_endpoint ns per run during that (b) workload (a forwarded packet passes one of each); http is dominated by new connections (policy lookup path), udp is one flow (conntrack hit path); measured in a separate 2 s run with BPF run-time stats on (the throughput runs have them off)",
 		"udp is iperf3 -u -l 64 -b 0 (64-byte payload); kpps counts what the server received",
+		"b/a and c/a are medians of per-round paired ratios: within a round each workload runs in a, b and c back to back (order reversed every other round), each round's ratio compares those neighbours, and the median is taken over the rounds; b/a range is the lowest and highest round's ratio (count in brackets); a, b and c are the medians of the rates, so b/a need not equal b divided by a",
 		"shared, noisy machine: compare ratios measured side by side, not absolute numbers across runs",
 	}
 }

@@ -220,3 +220,118 @@ func equalInts(a, b []int) bool {
 	}
 	return true
 }
+
+func TestBuildRowsPaired(t *testing.T) {
+	merged := MergeRounds(1000, driftRounds())
+	oldJSON := merged
+	oldJSON.Paired = nil // a report written before pairing existed
+	one := MergeRounds(1000, driftRounds()[:1])
+	tests := []struct {
+		name           string
+		size           SizeResult
+		wantBA, wantCA float64
+		wantMin        float64
+		wantMax        float64
+		wantPairs      int
+	}{
+		{name: "median of paired ratios", size: merged, wantBA: 0.97, wantCA: 0.60, wantMin: 0.85, wantMax: 0.99, wantPairs: 3},
+		{name: "ratio of medians without paired ratios", size: oldJSON, wantBA: 0.85, wantCA: 0.50},
+		{name: "one round", size: one, wantBA: 0.97, wantCA: 0.60, wantMin: 0.97, wantMax: 0.97, wantPairs: 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rows := BuildRows([]SizeResult{tc.size})
+			for _, m := range []string{metricHTTP, metricTCP, metricUDP} {
+				r, ok := findRow(rows, m, 1000)
+				if !ok || r.BA == nil || !near(*r.BA, tc.wantBA) {
+					t.Errorf("%s: b/a = %v, want %v", m, cell(r.BA, "%v"), tc.wantBA)
+				}
+				if m != metricUDP && (r.CA == nil || !near(*r.CA, tc.wantCA)) {
+					t.Errorf("%s: c/a = %v, want %v", m, cell(r.CA, "%v"), tc.wantCA)
+				}
+				if r.BAPairs != tc.wantPairs {
+					t.Errorf("%s: %d pairs, want %d", m, r.BAPairs, tc.wantPairs)
+				}
+				if tc.wantPairs > 0 && (r.BAMin == nil || r.BAMax == nil || !near(*r.BAMin, tc.wantMin) || !near(*r.BAMax, tc.wantMax)) {
+					t.Errorf("%s: b/a range %s–%s, want %v–%v", m, cell(r.BAMin, "%v"), cell(r.BAMax, "%v"), tc.wantMin, tc.wantMax)
+				}
+			}
+			// The a, b, c columns stay the medians of the rates.
+			if r, _ := findRow(rows, metricHTTP, 1000); r.A == nil || r.B == nil || !near(*r.B / *r.A, tc.size.HTTP["b"].RequestsPerSec/tc.size.HTTP["a"].RequestsPerSec) {
+				t.Errorf("http a, b = %s, %s; want the merged medians", cell(r.A, "%v"), cell(r.B, "%v"))
+			}
+		})
+	}
+}
+
+// The goals read b/a from the rows: with drifting rounds the tcp goal
+// passes on the paired median (0.97) where the ratio of the medians (0.85)
+// would miss it.
+func TestEvaluateGoalsPaired(t *testing.T) {
+	merged := MergeRounds(10000, driftRounds())
+	merged.Rules = 10000
+	goals := EvaluateGoals(BuildRows([]SizeResult{merged}), []int{10000})
+	want := map[string]float64{
+		"tcp short-conn http b/a at 10000 rules": 0.97,
+		"tcp throughput b/a at 10000 rules":      0.97,
+		"udp 64B pps b/a at 10000 rules":         0.97,
+	}
+	for _, g := range goals {
+		v, ok := want[g.Name]
+		if !ok {
+			continue
+		}
+		delete(want, g.Name)
+		if g.Status != "PASS" || !near(g.Value, v) {
+			t.Errorf("goal %q: %s %.3f, want PASS %.3f", g.Name, g.Status, g.Value, v)
+		}
+	}
+	for name := range want {
+		t.Errorf("no goal named %q", name)
+	}
+}
+
+func TestReportOutputSpread(t *testing.T) {
+	tests := []struct {
+		name      string
+		rounds    []SizeResult
+		wantBA    string // b/a column of the http, tcp and udp lines
+		wantRange string // b/a range column of those lines
+	}{
+		// b/a is the paired median 0.970, not the ratio of medians 0.850.
+		{name: "three rounds", rounds: driftRounds(), wantBA: "0.970", wantRange: "0.850–0.990 (3)"},
+		{name: "one round has no spread", rounds: driftRounds()[:1], wantBA: "0.970", wantRange: "-"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &Report{Host: "test", Rounds: len(tc.rounds), Sizes: []SizeResult{MergeRounds(1000, tc.rounds)}, Notes: standardNotes()}
+			r.Finish([]int{1000})
+			var buf bytes.Buffer
+			r.WriteTable(&buf)
+			out := buf.String()
+			for _, w := range []string{"b/a range", "medians of per-round paired ratios", "order reversed every other round"} {
+				if !strings.Contains(out, w) {
+					t.Errorf("table lacks %q:\n%s", w, out)
+				}
+			}
+			for _, m := range []string{metricHTTP, metricTCP, metricUDP} {
+				// rules a b c b/a c/a range…
+				f := tableFields(out, m)
+				if len(f) < 7 || f[4] != tc.wantBA || strings.Join(f[6:], " ") != tc.wantRange {
+					t.Errorf("%s line %q: want b/a %s and range %q", m, f, tc.wantBA, tc.wantRange)
+				}
+			}
+		})
+	}
+}
+
+// tableFields returns the fields after the metric name on metric's line
+// of the printed table, nil without such a line.
+func tableFields(out, metric string) []string {
+	for line := range strings.SplitSeq(out, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), metric); ok {
+			return strings.Fields(rest)
+		}
+	}
+	return nil
+}

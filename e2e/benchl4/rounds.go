@@ -17,11 +17,14 @@ func newSizeResult(n int) SizeResult {
 
 // MergeRounds combines the rounds of one size: medians of the rates and
 // costs, sums of the counts, every replacement timing. Raw keeps each
-// round's headline numbers ("http/a" → req/s per round, …).
+// round's headline numbers ("http/a" → req/s per round, …); Paired keeps
+// each round's own ratios ("http/b/a" → b/a per round, …), see
+// pairedRatios.
 func MergeRounds(n int, rounds []SizeResult) SizeResult {
 	out := newSizeResult(n)
 	out.Rounds = len(rounds)
 	out.Raw = map[string][]float64{}
+	out.Paired = pairedRatios(rounds)
 	for _, sc := range []string{"a", "b", "c"} {
 		var http, tcp, udp, udpBits, udpLost []float64
 		var w WrkResult
@@ -70,6 +73,35 @@ func MergeRounds(n int, rounds []SizeResult) SizeResult {
 	for name, cs := range progs {
 		out.Prog[name] = mergeCosts(cs)
 		out.Raw["nsPerPacket/"+name] = costValues(cs)
+	}
+	return out
+}
+
+// pairedRatios returns, per workload and scenario, the ratio b/a or c/a of
+// every round that measured both scenarios, keyed "http/b/a", "tcp/c/a", …
+// (rounds in order; a round missing either side, or with a = 0, is left
+// out). Scenarios of one round run back to back, so each ratio compares
+// measurements seconds apart and the drift between rounds cancels out; the
+// median of these is steadier than the ratio of the medians.
+func pairedRatios(rounds []SizeResult) map[string][]float64 {
+	out := map[string][]float64{}
+	add := func(key string, a, x float64, okA, okX bool) {
+		if okA && okX && a > 0 {
+			out[key] = append(out[key], x/a)
+		}
+	}
+	for _, r := range rounds {
+		for _, sc := range []string{"b", "c"} {
+			ha, okHA := r.HTTP["a"]
+			hx, okHX := r.HTTP[sc]
+			add("http/"+sc+"/a", ha.RequestsPerSec, hx.RequestsPerSec, okHA, okHX)
+			ta, okTA := r.TCP["a"]
+			tx, okTX := r.TCP[sc]
+			add("tcp/"+sc+"/a", ta.BitsPerSecond, tx.BitsPerSecond, okTA, okTX)
+			ua, okUA := r.UDP["a"]
+			ux, okUX := r.UDP[sc]
+			add("udp/"+sc+"/a", ua.PacketsPerSecond, ux.PacketsPerSecond, okUA, okUX)
+		}
 	}
 	return out
 }
