@@ -11,7 +11,8 @@
  * packet decides its verdict, which connection tracking keeps for the life
  * of the flow in one entry that its packets and its replies both find
  * (ct.h); replies and related ICMP errors pass. When the endpoint's
- * entries change (revision bump) a tracked flow is re-checked once: if the
+ * entries change (revision bump), or the ipcache gives the flow's peer
+ * another identity, a tracked flow is re-checked once: if the
  * new policy drops it, it is cut; if the new policy sends it to a proxy and
  * it was not, it is cut too (a flow cannot move to a proxy mid-stream: the
  * client reconnects, and the new connection goes through the proxy);
@@ -312,10 +313,17 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	/* Established flow, in the direction it started. */
 	if (ct && rel == CT_FORWARD) {
 		c.remote = ct->remote_identity;
-		if (ct->revision != revision) {
-			/* The policy changed since the flow started: re-check it. */
+		/*
+		 * The maps changed since the flow's last check: the ipcache may
+		 * now give the remote address another identity (a flow from a
+		 * proxy keeps the identity its mark carried).
+		 */
+		if (ct->generation != gen && !(ct->flags & CT_F_FROM_PROXY))
+			c.remote = ipcache_identity(dir == DIR_EGRESS ? c.p.key.daddr : c.p.key.saddr);
+		if (ct->revision != revision || c.remote != ct->remote_identity) {
+			/* The policy or the peer's identity changed since the flow started: re-check it. */
 			if (ep_has_entries(cfg, dir))
-				policy_eval(ep, dir, ct->remote_identity, c.p.key.proto, c.p.policy_port,
+				policy_eval(ep, dir, c.remote, c.p.key.proto, c.p.policy_port,
 					    ep_shapes(cfg, dir), ep_ranges(cfg, dir), &res);
 			from_ingress_proxy(&res, from_proxy);
 			if (res.verdict == VERDICT_DENY || (res.verdict == VERDICT_NONE && ep_enforced(cfg, dir))) {
@@ -340,6 +348,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 				return drop(&c, DROP_CT_INVALID);
 			}
 			ct->revision = revision;
+			ct->remote_identity = c.remote;
 			/* The entry that lets it through now (its old rule may be gone). */
 			ct->rule = res.rule;
 		}

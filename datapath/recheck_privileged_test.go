@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/moatnet/moat/internal/testutil"
@@ -136,5 +137,84 @@ func TestPrivilegedRecheckAllowToRedirect(t *testing.T) {
 	events.waitFor(t, "drop PROXY_UNAVAILABLE of a new connection", func(ev Event) bool {
 		return ev.Kind == EventDrop && ev.Reason == DropProxyUnavailable && ev.Endpoint == uint32(tp.a.HostIfIndex) &&
 			ev.Dst == dst && ev.Src != src
+	})
+}
+
+// TestPrivilegedRecheckIdentityChange: the ipcache gives a tracked flow's
+// peer another identity while the policy stays the same. The flow is
+// re-checked with the new identity: cut when no entry allows that
+// identity, kept when one does.
+func TestPrivilegedRecheckIdentityChange(t *testing.T) {
+	testutil.Privileged(t)
+	tp := newTwoPods(t)
+	srv := startEcho(t, tp.b)
+	d := openTestDatapath(t, testPinRoot(t))
+	t.Cleanup(func() { _ = d.Cleanup() })
+	events := collectEvents(t, d)
+	const idC policy.ID = 1003
+	dst := netip.AddrPortFrom(tp.b.Addr, srv.tcpPort)
+	bIngress := policy.DirectionPlan{Enforced: true, Entries: []policy.Entry{
+		{L4Key: policy.L4Key{Identity: tp.idA, Proto: policy.ProtoTCP, Ports: policy.PortRange{From: srv.tcpPort, To: srv.tcpPort}}, Verdict: policy.VerdictAllow},
+	}}
+	// as builds the plan with a's address in the ipcache as identity id.
+	as := func(id policy.ID, extra ...policy.Entry) *policy.Plan {
+		in := bIngress
+		in.Entries = append(slices.Clone(in.Entries), extra...)
+		p := tp.plan(policy.DirectionPlan{}, in)
+		p.Endpoints[0].Identity = id
+		p.IPCache[0].Identity = id
+		return p
+	}
+	if err := d.Sync(as(tp.idA), tp.ifaces(), nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, idx := range []int{tp.a.HostIfIndex, tp.b.HostIfIndex} {
+		if err := d.Attach(idx); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	t.Run("another allowed identity keeps the flow", func(t *testing.T) {
+		conn, err := dialTCP(tp.a, dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if err := echoOnce(conn, "before"); err != nil {
+			t.Fatal(err)
+		}
+		also := policy.Entry{L4Key: policy.L4Key{Identity: idC, Proto: policy.ProtoTCP, Ports: policy.PortRange{From: srv.tcpPort, To: srv.tcpPort}}, Verdict: policy.VerdictAllow}
+		if err := d.Sync(as(tp.idA, also), tp.ifaces(), nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Sync(as(idC, also), tp.ifaces(), nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := echoOnce(conn, "after"); err != nil {
+			t.Fatalf("flow of a peer whose new identity is allowed broke: %v", err)
+		}
+	})
+	t.Run("a denied identity cuts the flow", func(t *testing.T) {
+		if err := d.Sync(as(tp.idA), tp.ifaces(), nil); err != nil {
+			t.Fatal(err)
+		}
+		conn, err := dialTCP(tp.a, dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if err := echoOnce(conn, "before"); err != nil {
+			t.Fatal(err)
+		}
+		// Same entries for b (no revision bump), a's address now idC.
+		if err := d.Sync(as(idC), tp.ifaces(), nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := echoOnce(conn, "after"); err == nil {
+			t.Fatal("tracked flow still passes after its peer's identity lost its allow")
+		}
+		events.waitFor(t, "drop after the identity change", func(ev Event) bool {
+			return ev.Kind == EventDrop && ev.Reason == DropPolicyDenied && ev.Dst.Port() == srv.tcpPort && ev.SrcIdentity == idC
+		})
 	})
 }
