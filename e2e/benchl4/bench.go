@@ -52,9 +52,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (rep *Report, err er
 }
 
 // measureSize measures n rules, Rounds times. Within a round each workload
-// runs in scenarios a, b and c back to back (reversed in odd rounds, to
-// cancel drift), so each ratio compares measurements seconds apart; then
-// the policy replacement is timed. Rounds merge into medians.
+// runs in a palindrome of its scenarios, a b c c b a (c is left out for
+// UDP), and each scenario's two runs are averaged: a drift that is linear
+// over the round then weighs on every scenario alike, and each ratio
+// compares measurements seconds apart. Then the policy replacement is
+// timed. Rounds merge into medians (of each round's own ratios for b/a and
+// c/a).
 func (e *env) measureSize(ctx context.Context, n int) (SizeResult, error) {
 	rules, err := RuleSet(n, 0)
 	if err != nil {
@@ -66,21 +69,22 @@ func (e *env) measureSize(ctx context.Context, n int) (SizeResult, error) {
 	}
 	var rounds []SizeResult
 	for r := range e.cfg.Rounds {
-		order := []string{"a", "b", "c"}
-		if r%2 == 1 {
-			slices.Reverse(order)
-		}
 		cur := newSizeResult(n)
 		for _, wl := range []string{"http", "tcp", "udp"} {
-			for _, sc := range order {
-				if wl == "udp" && sc == "c" {
-					continue // 64-byte UDP compares a and b only
-				}
+			order := []string{"a", "b", "c"}
+			if wl == "udp" {
+				order = order[:2] // 64-byte UDP compares a and b only
+			}
+			runs := newSizeResult(n)
+			for _, sc := range palindrome(order) {
 				e.log.Info("measuring", "rules", n, "round", r+1, "workload", wl, "scenario", scenarioNames[sc])
-				if err := e.measureOne(ctx, sc, wl, &cur, rules); err != nil {
+				one := newSizeResult(n)
+				if err := e.measureOne(ctx, sc, wl, &one, rules); err != nil {
 					return MergeRounds(n, append(rounds, cur)), fmt.Errorf("%s in scenario %s (%s), round %d: %w", wl, sc, scenarioNames[sc], r+1, err)
 				}
+				runs.addRun(one)
 			}
+			cur.addMean(runs, 2)
 		}
 		if err := e.timeReplace(&cur, rules, alt); err != nil {
 			return MergeRounds(n, append(rounds, cur)), fmt.Errorf("round %d: %w", r+1, err)
@@ -88,6 +92,15 @@ func (e *env) measureSize(ctx context.Context, n int) (SizeResult, error) {
 		rounds = append(rounds, cur)
 	}
 	return MergeRounds(n, rounds), nil
+}
+
+// palindrome returns s followed by s reversed: a b c → a b c c b a.
+func palindrome(s []string) []string {
+	out := slices.Clone(s)
+	for i := len(s) - 1; i >= 0; i-- {
+		out = append(out, s[i])
+	}
+	return out
 }
 
 var scenarioNames = map[string]string{"a": "no policy", "b": "moat", "c": "iptables"}

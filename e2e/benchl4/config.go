@@ -27,26 +27,26 @@ type Config struct {
 	// ReplaceRepeats is how many times a policy replacement is timed (the
 	// median is reported).
 	ReplaceRepeats int
-	// Rounds repeats every measurement per size (scenarios a, b, c back to
-	// back per workload, every other round in reverse order, to cancel
-	// drift). Rates are reported as medians over the rounds, b/a and c/a as
-	// medians of each round's own ratio, with their min–max.
+	// Rounds repeats every measurement per size (per workload the
+	// scenarios run as a palindrome, a b c c b a, to cancel drift). Rates
+	// are reported as medians over the rounds, b/a and c/a as medians of
+	// each round's own ratio, with their min–max.
 	Rounds int
 }
 
-// DefaultConfig is a full run: about eight minutes on 2 vCPUs (a round of
-// one size is about 50 s: eight 5 s measurements, three 2 s cost runs and
-// set-up; 2 sizes × 5 rounds).
+// DefaultConfig is a full run: about ten minutes on 2 vCPUs (a round of one
+// size is about 75 s: sixteen 3 s measurements, six 2 s cost runs and
+// set-up; 2 sizes × 4 rounds).
 func DefaultConfig() Config {
 	return Config{
-		Duration:       5 * time.Second,
+		Duration:       3 * time.Second,
 		Rules:          []int{1000, 10000},
 		WrkThreads:     2,
 		WrkConns:       32,
 		PinRoot:        "/sys/fs/bpf/moat-bench",
 		NetnsPrefix:    "mbench-",
 		ReplaceRepeats: 5,
-		Rounds:         5,
+		Rounds:         4,
 	}
 }
 

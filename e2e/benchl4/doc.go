@@ -15,11 +15,12 @@
 // request), iperf3 TCP throughput and 64-byte UDP packets/s. It also reports
 // the programs' cost per packet (BPF run-time statistics) and the time a Sync
 // takes to replace an N-entry policy with another (until the new policy is
-// enforced, one replacement at a time). Each workload runs in a, b and c
-// back to back, in several rounds (reversed every other round): rates are
-// medians over the rounds, and b/a, c/a the median of each round's own
-// ratio, so that every ratio compares measurements taken seconds apart; the
-// spread of b/a over the rounds is shown. The report is a table of
+// enforced, one replacement at a time). In each of several rounds a
+// workload runs in its scenarios as a palindrome, a b c c b a, and each
+// scenario's two runs are averaged, so that a drift over the round weighs
+// on every scenario alike; rates are medians over the rounds, and b/a, c/a
+// the median of each round's own ratio; the spread of b/a over the rounds
+// is shown. The report is a table of
 // absolute numbers and ratios (b/a, c/a) with PASS/MISS against the goals;
 // -json writes the same as JSON. Goals never fail the run: a shared machine
 // is noisy and only ratios measured side by side mean anything.

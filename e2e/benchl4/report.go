@@ -358,7 +358,7 @@ func standardNotes() []string {
 		"moat's plan: the server's ingress holds the N entries across 1,000 identities (ipcache has all 1,000 addresses); the client's egress allows the 3 flows to the server",
 		"ns/packet = from_endpoint + to_endpoint ns per run during that (b) workload (a forwarded packet passes one of each); http is dominated by new connections (policy lookup path), udp is one flow (conntrack hit path); measured in a separate 2 s run with BPF run-time stats on (the throughput runs have them off)",
 		"udp is iperf3 -u -l 64 -b 0 (64-byte payload); kpps counts what the server received",
-		"b/a and c/a are medians of per-round paired ratios: within a round each workload runs in a, b and c back to back (order reversed every other round), each round's ratio compares those neighbours, and the median is taken over the rounds; b/a range is the lowest and highest round's ratio (count in brackets); a, b and c are the medians of the rates, so b/a need not equal b divided by a",
+		"b/a and c/a are medians of per-round paired ratios: within a round each workload runs in its scenarios as a palindrome, a b c c b a, each scenario's two runs are averaged and each round's ratio compares those averages, and the median is taken over the rounds; b/a range is the lowest and highest round's ratio (count in brackets); a, b and c are the medians of the rates, so b/a need not equal b divided by a",
 		"shared, noisy machine: compare ratios measured side by side, not absolute numbers across runs",
 	}
 }

@@ -15,6 +15,61 @@ func newSizeResult(n int) SizeResult {
 	}
 }
 
+// addRun adds one run's results to r: rates and counts are summed per
+// scenario (addMean divides the rates), iptables load times and program
+// costs are collected.
+func (r *SizeResult) addRun(one SizeResult) {
+	for sc, v := range one.HTTP {
+		w := r.HTTP[sc]
+		w.RequestsPerSec += v.RequestsPerSec
+		w.Requests += v.Requests
+		w.SocketErrors += v.SocketErrors
+		w.Non2xx += v.Non2xx
+		r.HTTP[sc] = w
+	}
+	for sc, v := range one.TCP {
+		t := r.TCP[sc]
+		t.BitsPerSecond += v.BitsPerSecond
+		r.TCP[sc] = t
+	}
+	for sc, v := range one.UDP {
+		u := r.UDP[sc]
+		u.BitsPerSecond += v.BitsPerSecond
+		u.PacketsPerSecond += v.PacketsPerSecond
+		u.LostPercent += v.LostPercent
+		r.UDP[sc] = u
+	}
+	r.IptablesLoadAll = append(r.IptablesLoadAll, one.IptablesLoadAll...)
+	for wl, c := range one.Prog {
+		if prev, ok := r.Prog[wl]; ok {
+			c = mergeCosts([]ProgCost{prev, c})
+		}
+		r.Prog[wl] = c
+	}
+}
+
+// addMean adds the per-scenario sums of runs, divided by the runs each
+// scenario had, to r (the counts stay sums).
+func (r *SizeResult) addMean(runs SizeResult, per int) {
+	d := float64(per)
+	for sc, w := range runs.HTTP {
+		w.RequestsPerSec /= d
+		r.HTTP[sc] = w
+	}
+	for sc, t := range runs.TCP {
+		t.BitsPerSecond /= d
+		r.TCP[sc] = t
+	}
+	for sc, u := range runs.UDP {
+		u.BitsPerSecond /= d
+		u.PacketsPerSecond /= d
+		u.LostPercent /= d
+		r.UDP[sc] = u
+	}
+	r.IptablesLoadAll = append(r.IptablesLoadAll, runs.IptablesLoadAll...)
+	maps.Copy(r.Prog, runs.Prog)
+}
+
 // MergeRounds combines the rounds of one size: medians of the rates and
 // costs, sums of the counts, every replacement timing. Raw keeps each
 // round's headline numbers ("http/a" → req/s per round, …); Paired keeps

@@ -125,3 +125,43 @@ func TestMergeRoundsPaired(t *testing.T) {
 		t.Errorf("paired udp/b/a after JSON = %v, want %v", back.Paired["udp/b/a"], got.Paired["udp/b/a"])
 	}
 }
+
+func TestPalindrome(t *testing.T) {
+	if got := palindrome([]string{"a", "b", "c"}); !slices.Equal(got, []string{"a", "b", "c", "c", "b", "a"}) {
+		t.Fatalf("palindrome(a b c) = %v", got)
+	}
+	if got := palindrome([]string{"a", "b"}); !slices.Equal(got, []string{"a", "b", "b", "a"}) {
+		t.Fatalf("palindrome(a b) = %v", got)
+	}
+}
+
+// A round's two runs per scenario average into one value per scenario, and
+// a drift that is linear over the palindrome cancels out of b/a.
+func TestRunsAverageOverPalindrome(t *testing.T) {
+	runs := newSizeResult(10)
+	// a b c c b a with throughput drifting up by 100 per slot and b 10 %
+	// slower than a at the same moment.
+	base := []float64{1000, 1100, 1200, 1300, 1400, 1500}
+	for i, sc := range palindrome([]string{"a", "b", "c"}) {
+		v := base[i]
+		if sc == "b" {
+			v *= 0.9
+		}
+		one := newSizeResult(10)
+		one.HTTP[sc] = WrkResult{RequestsPerSec: v, Requests: 1}
+		one.TCP[sc] = IperfResult{BitsPerSecond: v}
+		runs.addRun(one)
+	}
+	cur := newSizeResult(10)
+	cur.addMean(runs, 2)
+	a, b := cur.HTTP["a"].RequestsPerSec, cur.HTTP["b"].RequestsPerSec
+	if a != 1250 || math.Abs(b/a-0.9) > 1e-9 {
+		t.Fatalf("a = %v, b/a = %v; want 1250 and 0.9 exactly", a, b/a)
+	}
+	if cur.HTTP["c"].Requests != 2 {
+		t.Fatalf("requests of c = %d, want the sum of both runs (2)", cur.HTTP["c"].Requests)
+	}
+	if got := cur.TCP["b"].BitsPerSecond / cur.TCP["a"].BitsPerSecond; math.Abs(got-0.9) > 1e-9 {
+		t.Fatalf("tcp b/a = %v, want 0.9", got)
+	}
+}
