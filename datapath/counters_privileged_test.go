@@ -5,13 +5,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/moatnet/moat/internal/testutil"
 	"github.com/moatnet/moat/policy"
 )
 
 // TestPrivilegedCounters checks the endpoint and rule counters (per-CPU
 // array slots) through BPF_PROG_TEST_RUN on the loopback device, and that a
-// slot or rule index handed out again starts from zero.
+// slot or rule index handed out again, or left with counts by an earlier
+// agent, starts from zero.
 func TestPrivilegedCounters(t *testing.T) {
 	testutil.Privileged(t)
 	d := openTestDatapath(t, testPinRoot(t))
@@ -53,8 +55,24 @@ func TestPrivilegedCounters(t *testing.T) {
 	}
 
 	t.Run("allowed and dropped packets", func(t *testing.T) {
+		// Counts an earlier agent may have left in an index that no
+		// rule holds: the rule that takes it must start from zero.
+		ncpu, err := ebpf.PossibleCPU()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stale := make([]moatRuleStats, ncpu)
+		for i := range stale {
+			stale[i] = moatRuleStats{Packets: 7, Bytes: 700}
+		}
+		if err := d.objs.MoatRuleStats.Put(uint32(1), stale); err != nil {
+			t.Fatal(err)
+		}
 		if err := d.Sync(planFor(5201), ifaces, nil); err != nil {
 			t.Fatal(err)
+		}
+		if idx := ruleOf(t, 5201); idx != 1 {
+			t.Fatalf("first rule took index %d, want 1 (the stale one)", idx)
 		}
 		n := run(t, 5201, 0)
 		run(t, 5201, 0)

@@ -22,7 +22,12 @@ type syncState struct {
 	gen       uint32 // moat_generation as last published
 	// dirtyRules holds rule indices freed since their counters were last
 	// zeroed; no new rule takes them until scrubRules has zeroed them.
-	dirtyRules map[uint32]bool
+	// scrubbedRules holds free indices known to be zero, which a new rule
+	// takes as they are; any other free index (never used by this
+	// process: an earlier agent may have left counts in it) is zeroed
+	// when a rule takes it.
+	dirtyRules    map[uint32]bool
+	scrubbedRules map[uint32]bool
 	// misplaced holds trie entries that belong in the hash map, left by
 	// an agent version that kept every entry in the trie; the next Sync
 	// writes their replacements into the hash and then deletes them.
@@ -43,6 +48,7 @@ func (s *syncState) load(objs *moatObjects) error {
 	s.ruleInfo = map[uint32]RuleInfo{}
 	s.owed = map[dirKey]bool{}
 	s.dirtyRules = map[uint32]bool{}
+	s.scrubbedRules = map[uint32]bool{}
 	s.nextRev = 1
 	zero := uint32(0)
 	if err := objs.MoatGeneration.Lookup(&zero, &s.gen); err != nil {
@@ -119,13 +125,6 @@ func (s *syncState) load(objs *moatObjects) error {
 	if err := ihit.Err(); err != nil {
 		return fmt.Errorf("read ipcache host map: %w", err)
 	}
-	// An earlier agent may have freed indices without zeroing them: every
-	// index no adopted rule holds is zeroed before its first use.
-	for idx := uint32(1); idx < ruleSlots; idx++ {
-		if _, ok := s.ruleInfo[idx]; !ok {
-			s.dirtyRules[idx] = true
-		}
-	}
 	return nil
 }
 
@@ -168,11 +167,13 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 	o := &d.objs
 
 	// Rule indices: stable per (endpoint, direction, L4 key); a new rule
-	// takes the lowest index that no current rule holds and whose counters
-	// are zero (freed indices are zeroed after the Sync, see scrubRules).
+	// takes the lowest index that no current rule holds and that is not
+	// waiting to be zeroed (freed indices are zeroed after the Sync, see
+	// scrubSoon), zeroing it first unless it is known to be zero.
 	if err := d.ensureCleanRules(want); err != nil {
 		return fmt.Errorf("sync datapath: %w", err)
 	}
+	var freshRules []uint32
 	liveRules := map[RuleKey]uint32{}
 	ruleAlloc := newLowestFree(ruleSlots - 1)
 	for _, idx := range s.rules {
@@ -188,12 +189,20 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 				if idx, ok = ruleAlloc.take(); !ok {
 					return fmt.Errorf("sync datapath: allocate rule index: all %d in use", ruleSlots-1)
 				}
+				if s.scrubbedRules[idx] {
+					delete(s.scrubbedRules, idx)
+				} else {
+					freshRules = append(freshRules, idx)
+				}
 			}
 			liveRules[de.Rule] = idx
 			s.ruleInfo[idx] = RuleInfo{Endpoint: want.Endpoints[de.Rule.Endpoint].Endpoint, RuleKey: de.Rule, Entry: de.Entry}
 		}
 		de.Value.Rule = idx
 		want.Policy[k] = de
+	}
+	if err := zeroCounters[moatRuleStats](o.MoatRuleStats, freshRules); err != nil {
+		return fmt.Errorf("sync datapath: %w", err)
 	}
 
 	slots, err := d.assignSlots(want)
@@ -355,9 +364,9 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 	return nil
 }
 
-// ensureCleanRules zeroes the freed rule indices now when the clean ones
-// left cannot hold want's new rules (normally freed indices are zeroed in
-// the background after the Sync that freed them).
+// ensureCleanRules zeroes the freed rule indices now when the free indices
+// not waiting to be zeroed cannot hold want's new rules (normally freed
+// indices are zeroed in the background after the Sync that freed them).
 func (d *Datapath) ensureCleanRules(want *MapState) error {
 	s := &d.state
 	if len(s.dirtyRules) == 0 {
@@ -388,6 +397,9 @@ func (d *Datapath) scrubRules() error {
 	}
 	if err := zeroCounters[moatRuleStats](d.objs.MoatRuleStats, idxs); err != nil {
 		return fmt.Errorf("zero the counters of freed rules: %w", err)
+	}
+	for _, idx := range idxs {
+		s.scrubbedRules[idx] = true
 	}
 	clear(s.dirtyRules)
 	return nil
@@ -433,6 +445,7 @@ func (d *Datapath) scrubSoon() {
 		}
 		for _, idx := range idxs {
 			delete(d.state.dirtyRules, idx)
+			d.state.scrubbedRules[idx] = true
 		}
 		d.scrubSoon() // indices freed meanwhile
 	}()
