@@ -112,7 +112,9 @@ func (s *Server) Run(ctx context.Context) error {
 	eg, egCtx := errgroup.WithContext(ctx)
 	for _, ln := range listeners {
 		eg.Go(func() error {
-			if err := gs.Serve(ln); err != nil {
+			// ErrServerStopped: ctx ended before this Serve began (Serve
+			// then closes ln itself); a normal end, like a later stop.
+			if err := gs.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 				return fmt.Errorf("serve xds on %s: %w", ln.Addr(), err)
 			}
 			return nil

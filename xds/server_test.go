@@ -410,7 +410,12 @@ func TestSocket(t *testing.T) {
 		}
 		ln.SetUnlinkOnClose(false)
 		ln.Close()
+		// Stopping right after Ready may come before Serve starts: still
+		// a clean end, and the socket is still removed.
 		runUntilReady(t, path, func() {})
+		if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("socket left behind after Run: %v", err)
+		}
 	})
 	tests := []struct {
 		name   string
