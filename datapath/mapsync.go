@@ -26,8 +26,11 @@ type syncState struct {
 	// takes as they are; any other free index (never used by this
 	// process: an earlier agent may have left counts in it) is zeroed
 	// when a rule takes it.
-	dirtyRules    map[uint32]bool
-	scrubbedRules map[uint32]bool
+	// scrubbingRules are the dirty indices that the background scrub is
+	// zeroing right now (without d.mu); they stay dirty until it is done.
+	dirtyRules     map[uint32]bool
+	scrubbedRules  map[uint32]bool
+	scrubbingRules map[uint32]bool
 	// misplaced holds trie entries that belong in the hash map, left by
 	// an agent version that kept every entry in the trie; the next Sync
 	// writes their replacements into the hash and then deletes them.
@@ -49,6 +52,7 @@ func (s *syncState) load(objs *moatObjects) error {
 	s.owed = map[dirKey]bool{}
 	s.dirtyRules = map[uint32]bool{}
 	s.scrubbedRules = map[uint32]bool{}
+	s.scrubbingRules = map[uint32]bool{}
 	s.nextRev = 1
 	zero := uint32(0)
 	if err := objs.MoatGeneration.Lookup(&zero, &s.gen); err != nil {
@@ -393,15 +397,17 @@ func (d *Datapath) scrubRules() error {
 	}
 	idxs := make([]uint32, 0, len(s.dirtyRules))
 	for idx := range s.dirtyRules {
-		idxs = append(idxs, idx)
+		if !s.scrubbingRules[idx] { // the background scrub finishes those
+			idxs = append(idxs, idx)
+		}
 	}
 	if err := zeroCounters[moatRuleStats](d.objs.MoatRuleStats, idxs); err != nil {
 		return fmt.Errorf("zero the counters of freed rules: %w", err)
 	}
 	for _, idx := range idxs {
+		delete(s.dirtyRules, idx)
 		s.scrubbedRules[idx] = true
 	}
-	clear(s.dirtyRules)
 	return nil
 }
 
@@ -426,6 +432,7 @@ func (d *Datapath) scrubSoon() {
 		idxs := make([]uint32, 0, len(d.state.dirtyRules))
 		for idx := range d.state.dirtyRules {
 			idxs = append(idxs, idx)
+			d.state.scrubbingRules[idx] = true
 		}
 		closed := d.closed
 		d.mu.Unlock()
@@ -436,6 +443,9 @@ func (d *Datapath) scrubSoon() {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		d.scrubbing = false
+		for _, idx := range idxs {
+			delete(d.state.scrubbingRules, idx)
+		}
 		if closed {
 			return
 		}
