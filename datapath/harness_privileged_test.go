@@ -66,6 +66,16 @@ func (tp *twoPods) ifaces() map[EndpointKey]int {
 	}
 }
 
+// attach attaches d's programs to both pods' host veths.
+func (tp *twoPods) attach(t *testing.T, d *Datapath) {
+	t.Helper()
+	for _, idx := range []int{tp.a.HostIfIndex, tp.b.HostIfIndex} {
+		if err := d.Attach(idx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // plan builds a Plan for pods a and b with the given direction plans.
 func (tp *twoPods) plan(aEgress, bIngress policy.DirectionPlan) *policy.Plan {
 	return &policy.Plan{

@@ -46,11 +46,7 @@ func TestPrivilegedPolicyReplace(t *testing.T) {
 	if err := d.Sync(tp.plan(policy.DirectionPlan{}, allowTCP(tp.idA, srv.tcpPort)), tp.ifaces(), nil); err != nil {
 		t.Fatal(err)
 	}
-	for _, idx := range []int{tp.a.HostIfIndex, tp.b.HostIfIndex} {
-		if err := d.Attach(idx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	tp.attach(t, d)
 	conn, err := dialTCP(tp.a, dst)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
@@ -141,11 +137,7 @@ func TestPrivilegedOlderPolicyLayout(t *testing.T) {
 	if it := d2.objs.MoatPolicy.Iterate(); it.Next(&tk, &tv) {
 		t.Fatalf("trie still holds %+v", tk)
 	}
-	for _, idx := range []int{tp.a.HostIfIndex, tp.b.HostIfIndex} {
-		if err := d2.Attach(idx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	tp.attach(t, d2)
 	if err := probeTCP(tp.a, dst); err != nil {
 		t.Fatalf("allowed port after migration: %v", err)
 	}
@@ -168,11 +160,7 @@ func TestPrivilegedRestartKeepsEnforcing(t *testing.T) {
 	if err := d1.Sync(plan, tp.ifaces(), nil); err != nil {
 		t.Fatal(err)
 	}
-	for _, idx := range []int{tp.a.HostIfIndex, tp.b.HostIfIndex} {
-		if err := d1.Attach(idx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	tp.attach(t, d1)
 	conn, err := dialTCP(tp.a, netip.AddrPortFrom(tp.b.Addr, srv.tcpPort))
 	if err != nil {
 		t.Fatalf("dial: %v", err)
@@ -225,11 +213,7 @@ func TestPrivilegedRestartKeepsEnforcing(t *testing.T) {
 	if err := d2.Sync(plan, tp.ifaces(), nil); err != nil {
 		t.Fatal(err)
 	}
-	for _, idx := range []int{tp.a.HostIfIndex, tp.b.HostIfIndex} {
-		if err := d2.Attach(idx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	tp.attach(t, d2)
 	t.Logf("restart: closed after %v, reopened after %v, synced after %v", tClosed, tOpened, time.Since(t0))
 	// A few more pings after the swap, then stop.
 	for range 20 {

@@ -168,11 +168,7 @@ func TestPrivilegedRecheckIdentityChange(t *testing.T) {
 	if err := d.Sync(as(tp.idA), tp.ifaces(), nil); err != nil {
 		t.Fatal(err)
 	}
-	for _, idx := range []int{tp.a.HostIfIndex, tp.b.HostIfIndex} {
-		if err := d.Attach(idx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	tp.attach(t, d)
 
 	t.Run("another allowed identity keeps the flow", func(t *testing.T) {
 		conn, err := dialTCP(tp.a, dst)
