@@ -161,6 +161,21 @@ func dialTCP(pod *testutil.Pod, dst netip.AddrPort) (net.Conn, error) {
 	return c, err
 }
 
+// establish opens a TCP flow from pod to dst, proves it with one echo and
+// closes it when the test ends.
+func establish(t *testing.T, pod *testutil.Pod, dst netip.AddrPort) net.Conn {
+	t.Helper()
+	conn, err := dialTCP(pod, dst)
+	if err != nil {
+		t.Fatalf("dial %s: %v", dst, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if err := echoOnce(conn, "before"); err != nil {
+		t.Fatalf("echo on a new flow to %s: %v", dst, err)
+	}
+	return conn
+}
+
 func echoOnce(c net.Conn, msg string) error {
 	if err := c.SetDeadline(time.Now().Add(probeTimeout)); err != nil {
 		return err

@@ -171,14 +171,7 @@ func TestPrivilegedRecheckIdentityChange(t *testing.T) {
 	tp.attach(t, d)
 
 	t.Run("another allowed identity keeps the flow", func(t *testing.T) {
-		conn, err := dialTCP(tp.a, dst)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		if err := echoOnce(conn, "before"); err != nil {
-			t.Fatal(err)
-		}
+		conn := establish(t, tp.a, dst)
 		also := policy.Entry{L4Key: policy.L4Key{Identity: idC, Proto: policy.ProtoTCP, Ports: policy.PortRange{From: srv.tcpPort, To: srv.tcpPort}}, Verdict: policy.VerdictAllow}
 		if err := d.Sync(as(tp.idA, also), tp.ifaces(), nil); err != nil {
 			t.Fatal(err)
@@ -194,14 +187,7 @@ func TestPrivilegedRecheckIdentityChange(t *testing.T) {
 		if err := d.Sync(as(tp.idA), tp.ifaces(), nil); err != nil {
 			t.Fatal(err)
 		}
-		conn, err := dialTCP(tp.a, dst)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		if err := echoOnce(conn, "before"); err != nil {
-			t.Fatal(err)
-		}
+		conn := establish(t, tp.a, dst)
 		// Same entries for b (no revision bump), a's address now idC.
 		if err := d.Sync(as(idC), tp.ifaces(), nil); err != nil {
 			t.Fatal(err)
