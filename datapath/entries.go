@@ -136,31 +136,32 @@ func checkDisjoint(plan *policy.Plan, ifaces map[EndpointKey]int) error {
 		if _, ok := ifaces[EndpointKey{Namespace: ep.Namespace, Name: ep.Name}]; !ok {
 			continue
 		}
-		seen := map[group][]policy.PortRange{}
+		seen := map[group][]policy.L4Key{}
 		for _, dir := range []policy.Direction{policy.Ingress, policy.Egress} {
 			for _, e := range ep.Direction(dir).Entries {
 				if e.Proto == policy.ProtoAny {
 					continue // one block; duplicates are caught as equal keys
 				}
 				g := group{dir, e.Identity, e.Proto}
-				for _, r := range seen[g] {
-					if overlaps(r, e.Ports) {
+				for _, k := range seen[g] {
+					if overlaps(k, e.L4Key) {
 						return fmt.Errorf("compute endpoint %s/%s %s: entries %s/%s/%s and %s overlap (the plan breaks the entry contract)",
-							ep.Namespace, ep.Name, dir, e.Identity, e.Proto, r, e.Ports)
+							ep.Namespace, ep.Name, dir, e.Identity, e.Proto, k.PortsString(), e.PortsString())
 					}
 				}
-				seen[g] = append(seen[g], e.Ports)
+				seen[g] = append(seen[g], e.L4Key)
 			}
 		}
 	}
 	return nil
 }
 
-func overlaps(a, b policy.PortRange) bool {
-	if a.All() || b.All() {
+// overlaps reports whether the ranges of two keys of one protocol share a port.
+func overlaps(a, b policy.L4Key) bool {
+	if a.AllPorts() || b.AllPorts() {
 		return true
 	}
-	return a.From <= b.To && b.From <= a.To
+	return a.Ports.From <= b.Ports.To && b.Ports.From <= a.Ports.To
 }
 
 func idString(id policy.ID) string {
@@ -179,19 +180,16 @@ func flagFor(dir policy.Direction, ingress, egress uint32) uint32 {
 
 func addEntry(st *MapState, ep uint32, dir policy.Direction, e policy.Entry, proxies ProxyPorts) error {
 	if e.Verdict == policy.VerdictNone || e.Verdict > policy.VerdictDeny {
-		return fmt.Errorf("entry %s/%s/%s: invalid verdict %d", e.Identity, e.Proto, e.Ports, e.Verdict)
+		return fmt.Errorf("entry %s/%s/%s: invalid verdict %d", e.Identity, e.Proto, e.PortsString(), e.Verdict)
 	}
 	val := PolicyValue{Verdict: e.Verdict}
 	if e.Verdict == policy.VerdictRedirect {
 		val.L7 = e.L7
 		val.ProxyPort = proxies[ProxyKey{Direction: dir, L7: e.L7}]
 	}
-	ranges := []PortPrefix{{}}
-	if e.Proto != policy.ProtoAny {
-		ranges = PortPrefixes(e.Ports)
-		if len(ranges) == 0 {
-			return fmt.Errorf("entry %s/%s: empty port range %d-%d", e.Identity, e.Proto, e.Ports.From, e.Ports.To)
-		}
+	ranges := PortBlocks(e.L4Key)
+	if len(ranges) == 0 {
+		return fmt.Errorf("entry %s/%s: empty port range %d-%d", e.Identity, e.Proto, e.Ports.From, e.Ports.To)
 	}
 	rk := RuleKey{Endpoint: ep, Direction: dir, L4Key: e.L4Key}
 	for _, pp := range ranges {
@@ -213,7 +211,7 @@ func (st *MapState) Format() string {
 	}
 	for k, v := range st.Policy {
 		lines = append(lines, fmt.Sprintf("policy %s -> %s l7=%s proxy=%d rule=%s/%s/%s",
-			k, v.Value.Verdict, v.Value.L7, v.Value.ProxyPort, idString(v.Rule.Identity), v.Rule.Proto, v.Rule.Ports))
+			k, v.Value.Verdict, v.Value.L7, v.Value.ProxyPort, idString(v.Rule.Identity), v.Rule.Proto, v.Rule.PortsString()))
 	}
 	for p, id := range st.IPCache {
 		lines = append(lines, fmt.Sprintf("ipcache %s -> %s", p, id))

@@ -28,6 +28,8 @@ func samplePlan() *policy.Plan {
 					{L4Key: policy.L4Key{Proto: policy.ProtoUDP, Ports: policy.PortRange{From: 53, To: 53}}, Verdict: policy.VerdictRedirect, L7: policy.L7DNS},
 					{L4Key: policy.L4Key{Identity: policy.IDLocalFlag | 1, Proto: policy.ProtoTCP, Ports: policy.PortRange{From: 443, To: 443}}, Verdict: policy.VerdictAllow},
 					{L4Key: policy.L4Key{Proto: policy.ProtoICMP, Ports: policy.PortRange{From: 8, To: 8}}, Verdict: policy.VerdictAllow},
+					// Type 0 (echo reply) is one type, not every type.
+					{L4Key: policy.L4Key{Proto: policy.ProtoICMP, Ports: policy.PortRange{From: 0, To: 0}}, Verdict: policy.VerdictAllow},
 				}},
 			},
 			{Namespace: "default", Name: "unattached", Identity: 302},

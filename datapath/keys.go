@@ -84,12 +84,27 @@ func (p PortPrefix) Contains(port uint16) bool {
 // String renders "80/16".
 func (p PortPrefix) String() string { return fmt.Sprintf("%d/%d", p.Port, p.Bits) }
 
+// PortBlocks returns the blocks of k's entry: one block of 0 bits when it
+// covers every port (ProtoAny, or {0,0} for a port protocol), else the
+// blocks of its range. An ICMP range is taken as it is: {0,0} is type 0.
+func PortBlocks(k policy.L4Key) []PortPrefix {
+	if k.AllPorts() {
+		return []PortPrefix{{}}
+	}
+	return rangeBlocks(k.Ports)
+}
+
 // PortPrefixes splits an inclusive port range into the fewest prefix-aligned
 // blocks that cover exactly the range. An All() range is one block of 0 bits.
 func PortPrefixes(r policy.PortRange) []PortPrefix {
 	if r.All() {
 		return []PortPrefix{{}}
 	}
+	return rangeBlocks(r)
+}
+
+// rangeBlocks splits r, taken literally, into prefix-aligned blocks.
+func rangeBlocks(r policy.PortRange) []PortPrefix {
 	lo, hi := uint32(r.From), uint32(r.To)
 	if hi < lo {
 		return nil

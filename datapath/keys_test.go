@@ -131,6 +131,17 @@ func TestPolicyHashKey(t *testing.T) {
 			}
 		}
 	})
+	t.Run("ICMP type 0 is one block, every TCP port is all", func(t *testing.T) {
+		if got := PortBlocks(policy.L4Key{Proto: policy.ProtoICMP}); len(got) != 1 || got[0] != (PortPrefix{0, 16}) {
+			t.Fatalf("ICMP type 0 blocks = %v, want [0/16]", got)
+		}
+		if got := PortBlocks(policy.L4Key{Proto: policy.ProtoTCP}); len(got) != 1 || got[0] != (PortPrefix{}) {
+			t.Fatalf("TCP every-port blocks = %v, want [0/0]", got)
+		}
+		if got := PortBlocks(policy.L4Key{Proto: policy.ProtoAny, Ports: policy.PortRange{From: 80, To: 80}}); len(got) != 1 || got[0] != (PortPrefix{}) {
+			t.Fatalf("ANY blocks = %v, want [0/0]", got)
+		}
+	})
 	t.Run("port 0 and every port differ", func(t *testing.T) {
 		one := PolicyKey{Proto: policy.ProtoICMP, Ports: PortPrefix{0, 16}}.hashKey()
 		all := PolicyKey{Proto: policy.ProtoICMP}.hashKey()

@@ -98,7 +98,7 @@ func TestPrivilegedTrafficPolicy(t *testing.T) {
 			name: "deny entry wins without enforcement",
 			bIngress: func(s *echoServer) policy.DirectionPlan {
 				return policy.DirectionPlan{Entries: []policy.Entry{
-					{L4Key: policy.L4Key{Identity: tp.idA, Proto: policy.ProtoICMP}, Verdict: policy.VerdictDeny},
+					{L4Key: policy.L4Key{Identity: tp.idA, Proto: policy.ProtoICMP, Ports: policy.PortRange{From: 8, To: 8}}, Verdict: policy.VerdictDeny},
 					{L4Key: policy.L4Key{Proto: policy.ProtoAny}, Verdict: policy.VerdictAllow},
 				}}
 			},

@@ -217,6 +217,24 @@ spec:
 			tcp("c", "b", 8080, true), icmp("w1", "b", false), icmp("host", "b", false),
 		},
 	},
+	{
+		// ICMP type 0 is echo reply, one type: it must not read as "every
+		// type" (the way port 0 means every port), so an echo request from
+		// a is dropped while c's echo requests pass.
+		name: "ICMP echo reply only",
+		policy: cnp + `metadata: {name: b-icmp-reply}
+spec:
+  endpointSelector: {matchLabels: {app: b}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: a}}]
+    icmps: [{fields: [{type: EchoReply, family: IPv4}]}]
+  - fromEndpoints: [{matchLabels: {app: c}}]
+    icmps: [{fields: [{type: 0, family: IPv4}, {type: EchoRequest, family: IPv4}]}]
+`,
+		cases: []trafficCase{
+			icmp("a", "b", false), icmp("c", "b", true), tcp("a", "b", 8080, false),
+		},
+	},
 }
 
 // deniedTimeout is how long a probe waits before it calls a packet dropped.

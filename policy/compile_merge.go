@@ -144,7 +144,7 @@ func appendProtoEntries(out []Entry, x ID, specs []specRef) []Entry {
 // outputRange turns an internal range into the Plan's form: every port is
 // {0, 0}.
 func outputRange(proto Protocol, r PortRange) PortRange {
-	if proto == ProtoICMP || proto == ProtoICMPv6 {
+	if proto.IsICMP() {
 		return r
 	}
 	if r.From <= 1 && r.To == 65535 {

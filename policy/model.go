@@ -125,6 +125,9 @@ const (
 	ProtoSCTP   Protocol = 132
 )
 
+// IsICMP reports whether p is ICMP or ICMPv6, whose "port" is the ICMP type.
+func (p Protocol) IsICMP() bool { return p == ProtoICMP || p == ProtoICMPv6 }
+
 // String returns the protocol's name as policies spell it.
 func (p Protocol) String() string {
 	switch p {
@@ -145,7 +148,8 @@ func (p Protocol) String() string {
 }
 
 // PortRange is an inclusive port range; {0, 0} means every port. For ICMP
-// entries the "port" is the ICMP type.
+// entries the "port" is the ICMP type, and {0, 0} is type 0: ask the L4Key
+// (AllPorts, CoversPort), which knows the protocol, rather than All.
 type PortRange struct {
 	From uint16 `json:"from"`
 	To   uint16 `json:"to"`

@@ -67,18 +67,45 @@ func (k L7Kind) String() string {
 
 // L4Key is what the datapath looks up: the remote identity (IDAny for every
 // identity), protocol (ProtoAny for every protocol) and destination port
-// range ({0,0} for every port; for ICMP the ICMP type).
+// range ({0,0} for every port). For ICMP and ICMPv6 the range is one ICMP
+// type, {T,T}, and never "every type": {0,0} is type 0, echo reply.
 type L4Key struct {
 	Identity ID        `json:"identity"`
 	Proto    Protocol  `json:"proto"`
 	Ports    PortRange `json:"ports"`
 }
 
+// AllPorts reports whether k covers every port of its protocol: ProtoAny, or
+// a port protocol with the {0,0} range. An ICMP key never does.
+func (k L4Key) AllPorts() bool {
+	return k.Proto == ProtoAny || (!k.Proto.IsICMP() && k.Ports.All())
+}
+
+// CoversPort reports whether k's range holds port (the ICMP type for ICMP).
+func (k L4Key) CoversPort(port uint16) bool {
+	return k.AllPorts() || (port >= k.Ports.From && port <= k.Ports.To)
+}
+
+// PortsString renders k's range: "*" for every port, the ICMP type or types
+// for ICMP, else PortRange's form.
+func (k L4Key) PortsString() string {
+	if k.Proto.IsICMP() {
+		if k.Ports.From == k.Ports.To {
+			return itoa(int(k.Ports.From))
+		}
+		return itoa(int(k.Ports.From)) + "-" + itoa(int(k.Ports.To))
+	}
+	if k.AllPorts() {
+		return "*"
+	}
+	return k.Ports.String()
+}
+
 // Entry is one L4 entry of a direction's policy.
 //
 // Lookup semantics, which the datapath implements and Trace checks against:
 // an entry covers a packet (identity, proto, port) when its identity is IDAny
-// or equal, its proto is ProtoAny or equal, and its range contains the port.
+// or equal, its proto is ProtoAny or equal, and CoversPort(port) holds.
 // The verdict is the highest Verdict among the covering entries; if none
 // covers the packet it is dropped when the direction is Enforced and allowed
 // otherwise (deny entries apply either way).

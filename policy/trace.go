@@ -193,7 +193,7 @@ func traceDirection(ep *EndpointPlan, d Direction, remote ID, req TraceRequest) 
 	var best *Entry
 	for i := range dp.Entries {
 		e := &dp.Entries[i]
-		if (e.Identity == IDAny || e.Identity == remote) && (e.Proto == ProtoAny || e.Proto == req.Proto) && e.Ports.Contains(req.Port) {
+		if (e.Identity == IDAny || e.Identity == remote) && (e.Proto == ProtoAny || e.Proto == req.Proto) && e.CoversPort(req.Port) {
 			st.Entries = append(st.Entries, *e)
 			if best == nil || e.Verdict > best.Verdict {
 				best = e
@@ -282,7 +282,7 @@ func (r TraceResult) String() string {
 		fmt.Fprintf(&b, "  %s of %s (enforced=%v): %s\n", s.Direction, s.Endpoint, s.Enforced, s.Reason)
 		if s.Decisive != nil {
 			e := s.Decisive
-			fmt.Fprintf(&b, "    entry: identity %s %s/%s %s\n", e.Identity, e.Proto, e.Ports, e.Verdict)
+			fmt.Fprintf(&b, "    entry: identity %s %s/%s %s\n", e.Identity, e.Proto, e.PortsString(), e.Verdict)
 		}
 		if h := s.HTTP; h != nil {
 			fmt.Fprintf(&b, "    http: path %q (%s)", h.NormalizedPath, h.Action)
