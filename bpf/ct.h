@@ -15,10 +15,17 @@
 #define TCP_FLAG_RST 0x04
 #define TCP_FLAG_ACK 0x10
 
-/* now_sec reads the clock once per packet (the coarse clock: CT lifetimes are seconds). */
-static __always_inline __u64 now_sec(void)
+/*
+ * CT_TICK_SHIFT: CT times count ticks of 2^30 ns (about 1.07 s) of the
+ * coarse monotonic clock, a shift rather than a division per packet. The
+ * agent gives the lifetimes in ticks (datapath.ctTicks).
+ */
+#define CT_TICK_SHIFT 30
+
+/* ct_now reads the clock once per packet, in CT ticks. */
+static __always_inline __u64 ct_now(void)
 {
-	return bpf_ktime_get_coarse_ns() / 1000000000ULL;
+	return bpf_ktime_get_coarse_ns() >> CT_TICK_SHIFT;
 }
 
 /* generation returns the maps' current generation (see moat_generation). */

@@ -13,10 +13,10 @@
 volatile const __u32 events_rate = 1000; /* events per second per CPU; 0 = unlimited */
 volatile const __u32 events_burst = 200; /* token bucket depth per CPU */
 volatile const __u32 events_mask = (1 << EV_DROP) | (1 << EV_VERDICT) | (1 << EV_TO_PROXY);
-volatile const __u32 ct_lifetime_tcp = 21600;   /* established TCP, seconds */
-volatile const __u32 ct_lifetime_syn = 60;      /* TCP before a reply */
+volatile const __u32 ct_lifetime_tcp = 20117;   /* established TCP, CT ticks (see ct_now) */
+volatile const __u32 ct_lifetime_syn = 56;      /* TCP before a reply */
 volatile const __u32 ct_lifetime_closing = 10;  /* TCP after FIN/RST */
-volatile const __u32 ct_lifetime_other = 60;    /* UDP, ICMP, others */
+volatile const __u32 ct_lifetime_other = 56;    /* UDP, ICMP, others */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);

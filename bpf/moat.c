@@ -44,7 +44,7 @@ const struct event *const moat_event_type __attribute__((unused)) = 0;
 struct ctx {
 	struct pkt p;
 	struct event_info ev;
-	__u64 now; /* seconds, for CT lifetimes */
+	__u64 now; /* CT ticks (ct_now), for CT lifetimes */
 	__u32 ep_identity;
 	__u32 remote;
 	__u16 slot; /* the endpoint's counter slot; 0 until known */
@@ -241,7 +241,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return TC_ACT_OK;
 	c.p.key.direction = dir;
 	c.p.key.endpoint = ep;
-	c.now = now_sec();
+	c.now = ct_now();
 	gen = generation();
 
 	/*

@@ -194,7 +194,7 @@ struct ct_key {
 #define CT_F_ORIG_SWAPPED (1 << 7) /* its sender was the key's daddr side */
 
 struct ct_entry {
-	__u64 expires; /* seconds of bpf_ktime_get_ns */
+	__u64 expires; /* CT ticks of the coarse clock, see ct_now */
 	__u32 rule;
 	__u32 remote_identity;
 	__u32 revision;

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -109,10 +110,10 @@ func setVariables(spec *ebpf.CollectionSpec, cfg Config) error {
 		"events_rate":         cfg.EventsPerSecond,
 		"events_burst":        cfg.EventsBurst,
 		"events_mask":         mask,
-		"ct_lifetime_tcp":     uint32(cfg.CTLifetimeTCP.Seconds()),
-		"ct_lifetime_syn":     uint32(cfg.CTLifetimeSYN.Seconds()),
-		"ct_lifetime_closing": uint32(cfg.CTLifetimeClosing.Seconds()),
-		"ct_lifetime_other":   uint32(cfg.CTLifetimeOther.Seconds()),
+		"ct_lifetime_tcp":     ctTicks(cfg.CTLifetimeTCP),
+		"ct_lifetime_syn":     ctTicks(cfg.CTLifetimeSYN),
+		"ct_lifetime_closing": ctTicks(cfg.CTLifetimeClosing),
+		"ct_lifetime_other":   ctTicks(cfg.CTLifetimeOther),
 	}
 	for name, v := range vars {
 		vs, ok := spec.Variables[name]
@@ -174,4 +175,15 @@ func explainLoadError(err error) error {
 		return fmt.Errorf("load bpf programs: permission denied (needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON or root): %w", err)
 	}
 	return fmt.Errorf("load bpf programs: %w", err)
+}
+
+// ctTickShift is CT_TICK_SHIFT of bpf/ct.h: the programs count CT time in
+// ticks of 2^30 ns of the coarse clock.
+const ctTickShift = 30
+
+// ctTicks converts a CT lifetime to ticks, rounding up so that no flow
+// lives shorter than configured.
+func ctTicks(d time.Duration) uint32 {
+	const tick = int64(1) << ctTickShift
+	return uint32((d.Nanoseconds() + tick - 1) / tick)
 }
