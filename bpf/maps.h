@@ -78,6 +78,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } moat_generation SEC(".maps");
 
+/* Ports of fragmented datagrams, by their first fragment (see struct frag_key). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct frag_key);
+	__type(value, struct frag_val);
+	__uint(max_entries, 8192);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} moat_frags SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct ct_key);

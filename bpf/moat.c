@@ -18,8 +18,10 @@
  * client reconnects, and the new connection goes through the proxy);
  * otherwise it keeps its verdict.
  *
- * Non-first fragments have no ports and are not tracked: each is decided on
- * its own by the entries that cover every port (decide_fragment).
+ * A fragmented datagram's later fragments have no ports: they take those
+ * of its first fragment (frag.h) and are then policied like any packet of
+ * the flow. One whose first fragment was not seen is decided on its own by
+ * the entries that cover every port (decide_fragment).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -34,6 +36,7 @@
 #include "policy.h"
 #include "ct.h"
 #include "events.h"
+#include "frag.h"
 #include "proxy.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
@@ -131,6 +134,8 @@ static __always_inline __u32 ingress_proxy_hop(struct __sk_buff *skb, struct ctx
 /* redirect sends a packet of a redirected flow to the proxy. */
 static __always_inline int redirect(struct __sk_buff *skb, struct ctx *c, __u16 port, __u32 rule, int new_flow)
 {
+	if (c->p.frag_recalled)
+		return drop(c, DROP_UNSUPPORTED); /* a proxy socket cannot take a fragment */
 	if (port == 0)
 		return drop(c, DROP_PROXY_UNAVAILABLE);
 	if (c->dir == DIR_INGRESS) {
@@ -193,8 +198,8 @@ static __always_inline void from_ingress_proxy(struct policy_res *res, __u32 fro
 }
 
 /*
- * decide_fragment decides a non-first fragment, which has no ports and
- * matches no CT entry (fragments are not reassembled or tracked): an
+ * decide_fragment decides a non-first fragment whose first fragment was
+ * not seen, which has no ports and matches no CT entry: an
  * explicit deny for all ports of its protocol drops it, an entry that allows
  * every port passes it, and otherwise, where the direction is enforced, it
  * is dropped as unsupported. (A redirect cannot take a fragment either.)
@@ -241,6 +246,14 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return TC_ACT_OK;
 	c.p.key.direction = dir;
 	c.p.key.endpoint = ep;
+	if (ret == PARSE_OK) {
+		if (c.p.frag_first)
+			frag_remember(&c.p);
+		else if (c.p.fragment && frag_recall(&c.p)) {
+			c.p.fragment = 0;
+			c.p.frag_recalled = 1;
+		}
+	}
 	c.now = ct_now();
 	gen = generation();
 
@@ -362,6 +375,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			return redirect(skb, &c, ct->proxy_port, ct->rule, 0);
 		if (dir == DIR_EGRESS && (ct->flags & CT_F_TO_INGRESS_PROXY)) {
 			/* The destination's ingress proxy takes this flow. */
+			if (c.p.frag_recalled)
+				return drop(&c, DROP_UNSUPPORTED);
 			if (to_proxy(skb, &c.p, ct->proxy_port) < 0)
 				return drop(&c, DROP_PROXY_UNAVAILABLE);
 		}

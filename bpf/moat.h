@@ -73,8 +73,9 @@
                                  * tracked flow whose re-check now redirects) */
 #define DROP_MALFORMED 5        /* truncated or unparsable headers */
 #define DROP_NO_ENDPOINT 6      /* program attached to an unknown interface */
-#define DROP_UNSUPPORTED 7      /* a non-first fragment no all-ports entry allows, or an
-                                 * IPv6 extension header chain too long to follow */
+#define DROP_UNSUPPORTED 7      /* a non-first fragment whose first fragment was not seen and
+                                 * that no all-ports entry allows, a fragment of a proxied
+                                 * flow, or an IPv6 extension header chain too long to follow */
 
 /* Policy match types of a verdict. */
 #define MATCH_NONE 0
@@ -184,6 +185,28 @@ struct ct_key {
 	__u8 direction; /* 0 in moat_ct keys */
 	__u16 pad;
 	__u32 endpoint;
+};
+
+/*
+ * Fragment tracking: the first fragment of a fragmented datagram (offset 0,
+ * more fragments) leaves the datagram's ports in moat_frags under its
+ * (addresses, protocol, IP identification); the later fragments, which
+ * carry no L4 header, find them there and are policied as packets of that
+ * flow.
+ */
+struct frag_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u32 id; /* IPv4: the 16-bit identification; IPv6: the fragment header's */
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct frag_val {
+	__u16 sport; /* big endian */
+	__u16 dport; /* big endian */
+	__u16 policy_port;
+	__u16 pad;
 };
 
 #define CT_F_REPLY_SEEN (1 << 0)

@@ -31,8 +31,17 @@ struct pkt {
 	__u8 family;       /* 4 or 6 */
 	__u8 tcp_flags;
 	__u8 icmp_error;
-	__u8 fragment; /* a non-first fragment: no L4 header, no ports */
-	__u8 pad[2];
+	__u8 fragment;   /* a non-first fragment: no L4 header, no ports */
+	__u8 frag_first; /* the first fragment of a fragmented datagram */
+	__u8 frag_recalled; /* a later fragment whose ports frag_recall found */
+	__u32 frag_id;   /* the IP identification of a fragment */
+};
+
+/* frag describes the fragment parse_l3 found, if any. */
+struct frag {
+	__u32 id;
+	__u8 later; /* offset > 0: no L4 header */
+	__u8 first; /* offset 0 with more fragments to come */
 };
 
 /*
@@ -147,15 +156,18 @@ static __always_inline int parse_ports(struct __sk_buff *skb, __u32 off, __u8 fa
 
 /*
  * parse_l3 parses an IP header at off into key; returns the L4 offset or
- * L3_MALFORMED / L3_UNSUPPORTED. *fragment is set for a non-first fragment
+ * L3_MALFORMED / L3_UNSUPPORTED. f->later is set for a non-first fragment
  * (offset > 0): key->proto is then the protocol its fragment header (or
  * IPv4 header) names, and there is no L4 header at the returned offset. A
  * first fragment (offset 0, including IPv6 atomic fragments) is parsed like
- * an unfragmented packet, ports and all.
+ * an unfragmented packet, ports and all; f->first says more fragments
+ * follow it. f->id is the identification of either.
  */
-static __always_inline int parse_l3(struct __sk_buff *skb, __u32 off, __u8 family, struct ct_key *key, int *fragment)
+static __always_inline int parse_l3(struct __sk_buff *skb, __u32 off, __u8 family, struct ct_key *key, struct frag *f)
 {
-	*fragment = 0;
+	f->id = 0;
+	f->later = 0;
+	f->first = 0;
 	if (family == 4) {
 		struct iphdr ip;
 
@@ -167,7 +179,10 @@ static __always_inline int parse_l3(struct __sk_buff *skb, __u32 off, __u8 famil
 		set_v4(key->daddr, ip.daddr);
 		key->proto = ip.protocol;
 		if (ip.frag_off & bpf_htons(0x1fff))
-			*fragment = 1;
+			f->later = 1;
+		else if (ip.frag_off & bpf_htons(0x2000))
+			f->first = 1;
+		f->id = ip.id;
 		return off + ip.ihl * 4;
 	}
 	struct ipv6hdr ip6;
@@ -197,18 +212,23 @@ static __always_inline int parse_l3(struct __sk_buff *skb, __u32 off, __u8 famil
 			key->proto = ext[0];
 			off += (ext[1] + 2) * 4;
 			break;
-		case IPV6_EXT_FRAGMENT:
-			/* next header, reserved, offset (13 bits) | res | M */
-			if (load(skb, off, ext, 4) < 0)
+		case IPV6_EXT_FRAGMENT: {
+			/* next header, reserved, offset (13 bits) | res | M, identification */
+			__u8 fh[8];
+
+			if (load(skb, off, fh, 8) < 0)
 				return L3_MALFORMED;
-			key->proto = ext[0];
+			key->proto = fh[0];
 			off += 8;
-			if ((ext[2] << 8 | ext[3]) & 0xfff8) {
+			__builtin_memcpy(&f->id, fh + 4, 4);
+			if ((fh[2] << 8 | fh[3]) & 0xfff8) {
 				/* The rest of the header chain is in the first fragment. */
-				*fragment = 1;
+				f->later = 1;
 				return off;
 			}
+			f->first = fh[3] & 1;
 			break; /* first or atomic fragment: carry on to the L4 header */
+		}
 		default:
 			return off;
 		}
@@ -224,10 +244,20 @@ static __always_inline int parse_l3(struct __sk_buff *skb, __u32 off, __u8 famil
 	return off;
 }
 
-static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
+/*
+ * parse_packet parses the packet into p (which the caller zeroed) and
+ * returns PARSE_*. It is a global function, checked once by the verifier:
+ * the many ways through the IPv6 header chain then end in one state of the
+ * caller instead of each carrying its own through the rest of the program.
+ */
+__noinline int parse_packet(struct __sk_buff *skb, struct pkt *p)
 {
+	if (!p)
+		return PARSE_MALFORMED;
+
 	__u16 proto = skb->protocol;
-	int l4, fragment, icmp_type;
+	struct frag f;
+	int l4, icmp_type;
 
 	p->len = skb->len;
 	if (proto == bpf_htons(ETH_P_IP))
@@ -237,17 +267,19 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
 	else
 		return PARSE_PASS;
 
-	l4 = parse_l3(skb, ETH_HLEN, p->family, &p->key, &fragment);
+	l4 = parse_l3(skb, ETH_HLEN, p->family, &p->key, &f);
 	if (l4 == L3_UNSUPPORTED)
 		return PARSE_UNSUPPORTED;
 	if (l4 < 0)
 		return PARSE_MALFORMED;
-	if (fragment) {
-		/* Non-first fragments carry no ports (see decide_fragment). */
+	p->frag_id = f.id;
+	if (f.later) {
+		/* Non-first fragments carry no ports (see frag_recall). */
 		p->fragment = 1;
 		p->policy_port = 0;
 		return PARSE_OK;
 	}
+	p->frag_first = f.first;
 	if (parse_ports(skb, l4, p->family, &p->key, &p->policy_port, &p->tcp_flags, &icmp_type) != PARSE_OK)
 		return PARSE_MALFORMED;
 	if (icmp_type < 0)
@@ -259,12 +291,13 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
 		return PARSE_OK;
 
 	/* ICMP error: parse the quoted packet (IP header + 8 bytes of L4). */
-	int inner_l4, inner_frag, inner_type;
+	struct frag inner_frag;
+	int inner_l4, inner_type;
 	__u16 inner_port;
 	__u8 inner_flags;
 
 	inner_l4 = parse_l3(skb, l4 + 8, p->family, &p->inner, &inner_frag);
-	if (inner_l4 < 0 || inner_frag)
+	if (inner_l4 < 0 || inner_frag.later)
 		return PARSE_OK; /* treated as a plain ICMP packet */
 	if (p->inner.proto == IPPROTO_TCP || p->inner.proto == IPPROTO_UDP) {
 		__u16 ports[2];

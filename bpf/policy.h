@@ -93,22 +93,41 @@ static __always_inline void policy_shape(struct policy_hkey *k, int port, int ra
 		policy_take(v, match, res);
 }
 
+/* policy_query is what policy_lookup decides. */
+struct policy_query {
+	__u32 ep;
+	__u32 remote; /* identity, host order */
+	__u32 shapes; /* SHAPE_* bits of the direction's entries */
+	__s32 port;   /* destination port or ICMP type; < 0: a packet without ports */
+	__u8 dir;
+	__u8 proto;
+	__u8 ranges; /* the direction has port-range entries (in the trie) */
+	__u8 pad;
+};
+
 /*
  * policy_lookup looks up the (at most) four shapes of entry that can cover
- * a packet, (identity|any) x (proto|any), and keeps the highest verdict;
- * ties go to the more specific shape. shapes (SHAPE_*) skips the shapes
- * that no entry of the endpoint's direction has; ranges says whether the
- * direction has port-range entries in the trie.
+ * a packet, (identity|any) x (proto|any), and keeps the highest verdict in
+ * res; ties go to the more specific shape. q->shapes skips the shapes that
+ * no entry of the endpoint's direction has.
+ *
+ * It is a global function, which the verifier checks once on its own
+ * rather than at every call in every path of the programs: that keeps the
+ * programs' verification well inside the kernel's instruction budget.
  */
-static __always_inline void policy_lookup(__u32 ep, __u8 dir, __u32 remote, __u8 proto, int port, __u32 shapes,
-					  int ranges, struct policy_res *res)
+__noinline int policy_lookup(const struct policy_query *q, struct policy_res *res)
 {
+	if (!q || !res)
+		return 0;
+
 	struct policy_hkey k = {
-		.endpoint = ep,
-		.identity = bpf_htonl(remote),
-		.direction = dir,
-		.proto = proto,
+		.endpoint = q->ep,
+		.identity = bpf_htonl(q->remote),
+		.direction = q->dir,
+		.proto = q->proto,
 	};
+	int port = q->port, ranges = q->ranges;
+	__u32 shapes = q->shapes;
 
 	if (shapes & SHAPE_L3_L4)
 		policy_shape(&k, port, ranges, MATCH_L3_L4, res);
@@ -116,19 +135,25 @@ static __always_inline void policy_lookup(__u32 ep, __u8 dir, __u32 remote, __u8
 	if (shapes & SHAPE_L3_ONLY)
 		policy_shape(&k, port, ranges, MATCH_L3_ONLY, res);
 	k.identity = 0;
-	k.proto = proto;
+	k.proto = q->proto;
 	if (shapes & SHAPE_L4_ONLY)
 		policy_shape(&k, port, ranges, MATCH_L4_ONLY, res);
 	k.proto = 0;
 	if (shapes & SHAPE_ALL)
 		policy_shape(&k, port, ranges, MATCH_ALL, res);
+	return 0;
 }
 
 /* policy_eval decides a packet with a destination port (or ICMP type). */
 static __always_inline void policy_eval(__u32 ep, __u8 dir, __u32 remote, __u8 proto, __u16 port, __u32 shapes,
 					int ranges, struct policy_res *res)
 {
-	policy_lookup(ep, dir, remote, proto, port, shapes, ranges, res);
+	struct policy_query q = {
+		.ep = ep, .remote = remote, .shapes = shapes, .port = port,
+		.dir = dir, .proto = proto, .ranges = !!ranges,
+	};
+
+	policy_lookup(&q, res);
 }
 
 /*
@@ -139,7 +164,12 @@ static __always_inline void policy_eval(__u32 ep, __u8 dir, __u32 remote, __u8 p
 static __always_inline void policy_eval_any_port(__u32 ep, __u8 dir, __u32 remote, __u8 proto, __u32 shapes,
 						 struct policy_res *res)
 {
-	policy_lookup(ep, dir, remote, proto, -1, shapes, 0, res);
+	struct policy_query q = {
+		.ep = ep, .remote = remote, .shapes = shapes, .port = -1,
+		.dir = dir, .proto = proto,
+	};
+
+	policy_lookup(&q, res);
 }
 
 #endif /* MOAT_POLICY_H */

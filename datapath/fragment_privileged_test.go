@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -16,9 +17,10 @@ import (
 )
 
 // IPv6 fragments and extension headers: the first fragment (offset 0, also
-// an atomic fragment) is policied by its real L4 header, a non-first one by
-// the entries covering every port, and a header chain too long to follow is
-// dropped as unsupported. Packets are hand-built and sent from pod a's eth0
+// an atomic fragment) is policied by its real L4 header, a later one by the
+// ports its first fragment left (or, when that was not seen, by the entries
+// covering every port), and a header chain too long to follow is dropped as
+// unsupported. Packets are hand-built and sent from pod a's eth0
 // over an AF_PACKET socket; each case has its own length to find its event.
 
 const (
@@ -56,15 +58,16 @@ func ip6Packet(src, dst netip.Addr, es []ext, proto byte, payload []byte) []byte
 	return append(hdr, body...)
 }
 
-// fragHdr is a fragment header (offset in 8-byte units, more fragments).
-func fragHdr(offset uint16, more bool) []byte {
+// fragHdr is a fragment header (offset in 8-byte units, more fragments) of
+// the datagram with identification id.
+func fragHdr(offset uint16, more bool, id uint32) []byte {
 	h := make([]byte, 8)
 	v := offset << 3
 	if more {
 		v |= 1
 	}
 	binary.BigEndian.PutUint16(h[2:], v)
-	binary.BigEndian.PutUint32(h[4:], 0x6d6f6174)
+	binary.BigEndian.PutUint32(h[4:], id)
 	return h
 }
 
@@ -220,19 +223,22 @@ func TestPrivilegedIPv6Fragments(t *testing.T) {
 		port   uint16 // want destination port of the event (0: none)
 	}{
 		{name: "atomic fragment syn to a denied port", plan: l3AllowPortDeny,
-			exts: []ext{{ip6NextFragment, fragHdr(0, false)}}, proto: 6, body: syn,
+			exts: []ext{{ip6NextFragment, fragHdr(0, false, 0x6d6f6101)}}, proto: 6, body: syn,
 			reason: DropPolicyDeny, wantP: policy.ProtoTCP, port: denied},
 		{name: "first fragment syn to a denied port", plan: l3AllowPortDeny,
-			exts: []ext{{ip6NextDstOpts, dstOpts}, {ip6NextFragment, fragHdr(0, true)}}, proto: 6, body: append(append([]byte(nil), syn...), pad(1)...),
+			exts: []ext{{ip6NextDstOpts, dstOpts}, {ip6NextFragment, fragHdr(0, true, 0x6d6f6102)}}, proto: 6, body: append(append([]byte(nil), syn...), pad(1)...),
+			reason: DropPolicyDeny, wantP: policy.ProtoTCP, port: denied},
+		{name: "later fragment of that datagram takes its ports", plan: l3AllowPortDeny,
+			exts: []ext{{ip6NextFragment, fragHdr(8, false, 0x6d6f6102)}}, proto: 6, body: pad(5),
 			reason: DropPolicyDeny, wantP: policy.ProtoTCP, port: denied},
 		{name: "extension chain longer than the parser follows", plan: l3AllowPortDeny,
 			exts: tooMany, proto: 6, body: append(append([]byte(nil), syn...), pad(2)...),
 			reason: DropUnsupported, wantP: ip6NextDstOpts},
-		{name: "non-first fragment without an all-ports allow", plan: portAllowOnly,
-			exts: []ext{{ip6NextFragment, fragHdr(8, true)}}, proto: 6, body: pad(3),
+		{name: "non-first fragment of an unseen first fragment, no all-ports allow", plan: portAllowOnly,
+			exts: []ext{{ip6NextFragment, fragHdr(8, true, 0x6d6f6103)}}, proto: 6, body: pad(3),
 			reason: DropUnsupported, wantP: policy.ProtoTCP},
-		{name: "non-first fragment with an all-ports deny", plan: allTCPDeny,
-			exts: []ext{{ip6NextFragment, fragHdr(8, false)}}, proto: 6, body: pad(4),
+		{name: "non-first fragment of an unseen first fragment, all-ports deny", plan: allTCPDeny,
+			exts: []ext{{ip6NextFragment, fragHdr(8, false, 0x6d6f6104)}}, proto: 6, body: pad(4),
 			reason: DropPolicyDeny, wantP: policy.ProtoTCP},
 	}
 	for _, tc := range cases {
@@ -253,4 +259,102 @@ func TestPrivilegedIPv6Fragments(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPrivilegedFragmentedDatagrams sends real UDP datagrams larger than
+// the veths' MTU, which the sender's kernel fragments, through port-specific
+// policy: the datagram to the allowed port arrives whole (its later
+// fragments took its ports from the first), the one to another port does
+// not, and an allowed ping that needs fragments gets its reply.
+func TestPrivilegedFragmentedDatagrams(t *testing.T) {
+	testutil.Privileged(t)
+	tp := newTwoPods(t)
+	var allowedConn, otherConn net.PacketConn
+	if err := tp.b.Do(func() (err error) {
+		if allowedConn, err = net.ListenPacket("udp4", tp.b.Addr.String()+":0"); err != nil {
+			return err
+		}
+		otherConn, err = net.ListenPacket("udp4", tp.b.Addr.String()+":0")
+		return err
+	}); err != nil {
+		t.Fatalf("listen in b: %v", err)
+	}
+	t.Cleanup(func() { allowedConn.Close(); otherConn.Close() })
+	allowed := uint16(allowedConn.LocalAddr().(*net.UDPAddr).Port)
+	other := uint16(otherConn.LocalAddr().(*net.UDPAddr).Port)
+
+	d := openTestDatapath(t, testPinRoot(t))
+	t.Cleanup(func() {
+		if err := d.Cleanup(); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	events := collectEvents(t, d)
+	bIngress := policy.DirectionPlan{Enforced: true, Entries: []policy.Entry{
+		{L4Key: policy.L4Key{Identity: tp.idA, Proto: policy.ProtoUDP, Ports: policy.PortRange{From: allowed, To: allowed}}, Verdict: policy.VerdictAllow},
+		{L4Key: policy.L4Key{Identity: tp.idA, Proto: policy.ProtoICMP, Ports: policy.PortRange{From: 8, To: 8}}, Verdict: policy.VerdictAllow},
+	}}
+	if err := d.Sync(tp.plan(policy.DirectionPlan{}, bIngress), tp.ifaces(), nil); err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	tp.attach(t, d)
+
+	const size = 4000 // three fragments at the veths' MTU of 1500
+	send := func(port uint16, fill byte) {
+		t.Helper()
+		msg := bytes.Repeat([]byte{fill}, size)
+		if err := tp.a.Do(func() error {
+			c, err := net.Dial("udp4", netip.AddrPortFrom(tp.b.Addr, port).String())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = c.Write(msg)
+			return err
+		}); err != nil {
+			t.Fatalf("send to port %d: %v", port, err)
+		}
+	}
+	recv := func(c net.PacketConn, wait time.Duration) ([]byte, error) {
+		buf := make([]byte, 65536)
+		if err := c.SetReadDeadline(time.Now().Add(wait)); err != nil {
+			return nil, err
+		}
+		n, _, err := c.ReadFrom(buf)
+		return buf[:n], err
+	}
+
+	t.Run("allowed port: the datagram arrives whole", func(t *testing.T) {
+		send(allowed, 'a')
+		got, err := recv(allowedConn, 3*time.Second)
+		if err != nil {
+			t.Fatalf("receive: %v", err)
+		}
+		if len(got) != size || got[0] != 'a' || got[size-1] != 'a' {
+			t.Fatalf("received %d bytes, want %d bytes of 'a'", len(got), size)
+		}
+	})
+	t.Run("other port: nothing arrives", func(t *testing.T) {
+		send(other, 'o')
+		if got, err := recv(otherConn, time.Second); err == nil {
+			t.Fatalf("received %d bytes on a port the policy does not allow", len(got))
+		}
+		ev := events.waitFor(t, "drop of the first fragment", func(ev Event) bool {
+			return ev.Kind == EventDrop && ev.Endpoint == uint32(tp.b.HostIfIndex) && ev.Dst.Port() == other
+		})
+		if ev.Reason != DropPolicyDenied {
+			t.Errorf("drop reason %s, want %s", ev.Reason, DropPolicyDenied)
+		}
+	})
+	t.Run("fragmented ping gets its reply", func(t *testing.T) {
+		pg, err := tp.a.NewPinger()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pg.Close()
+		pg.Payload = 3000
+		if err := pg.Ping(tp.b.Addr, 3*time.Second); err != nil {
+			t.Fatalf("ping with %d bytes: %v", pg.Payload, err)
+		}
+	})
 }

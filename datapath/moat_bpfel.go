@@ -93,6 +93,23 @@ type moatEventStats struct {
 	RingbufFull uint64
 }
 
+type moatFragKey struct {
+	_     structs.HostLayout
+	Saddr [16]uint8
+	Daddr [16]uint8
+	Id    uint32
+	Proto uint8
+	Pad   [3]uint8
+}
+
+type moatFragVal struct {
+	_          structs.HostLayout
+	Sport      uint16
+	Dport      uint16
+	PolicyPort uint16
+	Pad        uint16
+}
+
 type moatIpcacheHostKey struct {
 	_    structs.HostLayout
 	Addr [16]uint8
@@ -161,6 +178,7 @@ const (
 	moatMapMoatEvLimit       = "moat_ev_limit"
 	moatMapMoatEvStats       = "moat_ev_stats"
 	moatMapMoatEvents        = "moat_events"
+	moatMapMoatFrags         = "moat_frags"
 	moatMapMoatGeneration    = "moat_generation"
 	moatMapMoatIpcache       = "moat_ipcache"
 	moatMapMoatIpcacheH      = "moat_ipcache_h"
@@ -235,6 +253,7 @@ type moatMapSpecs struct {
 	MoatEvLimit    *ebpf.MapSpec `ebpf:"moat_ev_limit"`
 	MoatEvStats    *ebpf.MapSpec `ebpf:"moat_ev_stats"`
 	MoatEvents     *ebpf.MapSpec `ebpf:"moat_events"`
+	MoatFrags      *ebpf.MapSpec `ebpf:"moat_frags"`
 	MoatGeneration *ebpf.MapSpec `ebpf:"moat_generation"`
 	MoatIpcache    *ebpf.MapSpec `ebpf:"moat_ipcache"`
 	MoatIpcacheH   *ebpf.MapSpec `ebpf:"moat_ipcache_h"`
@@ -283,6 +302,7 @@ type moatMaps struct {
 	MoatEvLimit    *ebpf.Map `ebpf:"moat_ev_limit"`
 	MoatEvStats    *ebpf.Map `ebpf:"moat_ev_stats"`
 	MoatEvents     *ebpf.Map `ebpf:"moat_events"`
+	MoatFrags      *ebpf.Map `ebpf:"moat_frags"`
 	MoatGeneration *ebpf.Map `ebpf:"moat_generation"`
 	MoatIpcache    *ebpf.Map `ebpf:"moat_ipcache"`
 	MoatIpcacheH   *ebpf.Map `ebpf:"moat_ipcache_h"`
@@ -299,6 +319,7 @@ func (m *moatMaps) Close() error {
 		m.MoatEvLimit,
 		m.MoatEvStats,
 		m.MoatEvents,
+		m.MoatFrags,
 		m.MoatGeneration,
 		m.MoatIpcache,
 		m.MoatIpcacheH,

@@ -21,6 +21,9 @@ type Pinger struct {
 	conn net.PacketConn
 	id   uint16
 	seq  atomic.Uint32
+	// Payload is the echo data size in bytes (8 when 0); set it before the
+	// first Send. Above the MTU, the kernel sends the request in fragments.
+	Payload int
 }
 
 // pingerIDs hands out echo identifiers, so that concurrent pingers in one
@@ -50,7 +53,7 @@ func (pg *Pinger) Close() error { return pg.conn.Close() }
 
 // Send sends one echo request with sequence number seq.
 func (pg *Pinger) Send(dst netip.Addr, seq uint16) error {
-	msg := make([]byte, 16)
+	msg := make([]byte, 8+max(pg.Payload, 8))
 	msg[0] = 8 // echo request
 	binary.BigEndian.PutUint16(msg[4:], pg.id)
 	binary.BigEndian.PutUint16(msg[6:], seq)
