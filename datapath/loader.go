@@ -40,14 +40,34 @@ type Datapath struct {
 // Open loads the programs, reusing maps pinned under cfg.PinRoot (creating
 // and pinning them on first start), and swaps the programs of every pinned
 // link to the freshly loaded ones, so enforcement continues across restarts.
+//
+// When the pin root did not exist and Open fails, it removes what it pinned:
+// a node whose first start failed (a kernel that refuses the programs, say)
+// is left as it was, and an older build can still start there. Over an
+// existing root it removes nothing, since older programs may be enforcing.
 func Open(cfg Config) (*Datapath, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("validate datapath config: %w", err)
 	}
+	_, statErr := os.Stat(cfg.PinRoot)
+	fresh := errors.Is(statErr, os.ErrNotExist)
 	if err := ensurePinRoot(cfg.PinRoot); err != nil {
 		return nil, err
 	}
+	d, err := open(cfg)
+	if err != nil && fresh {
+		if rerr := os.RemoveAll(cfg.PinRoot); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("remove the pins of the failed start: %w", rerr))
+		}
+	}
+	return d, err
+}
+
+// openFault, when set (by tests), fails open after the maps are pinned.
+var openFault func() error
+
+func open(cfg Config) (*Datapath, error) {
 	spec, err := loadMoat()
 	if err != nil {
 		return nil, fmt.Errorf("load embedded bpf spec: %w", err)
@@ -64,6 +84,12 @@ func Open(cfg Config) (*Datapath, error) {
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinRoot}}
 	if err := spec.LoadAndAssign(&d.objs, opts); err != nil {
 		return nil, explainLoadError(err)
+	}
+	if openFault != nil {
+		if err := openFault(); err != nil {
+			d.objs.Close()
+			return nil, err
+		}
 	}
 	if err := d.state.load(&d.objs); err != nil {
 		d.objs.Close()
