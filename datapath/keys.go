@@ -94,16 +94,8 @@ func PortBlocks(k policy.L4Key) []PortPrefix {
 	return rangeBlocks(k.Ports)
 }
 
-// PortPrefixes splits an inclusive port range into the fewest prefix-aligned
-// blocks that cover exactly the range. An All() range is one block of 0 bits.
-func PortPrefixes(r policy.PortRange) []PortPrefix {
-	if r.All() {
-		return []PortPrefix{{}}
-	}
-	return rangeBlocks(r)
-}
-
-// rangeBlocks splits r, taken literally, into prefix-aligned blocks.
+// rangeBlocks splits r, taken literally, into the fewest prefix-aligned
+// blocks that cover exactly the range.
 func rangeBlocks(r policy.PortRange) []PortPrefix {
 	lo, hi := uint32(r.From), uint32(r.To)
 	if hi < lo {

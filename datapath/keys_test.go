@@ -7,7 +7,8 @@ import (
 	"github.com/moatnet/moat/policy"
 )
 
-func TestPortPrefixes(t *testing.T) {
+// TCP ranges: {0,0} and {0,65535} are every port.
+func TestPortBlocks(t *testing.T) {
 	cases := []struct {
 		name string
 		r    policy.PortRange
@@ -25,9 +26,9 @@ func TestPortPrefixes(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got := PortPrefixes(tc.r)
+			got := PortBlocks(policy.L4Key{Proto: policy.ProtoTCP, Ports: tc.r})
 			if tc.want != nil && !equalPrefixes(got, tc.want) {
-				t.Fatalf("PortPrefixes(%v) = %v, want %v", tc.r, got, tc.want)
+				t.Fatalf("PortBlocks(TCP %v) = %v, want %v", tc.r, got, tc.want)
 			}
 			if tc.r.To >= tc.r.From {
 				checkCover(t, tc.r, got)
@@ -72,10 +73,10 @@ func checkCover(t *testing.T, r policy.PortRange, ps []PortPrefix) {
 	}
 }
 
-func TestPortPrefixesDifferential(t *testing.T) {
+func TestPortBlocksDifferential(t *testing.T) {
 	ranges := []policy.PortRange{{From: 1, To: 1023}, {From: 1024, To: 65535}, {From: 8000, To: 8080}, {From: 3, To: 5}, {From: 12345, To: 23456}, {From: 65534, To: 65535}, {From: 0, To: 1}}
 	for _, r := range ranges {
-		t.Run(r.String(), func(t *testing.T) { checkCover(t, r, PortPrefixes(r)) })
+		t.Run(r.String(), func(t *testing.T) { checkCover(t, r, PortBlocks(policy.L4Key{Proto: policy.ProtoTCP, Ports: r})) })
 	}
 }
 

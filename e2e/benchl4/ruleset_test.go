@@ -97,7 +97,7 @@ func TestPlanDatapathState(t *testing.T) {
 				t.Errorf("ipcache entries = %d, want %d", got, want)
 			}
 			key := datapath.PolicyKey{Endpoint: 11, Direction: policy.Ingress, Identity: remoteID(0), Proto: policy.ProtoTCP,
-				Ports: datapath.PortPrefixes(policy.PortRange{From: httpPort, To: httpPort})[0]}
+				Ports: datapath.PortBlocks(policy.L4Key{Proto: policy.ProtoTCP, Ports: policy.PortRange{From: httpPort, To: httpPort}})[0]}
 			if e, ok := st.Policy[key]; !ok || e.Value.Verdict != policy.VerdictAllow {
 				t.Errorf("no allow entry for the client's HTTP flow (%v)", key)
 			}
