@@ -140,4 +140,21 @@ static __always_inline struct ct_entry *ct_live(struct ct_key *k, __u64 now)
 	return e;
 }
 
+/*
+ * ct_flow returns the entry of the flow a packet belongs to: the live entry
+ * for k, unless the packet is a SYN (without ACK) and that entry's flow is
+ * closing. Then a client reuses the tuple of a connection that has ended
+ * (its port, while the entry lives out its closing lifetime): the SYN opens
+ * a new flow, to be decided afresh, whose entry replaces the old one.
+ */
+static __always_inline struct ct_entry *ct_flow(struct ct_key *k, __u64 now, __u8 proto, __u8 tcp_flags)
+{
+	struct ct_entry *e = ct_live(k, now);
+
+	if (e && proto == IPPROTO_TCP && (tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN &&
+	    (e->flags & CT_F_CLOSING))
+		return 0;
+	return e;
+}
+
 #endif /* MOAT_CT_H */

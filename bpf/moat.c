@@ -264,7 +264,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	 */
 	if (ret == PARSE_OK && !c.p.fragment && magic != MARK_TO_PROXY) {
 		swapped = ct_canon(&c.p.key, ep, &ck);
-		ct = ct_live(&ck, c.now);
+		ct = ct_flow(&ck, c.now, c.p.key.proto, c.p.tcp_flags);
 		looked = 1;
 		if (ct) {
 			rel = ct_relation(ct, dir, swapped);
@@ -318,7 +318,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 	if (!looked) {
 		swapped = ct_canon(&c.p.key, ep, &ck);
-		ct = ct_live(&ck, c.now);
+		ct = ct_flow(&ck, c.now, c.p.key.proto, c.p.tcp_flags);
 		if (ct)
 			rel = ct_relation(ct, dir, swapped);
 	}
@@ -427,7 +427,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	 * ACK. A mid-stream packet is decided on its own and leaves no state,
 	 * so it can never make the other direction look like a reply; so is a
 	 * packet whose tuple a live flow of another shape holds (ct with
-	 * CT_OTHER), which must not replace that flow's entry.
+	 * CT_OTHER), which must not replace that flow's entry. A SYN on the
+	 * tuple of a closing flow found no entry (ct_flow): it starts a new
+	 * flow, whose entry replaces the old one.
 	 */
 	if (ct || (c.p.key.proto == IPPROTO_TCP &&
 		   (!(c.p.tcp_flags & TCP_FLAG_SYN) || (c.p.tcp_flags & TCP_FLAG_ACK)))) {
