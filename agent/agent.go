@@ -156,7 +156,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer dp.Close()
 	a.dp = dp
-	a.reg.MustRegister(&mapPressureCollector{dp: dp})
+	a.reg.MustRegister(&mapPressureCollector{dp: dp, log: a.log.With("component", "datapath")})
 
 	var readTCP func(context.Context) error
 	if *a.cfg.TCPHealth {

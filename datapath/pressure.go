@@ -3,7 +3,8 @@ package datapath
 // MapPressure reports how full the maps that Sync writes are, as a fraction
 // of their capacity (entries / max_entries), keyed by map name. It reads the
 // agent's own record of what it wrote, not the kernel, so it costs no
-// syscall; the LRU connection-tracking map evicts by design and is left out.
+// syscall. The connection-tracking map, which the programs write, is
+// measured by a sweep instead (ConntrackStats).
 func (d *Datapath) MapPressure() map[string]float64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -71,6 +71,15 @@ func TestPrivilegedDropsVisible(t *testing.T) {
 	if v, ok := m0.sum("moat_policy_count", nil); !ok || v != 1 {
 		t.Errorf("moat_policy_count = %v (present %v), want 1", v, ok)
 	}
+	// The allowed flow is tracked at a's egress and b's ingress (closing
+	// for the next 10 s): the first scrape sweeps the CT map.
+	liveTCP, _ := m0.sum("moat_ct_live_entries", map[string]string{"protocol": "tcp"})
+	live, _ := m0.sum("moat_ct_live_entries", nil)
+	ctPressure, ok := m0.sum("moat_bpf_map_pressure", map[string]string{"map_name": "moat_ct"})
+	if liveTCP < 2 || !ok || ctPressure != live/262144 {
+		t.Errorf("moat_ct_live_entries{protocol=tcp} = %v (of %v live), moat_bpf_map_pressure{map_name=moat_ct} = %v (present %v): want at least the 2 entries of a->b:8080 and pressure = live / 262144",
+			liveTCP, live, ctPressure, ok)
+	}
 
 	cases := []struct {
 		name   string
