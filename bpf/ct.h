@@ -145,15 +145,20 @@ static __always_inline struct ct_entry *ct_live(struct ct_key *k, __u64 now)
  * for k, unless the packet is a SYN (without ACK) and that entry's flow is
  * closing. Then a client reuses the tuple of a connection that has ended
  * (its port, while the entry lives out its closing lifetime): the SYN opens
- * a new flow, to be decided afresh, whose entry replaces the old one.
+ * a new flow, to be decided afresh. ct_flow returns no entry and sets
+ * *reopen to the old one, which the new flow's entry overwrites in place
+ * (cheaper than replacing it in the LRU map).
  */
-static __always_inline struct ct_entry *ct_flow(struct ct_key *k, __u64 now, __u8 proto, __u8 tcp_flags)
+static __always_inline struct ct_entry *ct_flow(struct ct_key *k, __u64 now, __u8 proto, __u8 tcp_flags,
+						struct ct_entry **reopen)
 {
 	struct ct_entry *e = ct_live(k, now);
 
 	if (e && proto == IPPROTO_TCP && (tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN &&
-	    (e->flags & CT_F_CLOSING))
+	    (e->flags & CT_F_CLOSING)) {
+		*reopen = e;
 		return 0;
+	}
 	return e;
 }
 

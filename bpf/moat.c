@@ -232,7 +232,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
 	struct ctx c = {};
 	struct endpoint_config *cfg;
-	struct ct_entry *ct = 0;
+	struct ct_entry *ct = 0, *reopen = 0;
 	struct ct_key ck;
 	struct policy_res res = {};
 	__u32 ep = skb->ifindex, mark = skb->mark, magic = mark & MARK_MAGIC_MASK, revision, gen;
@@ -264,7 +264,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	 */
 	if (ret == PARSE_OK && !c.p.fragment && magic != MARK_TO_PROXY) {
 		swapped = ct_canon(&c.p.key, ep, &ck);
-		ct = ct_flow(&ck, c.now, c.p.key.proto, c.p.tcp_flags);
+		ct = ct_flow(&ck, c.now, c.p.key.proto, c.p.tcp_flags, &reopen);
 		looked = 1;
 		if (ct) {
 			rel = ct_relation(ct, dir, swapped);
@@ -318,7 +318,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 	if (!looked) {
 		swapped = ct_canon(&c.p.key, ep, &ck);
-		ct = ct_flow(&ck, c.now, c.p.key.proto, c.p.tcp_flags);
+		ct = ct_flow(&ck, c.now, c.p.key.proto, c.p.tcp_flags, &reopen);
 		if (ct)
 			rel = ct_relation(ct, dir, swapped);
 	}
@@ -429,7 +429,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	 * packet whose tuple a live flow of another shape holds (ct with
 	 * CT_OTHER), which must not replace that flow's entry. A SYN on the
 	 * tuple of a closing flow found no entry (ct_flow): it starts a new
-	 * flow, whose entry replaces the old one.
+	 * flow, whose entry overwrites the old one in place.
 	 */
 	if (ct || (c.p.key.proto == IPPROTO_TCP &&
 		   (!(c.p.tcp_flags & TCP_FLAG_SYN) || (c.p.tcp_flags & TCP_FLAG_ACK)))) {
@@ -451,7 +451,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		.flags = (from_proxy ? CT_F_FROM_PROXY : 0) | ct_origin(dir, swapped),
 	};
 	ct_touch(&entry, c.p.key.proto, c.p.tcp_flags, 0, c.now);
-	bpf_map_update_elem(&moat_ct, &ck, &entry, BPF_ANY);
+	if (reopen)
+		*reopen = entry;
+	else
+		bpf_map_update_elem(&moat_ct, &ck, &entry, BPF_ANY);
 
 	set_identities(&c);
 	c.ev.kind = EV_VERDICT;
