@@ -156,7 +156,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer dp.Close()
 	a.dp = dp
-	a.reg.MustRegister(&mapPressureCollector{dp: dp, log: a.log.With("component", "datapath")})
+	ct := &ctCollector{dp: dp, log: a.log.With("component", "conntrack"), interval: time.Duration(a.cfg.ConntrackGCInterval)}
+	a.reg.MustRegister(ct, &mapPressureCollector{dp: dp, ct: ct})
 
 	var readTCP func(context.Context) error
 	if *a.cfg.TCPHealth {
@@ -206,6 +207,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return dp.ReadEvents(ctx, a.onEvent)
 	})
 	g.Go(func() error { return a.policyLoop(ctx) })
+	g.Go(func() error { return ct.run(ctx) })
 	if readTCP != nil {
 		g.Go(func() error { return readTCP(ctx) })
 	}

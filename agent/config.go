@@ -42,6 +42,10 @@ type Config struct {
 	VerdictEvents bool `json:"verdictEvents,omitempty"`
 	// NetnsPrefix names the network namespaces the agent creates.
 	NetnsPrefix string `json:"netnsPrefix,omitempty"`
+	// ConntrackGCInterval is how often expired connection-tracking entries
+	// are deleted and moat_ct's pressure measured (a pass over a full map
+	// costs about 0.1 s of CPU).
+	ConntrackGCInterval Duration `json:"conntrackGCInterval,omitempty"`
 
 	// TCPHealth reports TCP health (unanswered SYNs, retransmissions, RTT,
 	// resets) from a cgroup sock_ops program; TCPHealthCgroup is the cgroup
@@ -110,6 +114,7 @@ const (
 	DefaultStateDir        = "/var/lib/moat"
 	DefaultRunDir          = "/run/moat"
 	DefaultPollInterval    = time.Second
+	DefaultConntrackGC     = 30 * time.Second
 	DefaultEgressHTTPPort  = 15001
 	DefaultIngressHTTPPort = 15002
 	DefaultACKTimeout      = 5 * time.Second
@@ -147,6 +152,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = Duration(DefaultPollInterval)
+	}
+	if c.ConntrackGCInterval == 0 {
+		c.ConntrackGCInterval = Duration(DefaultConntrackGC)
 	}
 	if c.EgressHTTPPort == 0 {
 		c.EgressHTTPPort = DefaultEgressHTTPPort
@@ -193,6 +201,9 @@ func (c Config) Validate() error {
 	}
 	if c.PollInterval < Duration(10*time.Millisecond) {
 		bad("pollInterval", "%s is below 10ms", time.Duration(c.PollInterval))
+	}
+	if c.ConntrackGCInterval < Duration(time.Second) {
+		bad("conntrackGCInterval", "%s is below 1s", time.Duration(c.ConntrackGCInterval))
 	}
 	switch c.Attach {
 	case "", "tcx", "tc":

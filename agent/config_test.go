@@ -23,6 +23,7 @@ func TestConfigValidate(t *testing.T) {
 		{"relative state dir", func(c *Config) { c.StateDir = "state" }, "stateDir:"},
 		{"relative run dir", func(c *Config) { c.RunDir = "run" }, "runDir:"},
 		{"poll too fast", func(c *Config) { c.PollInterval = Duration(time.Millisecond) }, "pollInterval:"},
+		{"conntrack GC too often", func(c *Config) { c.ConntrackGCInterval = Duration(100 * time.Millisecond) }, "conntrackGCInterval:"},
 		{"bad attach", func(c *Config) { c.Attach = "xdp" }, `attach: "xdp"`},
 		{"same proxy ports", func(c *Config) { c.IngressHTTPPort = c.EgressHTTPPort }, "ingressHTTPPort:"},
 		{"bad metrics address", func(c *Config) { c.MetricsAddress = "nope" }, "metricsAddress:"},

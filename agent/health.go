@@ -3,11 +3,8 @@ package agent
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
-	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -152,61 +149,24 @@ func (c *prefilterCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// mapPressureCollector exports moat_bpf_map_pressure at scrape time: the
-// maps Sync writes from the agent's own record, and moat_ct (live flows /
-// capacity) with moat_ct_live_entries from a sweep of the CT map that is
-// repeated at most every ctSweepEvery (a full map takes about 0.1 s).
+// mapPressureCollector exports moat_bpf_map_pressure at scrape time for the
+// maps Sync writes, from the agent's own record (moat_ct's comes from the
+// connection-tracking GC, see conntrack.go).
 type mapPressureCollector struct {
-	dp  *datapath.Datapath
-	log *slog.Logger
-
-	mu    sync.Mutex
-	swept time.Time
-	ct    datapath.ConntrackStats
-	ctErr error
+	dp *datapath.Datapath
+	ct *ctCollector
 }
 
-// ctSweepEvery bounds how often a scrape sweeps the CT map.
-const ctSweepEvery = 30 * time.Second
+var mapPressure = prometheus.NewDesc("moat_bpf_map_pressure",
+	"Fill level of a BPF map (entries / max entries); for moat_ct, flows not yet expired / max entries.", []string{"map_name"}, nil)
 
-var (
-	mapPressure = prometheus.NewDesc("moat_bpf_map_pressure",
-		"Fill level of a BPF map (entries / max entries); for moat_ct, flows not yet expired / max entries.", []string{"map_name"}, nil)
-	ctLive = prometheus.NewDesc("moat_ct_live_entries",
-		"Connection-tracking entries not yet expired, by protocol (one per flow and local endpoint it crosses).", []string{"protocol"}, nil)
-)
-
-func (c *mapPressureCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- mapPressure
-	ch <- ctLive
-}
+func (c *mapPressureCollector) Describe(ch chan<- *prometheus.Desc) { ch <- mapPressure }
 
 func (c *mapPressureCollector) Collect(ch chan<- prometheus.Metric) {
 	for name, v := range c.dp.MapPressure() {
 		ch <- prometheus.MustNewConstMetric(mapPressure, prometheus.GaugeValue, v, name)
 	}
-	st, err := c.conntrack()
-	if err != nil {
-		return // logged once per sweep; the other series still go out
+	if st, ok := c.ct.latest(); ok {
+		ch <- prometheus.MustNewConstMetric(mapPressure, prometheus.GaugeValue, st.Pressure(), "moat_ct")
 	}
-	ch <- prometheus.MustNewConstMetric(mapPressure, prometheus.GaugeValue, st.Pressure(), "moat_ct")
-	for proto, n := range map[string]int{"tcp": st.LiveTCP, "udp": st.LiveUDP, "icmp": st.LiveICMP, "other": st.LiveOther} {
-		ch <- prometheus.MustNewConstMetric(ctLive, prometheus.GaugeValue, float64(n), proto)
-	}
-}
-
-// conntrack returns the latest sweep, sweeping again when it is older than
-// ctSweepEvery.
-func (c *mapPressureCollector) conntrack() (datapath.ConntrackStats, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.swept.IsZero() && time.Since(c.swept) < ctSweepEvery {
-		return c.ct, c.ctErr
-	}
-	c.ct, c.ctErr = c.dp.ConntrackStats()
-	c.swept = time.Now()
-	if c.ctErr != nil {
-		c.log.Warn("connection-tracking sweep failed; moat_ct pressure is not exported", "err", c.ctErr)
-	}
-	return c.ct, c.ctErr
 }

@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"testing"
 	"time"
@@ -100,5 +101,72 @@ func waitConntrack(t *testing.T, d *Datapath, what string, ok func(ConntrackStat
 			t.Fatalf("%s: not within 6 s; last sweep %+v", what, st)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestPrivilegedConntrackGC: ConntrackGC deletes exactly the expired
+// entries and keeps live ones, so that a map filled with expired flows has
+// room again for new flows without any eviction.
+func TestPrivilegedConntrackGC(t *testing.T) {
+	testutil.Privileged(t)
+	tp := newTwoPods(t)
+	srv := startEcho(t, tp.b)
+	d := openTestDatapath(t, testPinRoot(t))
+	t.Cleanup(func() { _ = d.Cleanup() })
+	// Replies into a default-deny direction: the flow lives by its entries.
+	plan := tp.plan(allowTCP(tp.idB, srv.tcpPort), allowTCP(tp.idA, srv.tcpPort))
+	plan.Endpoints[0].Ingress = policy.DirectionPlan{Enforced: true}
+	plan.Endpoints[1].Egress = policy.DirectionPlan{Enforced: true}
+	if err := d.Sync(plan, tp.ifaces(), nil); err != nil {
+		t.Fatal(err)
+	}
+	tp.attach(t, d)
+	conn := establish(t, tp.a, netip.AddrPortFrom(tp.b.Addr, srv.tcpPort))
+
+	capacity := int(d.objs.MoatCt.MaxEntries())
+	fill := capacity * 3 / 4
+	// fillExpired writes fill entries of flows that expired long ago
+	// (addresses in 192.0.2.0/24's neighbourhood, never used by the pods).
+	fillExpired := func(base uint32) {
+		t.Helper()
+		keys := make([]moatCtKey, fill)
+		vals := make([]moatCtEntry, fill)
+		for i := range keys {
+			keys[i].Saddr[10], keys[i].Saddr[11] = 0xff, 0xff
+			binary.BigEndian.PutUint32(keys[i].Saddr[12:], base+uint32(i))
+			keys[i].Proto = 17
+			keys[i].Endpoint = uint32(tp.a.HostIfIndex)
+			vals[i].Expires = 1 // ticks after boot: expired
+		}
+		if n, err := d.objs.MoatCt.BatchUpdate(keys, vals, nil); err != nil || n != fill {
+			t.Fatalf("write %d expired entries: %d written: %v", fill, n, err)
+		}
+	}
+
+	fillExpired(0xc6000000)
+	st, err := d.ConntrackGC()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Removed != fill || st.Live != 2 || st.LiveTCP != 2 || st.Entries != fill+2 {
+		t.Fatalf("first collection: %+v, want %d removed and the open flow's 2 entries live", st, fill)
+	}
+	after, err := d.ConntrackStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Entries != 2 || after.Live != 2 || after.Removed != 0 {
+		t.Fatalf("after the collection: %+v, want only the open flow's 2 entries (a count-only sweep removes nothing)", after)
+	}
+
+	// With the expired entries gone, a second fill fits without evicting
+	// anything: the idle flow keeps its entries and the next collection
+	// finds every entry of the fill.
+	fillExpired(0xc7000000)
+	if err := echoOnce(conn, "idle flow after churn"); err != nil {
+		t.Fatalf("the idle flow lost its entries: %v", err)
+	}
+	if st, err = d.ConntrackGC(); err != nil || st.Removed != fill || st.LiveTCP != 2 {
+		t.Fatalf("second collection: %+v, %v: want %d removed and the open flow live", st, err, fill)
 	}
 }

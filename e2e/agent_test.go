@@ -112,7 +112,7 @@ func startAgent(t *testing.T, spec agentSpec) *testAgent {
 	}
 	// The proxy's transparent listeners get free ports, so that the suite
 	// does not collide with another agent on the machine.
-	cfg := fmt.Sprintf("policies: %s\nendpoints: %s\npollInterval: %s\nverdictEvents: %v\negressHTTPPort: %d\ningressHTTPPort: %d\n",
+	cfg := fmt.Sprintf("policies: %s\nendpoints: %s\npollInterval: %s\nconntrackGCInterval: 1s\nverdictEvents: %v\negressHTTPPort: %d\ningressHTTPPort: %d\n",
 		a.policyDir, a.endpointsFile, pollInterval, spec.verdictEvents, freeAgentPort(t), freeAgentPort(t))
 	writeFile(t, a.configFile, cfg)
 	a.start()
