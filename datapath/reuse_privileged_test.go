@@ -44,7 +44,7 @@ func TestPrivilegedTupleReuse(t *testing.T) {
 	const clientPort = 41234
 	// The first connection: one echo, then the server closes first.
 	first := dialFrom(t, tp.a, clientPort, dst)
-	if err := echoOnce(first, "first"); err != nil {
+	if err := echoOnce(first, "bye"); err != nil {
 		t.Fatalf("echo on the first connection: %v", err)
 	}
 	_ = first.SetReadDeadline(time.Now().Add(probeTimeout))
@@ -67,8 +67,106 @@ func TestPrivilegedTupleReuse(t *testing.T) {
 	}
 }
 
-// closeFirstServer echoes one read per connection and then closes it, so
-// that the server side holds the TIME_WAIT and the client may reuse its port.
+// TestPrivilegedTupleReusePolicyChange: the closing entry of an allowed
+// flow grants nothing to a reconnection from the same port. Its SYN is
+// decided afresh, so after the policy or the ipcache stops allowing it, it
+// is dropped, and once allowed again it passes.
+func TestPrivilegedTupleReusePolicyChange(t *testing.T) {
+	testutil.Privileged(t)
+	tp := newTwoPods(t)
+	d := openTestDatapath(t, testPinRoot(t))
+	t.Cleanup(func() { _ = d.Cleanup() })
+	events := collectEvents(t, d)
+	srv := startCloseFirst(t, tp.b)
+	dst := netip.AddrPortFrom(tp.b.Addr, srv.port)
+	allowed := tp.plan(allowTCP(tp.idB, srv.port), allowTCP(tp.idA, srv.port))
+	sync := func(p *policy.Plan) {
+		t.Helper()
+		if err := d.Sync(p, tp.ifaces(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sync(allowed)
+	tp.attach(t, d)
+
+	const clientPort = 41235
+	// connectClose connects from clientPort, says bye and waits for the
+	// server's FIN: the tuple's entries are left closing.
+	connectClose := func(what string) {
+		t.Helper()
+		c := dialFrom(t, tp.a, clientPort, dst)
+		defer c.Close()
+		if err := echoOnce(c, "bye"); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(probeTimeout))
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+			t.Fatalf("%s: want the server's FIN, got %v", what, err)
+		}
+	}
+	// refused checks that a reconnection from clientPort is dropped.
+	refused := func(what string) {
+		t.Helper()
+		c, err := dialFromOnce(tp.a, clientPort, dst)
+		if err == nil {
+			c.Close()
+			t.Fatalf("%s: the reconnection got through", what)
+		}
+		events.waitFor(t, what+" drop", func(ev Event) bool {
+			return ev.Kind == EventDrop && ev.Src.Port() == clientPort && ev.Dst == dst
+		})
+	}
+
+	connectClose("first connection")
+	connectClose("reconnection under the same policy")
+	events.waitFor(t, "verdict of the reopened flow", func(ev Event) bool {
+		return ev.Kind == EventVerdict && ev.Src.Port() == clientPort && ev.Dst == dst && ev.Direction == policy.Ingress
+	})
+
+	// b's ingress no longer allows a.
+	sync(tp.plan(allowTCP(tp.idB, srv.port), allowTCP(tp.idA+100, srv.port)))
+	refused("reconnection after the policy stopped allowing it")
+	sync(allowed)
+	connectClose("reconnection once allowed again")
+
+	// a's address now belongs to another identity, which b does not allow.
+	moved := tp.plan(allowTCP(tp.idB, srv.port), allowTCP(tp.idA, srv.port))
+	moved.IPCache[0].Identity = tp.idA + 100
+	sync(moved)
+	refused("reconnection after the ipcache gave a another identity")
+}
+
+// dialFromOnce is dialFrom without retries or fatal errors.
+func dialFromOnce(pod *testutil.Pod, port uint16, dst netip.AddrPort) (net.Conn, error) {
+	dialer := net.Dialer{
+		Timeout:   probeTimeout,
+		LocalAddr: &net.TCPAddr{IP: pod.Addr.AsSlice(), Port: int(port)},
+		Control:   reuseAddr,
+	}
+	var c net.Conn
+	err := pod.Do(func() error {
+		var derr error
+		c, derr = dialer.Dial("tcp4", dst.String())
+		return derr
+	})
+	return c, err
+}
+
+// reuseAddr sets SO_REUSEADDR, so that a client may bind the port of a
+// connection that is still closing.
+func reuseAddr(_, _ string, rc syscall.RawConn) error {
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// closeFirstServer echoes what it reads and closes the connection after
+// echoing "bye", so that the server side holds the TIME_WAIT and the client
+// may reuse its port.
 type closeFirstServer struct{ port uint16 }
 
 func startCloseFirst(t *testing.T, pod *testutil.Pod) *closeFirstServer {
@@ -100,7 +198,7 @@ func startCloseFirst(t *testing.T, pod *testutil.Pod) *closeFirstServer {
 					if _, err := c.Write(buf[:n]); err != nil {
 						return
 					}
-					if string(buf[:n]) == "first" {
+					if string(buf[:n]) == "bye" {
 						return
 					}
 				}
@@ -121,15 +219,7 @@ func dialFrom(t *testing.T, pod *testutil.Pod, port uint16, dst netip.AddrPort) 
 	dialer := net.Dialer{
 		Timeout:   probeTimeout,
 		LocalAddr: &net.TCPAddr{IP: pod.Addr.AsSlice(), Port: int(port)},
-		Control: func(_, _ string, rc syscall.RawConn) error {
-			var serr error
-			if err := rc.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
-			}); err != nil {
-				return err
-			}
-			return serr
-		},
+		Control:   reuseAddr,
 	}
 	var c net.Conn
 	var err error
