@@ -28,19 +28,23 @@
 // policy allow is never dropped and one that both deny never passes; a
 // redirect without a proxy listener drops (fail closed).
 //
-// Known limit, fragments: the programs do not reassemble or track IP
-// fragments. A first fragment (offset 0, and IPv6 atomic fragments) is
-// parsed and policied like a whole packet; a non-first fragment has no
-// ports, so it never matches a CT entry and is decided on its own by the
-// entries that cover every port of its protocol (or any protocol): an
-// explicit deny drops it, an allow passes it, anything else in an enforced
-// direction drops it with DropUnsupported (so do redirects: a proxy cannot
-// take a fragment). Fragmented replies of allowed flows are therefore
-// dropped where the reply direction is enforced without such an entry.
-// The real fix is fragment tracking (a map from the fragment id to the
-// first fragment's ports and verdict). An IPv6 extension header chain the
-// parser cannot follow to its upper-layer header (more than 8 headers) is
-// dropped with DropUnsupported as well.
+// A flow's entry lives as long as its packets keep coming (CT lifetimes in
+// Config); the programs never delete it when the flow ends. A TCP SYN on
+// the tuple of a flow that is closing (a client reusing its port) starts a
+// new flow, decided afresh, in the old entry's place. ConntrackGC, which
+// the agent runs periodically, deletes expired entries, so that the LRU
+// need not evict live flows for new ones, and ConntrackStats measures how
+// full of live flows the map is (conntrack.go).
+//
+// Fragments: a first fragment stores its datagram's ports in moat_frags
+// (bpf/frag.h) and the later fragments are policied as packets of that
+// flow. A later fragment whose first fragment was not seen (lost, or
+// overtaken) has no ports and is decided on its own by the entries that
+// cover every port of its protocol: an explicit deny drops it, an allow
+// passes it, anything else in an enforced direction drops it with
+// DropUnsupported (so do redirects: a proxy cannot take a fragment). An
+// IPv6 extension header chain the parser cannot follow to its upper-layer
+// header (more than 8 headers) is dropped with DropUnsupported as well.
 //
 // The datapath must never decide policy itself (that is the policy
 // compiler's job), never import dnsproxy, and never run iptables or shell
