@@ -149,6 +149,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	dcfg.Attach = datapath.AttachMode(a.cfg.Attach)
 	dcfg.EventsPerSecond = a.cfg.EventsPerSecond
 	dcfg.VerdictEvents = a.cfg.VerdictEvents
+	dcfg.CTMaxEntries = a.cfg.ConntrackMaxEntries
 	dcfg.Logger = a.log.With("component", "datapath")
 	dp, err := datapath.Open(dcfg)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/moatnet/moat/datapath"
 	"github.com/moatnet/moat/flow"
 )
 
@@ -46,6 +47,10 @@ type Config struct {
 	// are deleted and moat_ct's pressure measured (a pass over a full map
 	// costs about 0.1 s of CPU).
 	ConntrackGCInterval Duration `json:"conntrackGCInterval,omitempty"`
+	// ConntrackMaxEntries sizes the connection-tracking map (default
+	// 262,144; about 152 bytes each, preallocated). A pinned map of another
+	// size is kept until `moat-agent cleanup`.
+	ConntrackMaxEntries int `json:"conntrackMaxEntries,omitempty"`
 
 	// TCPHealth reports TCP health (unanswered SYNs, retransmissions, RTT,
 	// resets) from a cgroup sock_ops program; TCPHealthCgroup is the cgroup
@@ -201,6 +206,9 @@ func (c Config) Validate() error {
 	}
 	if c.PollInterval < Duration(10*time.Millisecond) {
 		bad("pollInterval", "%s is below 10ms", time.Duration(c.PollInterval))
+	}
+	if n := c.ConntrackMaxEntries; n != 0 && (n < datapath.MinCTMaxEntries || n > datapath.MaxCTMaxEntries) {
+		bad("conntrackMaxEntries", "%d: want %d to %d", n, datapath.MinCTMaxEntries, datapath.MaxCTMaxEntries)
 	}
 	if c.ConntrackGCInterval < Duration(time.Second) {
 		bad("conntrackGCInterval", "%s is below 1s", time.Duration(c.ConntrackGCInterval))

@@ -24,6 +24,7 @@ func TestConfigValidate(t *testing.T) {
 		{"relative run dir", func(c *Config) { c.RunDir = "run" }, "runDir:"},
 		{"poll too fast", func(c *Config) { c.PollInterval = Duration(time.Millisecond) }, "pollInterval:"},
 		{"conntrack GC too often", func(c *Config) { c.ConntrackGCInterval = Duration(100 * time.Millisecond) }, "conntrackGCInterval:"},
+		{"conntrack map too small", func(c *Config) { c.ConntrackMaxEntries = 10 }, "conntrackMaxEntries: 10"},
 		{"bad attach", func(c *Config) { c.Attach = "xdp" }, `attach: "xdp"`},
 		{"same proxy ports", func(c *Config) { c.IngressHTTPPort = c.EgressHTTPPort }, "ingressHTTPPort:"},
 		{"bad metrics address", func(c *Config) { c.MetricsAddress = "nope" }, "metricsAddress:"},

@@ -40,6 +40,12 @@ type Config struct {
 	CTLifetimeSYN     time.Duration // TCP before the first reply
 	CTLifetimeClosing time.Duration // TCP after FIN/RST
 	CTLifetimeOther   time.Duration // UDP, ICMP, others
+	// CTMaxEntries sizes the connection-tracking map (moat_ct): one entry
+	// per flow and local endpoint it crosses. It takes effect when the map
+	// is created; over a pinned map of another size, the pinned map is kept
+	// (its flows stay tracked) and Open logs that the new size needs
+	// `moat-agent cleanup`.
+	CTMaxEntries int
 	// Logger receives operational messages; nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock used to stamp events; nil means time.Now.
@@ -72,6 +78,9 @@ func (c Config) WithDefaults() Config {
 	if c.CTLifetimeOther == 0 {
 		c.CTLifetimeOther = time.Minute
 	}
+	if c.CTMaxEntries == 0 {
+		c.CTMaxEntries = DefaultCTMaxEntries
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -100,5 +109,18 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %v: must be between 1s and 2^31s", name, d))
 		}
 	}
+	if c.CTMaxEntries < MinCTMaxEntries || c.CTMaxEntries > MaxCTMaxEntries {
+		errs = append(errs, fmt.Errorf("ctMaxEntries %d: must be between %d and %d", c.CTMaxEntries, MinCTMaxEntries, MaxCTMaxEntries))
+	}
 	return errors.Join(errs...)
 }
+
+// Bounds of Config.CTMaxEntries. An entry takes about 152 bytes of kernel
+// memory (key, value and the hash map's element header), preallocated:
+// the default costs 38 MiB (memlock 39,846,848 bytes on Linux 6.18), the
+// maximum about 2.4 GiB.
+const (
+	DefaultCTMaxEntries = 1 << 18
+	MinCTMaxEntries     = 1 << 10
+	MaxCTMaxEntries     = 1 << 24
+)

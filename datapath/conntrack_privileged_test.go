@@ -170,3 +170,53 @@ func TestPrivilegedConntrackGC(t *testing.T) {
 		t.Fatalf("second collection: %+v, %v: want %d removed and the open flow live", st, err, fill)
 	}
 }
+
+// TestPrivilegedConntrackSize: CTMaxEntries sizes a new moat_ct; over a
+// pinned map of another size the pinned one is kept with its flows, and
+// the new size applies after a cleanup.
+func TestPrivilegedConntrackSize(t *testing.T) {
+	testutil.Privileged(t)
+	root := testPinRoot(t)
+	open := func(size int) *Datapath {
+		t.Helper()
+		d, err := Open(Config{PinRoot: root, CTMaxEntries: size})
+		testutil.Require(t, "datapath load", err)
+		return d
+	}
+	capacity := func(d *Datapath) int {
+		t.Helper()
+		st, err := d.ConntrackStats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Capacity
+	}
+
+	d := open(4096)
+	if got := capacity(d); got != 4096 {
+		t.Fatalf("new map: capacity %d, want 4096", got)
+	}
+	key := moatCtKey{Proto: 6, Endpoint: 1}
+	if err := d.objs.MoatCt.Put(&key, &moatCtEntry{Expires: 1 << 62}); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+
+	d = open(8192)
+	if got := capacity(d); got != 4096 {
+		t.Errorf("restart with another size: capacity %d, want the pinned 4096", got)
+	}
+	var e moatCtEntry
+	if err := d.objs.MoatCt.Lookup(&key, &e); err != nil {
+		t.Errorf("restart with another size lost the tracked flow: %v", err)
+	}
+	if err := d.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+
+	d = open(8192)
+	defer func() { _ = d.Cleanup() }()
+	if got := capacity(d); got != 8192 {
+		t.Errorf("after cleanup: capacity %d, want 8192", got)
+	}
+}

@@ -64,6 +64,30 @@ func Open(cfg Config) (*Datapath, error) {
 	return d, err
 }
 
+// sizeCT gives moat_ct the configured size, unless a pinned moat_ct of
+// another size exists: that one is kept (replacing it would forget every
+// tracked flow, and replies into default-deny directions would then be
+// dropped), and the configured size waits for a fresh start.
+func sizeCT(spec *ebpf.CollectionSpec, cfg Config) error {
+	ms := spec.Maps["moat_ct"]
+	want := uint32(cfg.CTMaxEntries)
+	ms.MaxEntries = want
+	pinned, err := ebpf.LoadPinnedMap(filepath.Join(cfg.PinRoot, "moat_ct"), &ebpf.LoadPinOptions{ReadOnly: true})
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the pinned moat_ct: %w", err)
+	}
+	defer pinned.Close()
+	if have := pinned.MaxEntries(); have != want {
+		ms.MaxEntries = have
+		cfg.Logger.Warn("connection-tracking map keeps its pinned size; the configured size applies after `moat-agent cleanup`",
+			"pinned_max_entries", have, "configured_max_entries", want)
+	}
+	return nil
+}
+
 // openFault, when set (by tests), fails open after the maps are pinned.
 var openFault func() error
 
@@ -80,6 +104,9 @@ func open(cfg Config) (*Datapath, error) {
 		log:      cfg.Logger,
 		links:    map[linkKey]link.Link{},
 		tcFilter: map[linkKey]bool{},
+	}
+	if err := sizeCT(spec, cfg); err != nil {
+		return nil, err
 	}
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinRoot}}
 	if err := spec.LoadAndAssign(&d.objs, opts); err != nil {
