@@ -65,6 +65,18 @@ struct {
 } moat_endpoints SEC(".maps");
 
 /*
+ * The local endpoints by address (an endpoint may have an IPv4 and an IPv6
+ * address): the ifindex of the host veth, for local_delivery.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct ipcache_host_key);
+	__type(value, __u32);
+	__uint(max_entries, EP_SLOTS * 2);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} moat_local_ep SEC(".maps");
+
+/*
  * The maps' generation, bumped by every Sync that changes the endpoint,
  * policy or ipcache maps. A tracked flow whose CT entry carries the current
  * generation passes without looking at its endpoint's config (an inlined

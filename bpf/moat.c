@@ -18,6 +18,12 @@
  * client reconnects, and the new connection goes through the proxy);
  * otherwise it keeps its verdict.
  *
+ * A packet of a tracked flow between two local endpoints that the
+ * destination's to_endpoint has let in already goes from from_endpoint
+ * straight to the destination's side of its veth (local_delivery), past the
+ * host's routing and to_endpoint; a flow's first packet and any packet after
+ * a map change take the long way.
+ *
  * A fragmented datagram's later fragments have no ports: they take those
  * of its first fragment (frag.h) and are then policied like any packet of
  * the flow. One whose first fragment was not seen is decided on its own by
@@ -228,6 +234,52 @@ static __always_inline int decide_fragment(struct ctx *c, const struct endpoint_
 	return drop(c, DROP_UNSUPPORTED);
 }
 
+/*
+ * local_delivery hands a packet of a tracked flow that leaves an endpoint
+ * for another local endpoint straight to the destination's side of its veth
+ * (bpf_redirect_peer), past the host's routing and the destination's
+ * to_endpoint, when that to_endpoint would only find an entry that lets it
+ * in: an allow made by to_endpoint itself at the flow's first packet and
+ * checked against the current maps generation (after any change, the
+ * packet takes the long way and to_endpoint re-checks the flow). A SYN
+ * always takes the long way, since it may start a flow to be decided.
+ * Otherwise it returns TC_ACT_OK: the stack routes the packet as usual.
+ */
+static __always_inline int local_delivery(struct ctx *c, __u32 gen)
+{
+	struct ct_entry *e;
+	struct ct_key k;
+	__u32 *peer;
+	int swapped, rel;
+
+	if (c->p.key.proto == IPPROTO_TCP && (c->p.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
+		return TC_ACT_OK;
+	peer = bpf_map_lookup_elem(&moat_local_ep, c->p.key.daddr);
+	if (!peer)
+		return TC_ACT_OK;
+	swapped = ct_canon(&c->p.key, *peer, &k);
+	e = ct_live(&k, c->now);
+	if (!e || e->generation != gen || e->verdict != VERDICT_ALLOW ||
+	    (e->flags & (CT_F_FROM_PROXY | CT_F_TO_INGRESS_PROXY)))
+		return TC_ACT_OK;
+	rel = ct_relation(e, DIR_INGRESS, swapped);
+	if (rel == CT_OTHER)
+		return TC_ACT_OK;
+	ct_touch(e, c->p.key.proto, c->p.tcp_flags, rel == CT_REPLY, c->now);
+	count_endpoint(e->ep_slot, DIR_INGRESS, STAT_ALLOWED, c->p.len);
+	count_rule(e->rule, c->p.len);
+	return bpf_redirect_peer(*peer, 0);
+}
+
+/* pass_tracked passes a packet of a tracked flow (the fast path). */
+static __always_inline int pass_tracked(struct ctx *c, __u32 rule, __u32 gen)
+{
+	pass(c, rule);
+	if (c->dir == DIR_EGRESS)
+		return local_delivery(c, gen);
+	return TC_ACT_OK;
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
 	struct ctx c = {};
@@ -273,13 +325,13 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 				    !(ct->flags & CT_F_TO_INGRESS_PROXY)) {
 					ct_touch(ct, c.p.key.proto, c.p.tcp_flags, 0, c.now);
 					c.slot = ct->ep_slot;
-					return pass(&c, ct->rule);
+					return pass_tracked(&c, ct->rule, gen);
 				}
 				if (rel == CT_REPLY) {
 					/* A reply: its flow's entry vouches for the endpoint. */
 					ct_touch(ct, c.p.key.proto, c.p.tcp_flags, 1, c.now);
 					c.slot = ct->ep_slot;
-					return pass(&c, ct->rule);
+					return pass_tracked(&c, ct->rule, gen);
 				}
 			}
 		}

@@ -18,7 +18,12 @@
 // find with one lookup (the tuple in canonical order, bpf/ct.h);
 // moat_endpoints; moat_ipcache_h then the moat_ipcache trie (address →
 // identity); moat_policy_h (entries for one port and for every port) then,
-// only where a direction has port ranges, the moat_policy trie. Counters
+// only where a direction has port ranges, the moat_policy trie;
+// moat_local_ep (a local endpoint's address -> the ifindex of its host veth)
+// for from_endpoint's local delivery: a packet of a tracked flow to another
+// local endpoint whose own CT entry lets it in, checked against the current
+// generation, is redirected to that endpoint's side of the veth
+// (bpf_redirect_peer) without the host's routing or to_endpoint. Counters
 // are per-CPU arrays indexed by slot; a rule index freed by a Sync is
 // zeroed in the background before a new rule takes it.
 //

@@ -57,11 +57,13 @@ type DesiredEntry struct {
 	Entry policy.Entry
 }
 
-// MapState is the desired content of the endpoint, policy and ipcache maps.
+// MapState is the desired content of the endpoint, policy and ipcache maps,
+// and of moat_local_ep (a local endpoint's address -> its ifindex).
 type MapState struct {
 	Endpoints map[uint32]EndpointState
 	Policy    map[PolicyKey]DesiredEntry
 	IPCache   map[netip.Prefix]policy.ID
+	Local     map[netip.Addr]uint32
 }
 
 // DesiredState computes the map content for plan: the endpoints that have an
@@ -72,6 +74,7 @@ func DesiredState(plan *policy.Plan, ifaces map[EndpointKey]int, proxies ProxyPo
 		Endpoints: map[uint32]EndpointState{},
 		Policy:    map[PolicyKey]DesiredEntry{},
 		IPCache:   map[netip.Prefix]policy.ID{},
+		Local:     map[netip.Addr]uint32{},
 	}
 	for _, e := range plan.IPCache {
 		if !e.Prefix.IsValid() {
@@ -99,6 +102,10 @@ func DesiredState(plan *policy.Plan, ifaces map[EndpointKey]int, proxies ProxyPo
 			if _, ok := st.IPCache[p]; !ok {
 				st.IPCache[p] = ep.Identity
 			}
+			if prev, dup := st.Local[a.Unmap()]; dup {
+				return nil, fmt.Errorf("compute endpoint %s: address %s already used by the endpoint on ifindex %d", key, a, prev)
+			}
+			st.Local[a.Unmap()] = id
 		}
 		for _, dir := range []policy.Direction{policy.Ingress, policy.Egress} {
 			dp := ep.Direction(dir)
@@ -215,6 +222,9 @@ func (st *MapState) Format() string {
 	}
 	for p, id := range st.IPCache {
 		lines = append(lines, fmt.Sprintf("ipcache %s -> %s", p, id))
+	}
+	for a, id := range st.Local {
+		lines = append(lines, fmt.Sprintf("local %s -> ifindex=%d", a, id))
 	}
 	sort.Strings(lines)
 	return strings.Join(lines, "\n") + "\n"

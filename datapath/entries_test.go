@@ -86,6 +86,8 @@ func TestDesiredStateErrors(t *testing.T) {
 	overlap := samplePlan()
 	overlap.Endpoints[0].Egress.Entries = append(overlap.Endpoints[0].Egress.Entries,
 		policy.Entry{L4Key: policy.L4Key{Proto: policy.ProtoUDP, Ports: policy.PortRange{From: 52, To: 53}}, Verdict: policy.VerdictAllow})
+	sharedAddr := samplePlan()
+	sharedAddr.Endpoints[1].Addresses = []netip.Addr{netip.MustParseAddr("10.0.1.5")}
 	cases := []struct {
 		name   string
 		plan   *policy.Plan
@@ -94,6 +96,7 @@ func TestDesiredStateErrors(t *testing.T) {
 		{"overlapping entries", overlap, map[EndpointKey]int{{Namespace: "default", Name: "web"}: 12}},
 		{"shared ifindex", samplePlan(), map[EndpointKey]int{{Namespace: "default", Name: "web"}: 12, {Namespace: "default", Name: "unattached"}: 12}},
 		{"bad ifindex", samplePlan(), map[EndpointKey]int{{Namespace: "default", Name: "web"}: 0}},
+		{"shared address", sharedAddr, map[EndpointKey]int{{Namespace: "default", Name: "web"}: 12, {Namespace: "default", Name: "unattached"}: 13}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -16,6 +16,7 @@ type syncState struct {
 	names     map[uint32]EndpointKey
 	policy    map[PolicyKey]PolicyValue
 	ipcache   map[netip.Prefix]policy.ID
+	local     map[netip.Addr]uint32
 	rules     map[RuleKey]uint32
 	ruleInfo  map[uint32]RuleInfo
 	nextRev   uint32
@@ -47,6 +48,7 @@ func (s *syncState) load(objs *moatObjects) error {
 	s.names = map[uint32]EndpointKey{}
 	s.policy = map[PolicyKey]PolicyValue{}
 	s.ipcache = map[netip.Prefix]policy.ID{}
+	s.local = map[netip.Addr]uint32{}
 	s.rules = map[RuleKey]uint32{}
 	s.ruleInfo = map[uint32]RuleInfo{}
 	s.owed = map[dirKey]bool{}
@@ -128,6 +130,15 @@ func (s *syncState) load(objs *moatObjects) error {
 	}
 	if err := ihit.Err(); err != nil {
 		return fmt.Errorf("read ipcache host map: %w", err)
+	}
+	var lk moatIpcacheHostKey
+	var lv uint32
+	lit := objs.MoatLocalEp.Iterate()
+	for lit.Next(&lk, &lv) {
+		s.local[netip.AddrFrom16(lk.Addr).Unmap()] = lv
+	}
+	if err := lit.Err(); err != nil {
+		return fmt.Errorf("read local endpoint map: %w", err)
 	}
 	return nil
 }
@@ -281,6 +292,28 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 		s.names[id] = es.Endpoint
 		delete(s.owed, in)
 		delete(s.owed, eg)
+	}
+
+	// The local endpoints' addresses, for local_delivery (which also needs
+	// the destination's own CT entry, so a new address is never used before
+	// that endpoint's programs have let a flow in).
+	for a, id := range want.Local {
+		if cur, ok := s.local[a]; ok && cur == id {
+			continue
+		}
+		if err := o.MoatLocalEp.Put(moatIpcacheHostKey{Addr: a.As16()}, id); err != nil {
+			return fmt.Errorf("sync local endpoint %s (ifindex %d): %w", a, id, err)
+		}
+		s.local[a] = id
+	}
+	for a := range s.local {
+		if _, ok := want.Local[a]; ok {
+			continue
+		}
+		if err := o.MoatLocalEp.Delete(moatIpcacheHostKey{Addr: a.As16()}); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("sync: delete local endpoint %s: %w", a, err)
+		}
+		delete(s.local, a)
 	}
 
 	// 3. Deletions (owed a revision bump before they start), then the

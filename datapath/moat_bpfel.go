@@ -182,6 +182,7 @@ const (
 	moatMapMoatGeneration    = "moat_generation"
 	moatMapMoatIpcache       = "moat_ipcache"
 	moatMapMoatIpcacheH      = "moat_ipcache_h"
+	moatMapMoatLocalEp       = "moat_local_ep"
 	moatMapMoatPolicy        = "moat_policy"
 	moatMapMoatPolicyH       = "moat_policy_h"
 	moatMapMoatRuleStats     = "moat_rule_stats"
@@ -257,6 +258,7 @@ type moatMapSpecs struct {
 	MoatGeneration *ebpf.MapSpec `ebpf:"moat_generation"`
 	MoatIpcache    *ebpf.MapSpec `ebpf:"moat_ipcache"`
 	MoatIpcacheH   *ebpf.MapSpec `ebpf:"moat_ipcache_h"`
+	MoatLocalEp    *ebpf.MapSpec `ebpf:"moat_local_ep"`
 	MoatPolicy     *ebpf.MapSpec `ebpf:"moat_policy"`
 	MoatPolicyH    *ebpf.MapSpec `ebpf:"moat_policy_h"`
 	MoatRuleStats  *ebpf.MapSpec `ebpf:"moat_rule_stats"`
@@ -306,6 +308,7 @@ type moatMaps struct {
 	MoatGeneration *ebpf.Map `ebpf:"moat_generation"`
 	MoatIpcache    *ebpf.Map `ebpf:"moat_ipcache"`
 	MoatIpcacheH   *ebpf.Map `ebpf:"moat_ipcache_h"`
+	MoatLocalEp    *ebpf.Map `ebpf:"moat_local_ep"`
 	MoatPolicy     *ebpf.Map `ebpf:"moat_policy"`
 	MoatPolicyH    *ebpf.Map `ebpf:"moat_policy_h"`
 	MoatRuleStats  *ebpf.Map `ebpf:"moat_rule_stats"`
@@ -323,6 +326,7 @@ func (m *moatMaps) Close() error {
 		m.MoatGeneration,
 		m.MoatIpcache,
 		m.MoatIpcacheH,
+		m.MoatLocalEp,
 		m.MoatPolicy,
 		m.MoatPolicyH,
 		m.MoatRuleStats,
