@@ -150,6 +150,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	dcfg.EventsPerSecond = a.cfg.EventsPerSecond
 	dcfg.VerdictEvents = a.cfg.VerdictEvents
 	dcfg.CTMaxEntries = a.cfg.ConntrackMaxEntries
+	dcfg.NoLocalDelivery = !*a.cfg.LocalDelivery
 	dcfg.Logger = a.log.With("component", "datapath")
 	dp, err := datapath.Open(dcfg)
 	if err != nil {

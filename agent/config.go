@@ -47,6 +47,11 @@ type Config struct {
 	// are deleted and moat_ct's pressure measured (a pass over a full map
 	// costs about 0.1 s of CPU).
 	ConntrackGCInterval Duration `json:"conntrackGCInterval,omitempty"`
+	// LocalDelivery sends the packets of flows between two endpoints of
+	// this node that both ends track from veth to veth, past the host's
+	// routing and netfilter (default true). Turn it off on hosts whose
+	// firewall drops conntrack INVALID packets in FORWARD.
+	LocalDelivery *bool `json:"localDelivery,omitempty"`
 	// ConntrackMaxEntries sizes the connection-tracking map (default
 	// 262,144; about 152 bytes each, preallocated). A pinned map of another
 	// size is kept until `moat-agent cleanup`.
@@ -172,6 +177,10 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Proxy == "" {
 		c.Proxy = ProxyEmbedded
+	}
+	if c.LocalDelivery == nil {
+		on := true
+		c.LocalDelivery = &on
 	}
 	if c.TCPHealth == nil {
 		on := true

@@ -61,6 +61,16 @@ func TestLoadConfig(t *testing.T) {
 			t.Fatalf("config %+v", c)
 		}
 	})
+	t.Run("local delivery", func(t *testing.T) {
+		c, err := LoadConfig(write("ld.yaml", "policies: /p\nendpoints: /e\n"))
+		if err != nil || c.LocalDelivery == nil || !*c.LocalDelivery {
+			t.Fatalf("default: %v, %v: want local delivery on", c.LocalDelivery, err)
+		}
+		c, err = LoadConfig(write("ld-off.yaml", "policies: /p\nendpoints: /e\nlocalDelivery: false\nconntrackMaxEntries: 524288\n"))
+		if err != nil || c.LocalDelivery == nil || *c.LocalDelivery || c.ConntrackMaxEntries != 524288 {
+			t.Fatalf("localDelivery: false: %v, %d, %v", c.LocalDelivery, c.ConntrackMaxEntries, err)
+		}
+	})
 	t.Run("unknown field", func(t *testing.T) {
 		_, err := LoadConfig(write("unknown.yaml", "policies: /p\nendpoints: /e\npolicys: /x\n"))
 		if err == nil || !strings.Contains(err.Error(), "unknown.yaml") || !strings.Contains(err.Error(), "policys") {

@@ -17,6 +17,7 @@ volatile const __u32 ct_lifetime_tcp = 20117;   /* established TCP, CT ticks (se
 volatile const __u32 ct_lifetime_syn = 56;      /* TCP before a reply */
 volatile const __u32 ct_lifetime_closing = 10;  /* TCP after FIN/RST */
 volatile const __u32 ct_lifetime_other = 56;    /* UDP, ICMP, others */
+volatile const __u32 local_delivery_on = 1;     /* see local_delivery in moat.c */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);

@@ -241,21 +241,35 @@ static __always_inline int decide_fragment(struct ctx *c, const struct endpoint_
  * to_endpoint, when that to_endpoint would only find an entry that lets it
  * in: an allow made by to_endpoint itself at the flow's first packet and
  * checked against the current maps generation (after any change, the
- * packet takes the long way and to_endpoint re-checks the flow). A SYN
- * always takes the long way, since it may start a flow to be decided.
- * Otherwise it returns TC_ACT_OK: the stack routes the packet as usual.
+ * packet takes the long way and to_endpoint re-checks the flow). Otherwise
+ * it returns TC_ACT_OK and the stack routes the packet as usual. The long
+ * way is also taken by:
+ *   - a SYN, which may start a flow to be decided;
+ *   - a packet whose source address is not the sending endpoint's own:
+ *     the destination's entry must not vouch for a spoofed sender (the
+ *     routed path has the host's reverse-path filter);
+ *   - a fragment, so that all of a datagram's fragments take one path
+ *     (the host's defragmenter would hold a lone one);
+ *   - a flow the sender's side sends to a proxy or takes from one.
  */
-static __always_inline int local_delivery(struct ctx *c, __u32 gen)
+static __always_inline int local_delivery(struct ctx *c, const struct ct_entry *sender, __u32 gen)
 {
 	struct ct_entry *e;
 	struct ct_key k;
-	__u32 *peer;
+	__u32 *peer, *self;
 	int swapped, rel;
 
+	if (!local_delivery_on || c->p.frag_first || c->p.frag_recalled)
+		return TC_ACT_OK;
 	if (c->p.key.proto == IPPROTO_TCP && (c->p.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
+		return TC_ACT_OK;
+	if (sender->verdict != VERDICT_ALLOW || (sender->flags & (CT_F_FROM_PROXY | CT_F_TO_INGRESS_PROXY)))
 		return TC_ACT_OK;
 	peer = bpf_map_lookup_elem(&moat_local_ep, c->p.key.daddr);
 	if (!peer)
+		return TC_ACT_OK;
+	self = bpf_map_lookup_elem(&moat_local_ep, c->p.key.saddr);
+	if (!self || *self != c->ev.endpoint)
 		return TC_ACT_OK;
 	swapped = ct_canon(&c->p.key, *peer, &k);
 	e = ct_live(&k, c->now);
@@ -272,11 +286,11 @@ static __always_inline int local_delivery(struct ctx *c, __u32 gen)
 }
 
 /* pass_tracked passes a packet of a tracked flow (the fast path). */
-static __always_inline int pass_tracked(struct ctx *c, __u32 rule, __u32 gen)
+static __always_inline int pass_tracked(struct ctx *c, const struct ct_entry *ct, __u32 gen)
 {
-	pass(c, rule);
+	pass(c, ct->rule);
 	if (c->dir == DIR_EGRESS)
-		return local_delivery(c, gen);
+		return local_delivery(c, ct, gen);
 	return TC_ACT_OK;
 }
 
@@ -325,13 +339,13 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 				    !(ct->flags & CT_F_TO_INGRESS_PROXY)) {
 					ct_touch(ct, c.p.key.proto, c.p.tcp_flags, 0, c.now);
 					c.slot = ct->ep_slot;
-					return pass_tracked(&c, ct->rule, gen);
+					return pass_tracked(&c, ct, gen);
 				}
 				if (rel == CT_REPLY) {
 					/* A reply: its flow's entry vouches for the endpoint. */
 					ct_touch(ct, c.p.key.proto, c.p.tcp_flags, 1, c.now);
 					c.slot = ct->ep_slot;
-					return pass_tracked(&c, ct->rule, gen);
+					return pass_tracked(&c, ct, gen);
 				}
 			}
 		}

@@ -40,6 +40,14 @@ type Config struct {
 	CTLifetimeSYN     time.Duration // TCP before the first reply
 	CTLifetimeClosing time.Duration // TCP after FIN/RST
 	CTLifetimeOther   time.Duration // UDP, ICMP, others
+	// NoLocalDelivery keeps every packet between two local endpoints on the
+	// host's routing path. By default the packets of a flow that both ends
+	// track go from veth to veth (local_delivery in bpf/moat.c), so the
+	// host's netfilter sees a flow's first packets only; a host firewall
+	// that drops conntrack INVALID packets in FORWARD could then drop a
+	// tracked flow's packets when they take the routed path again after a
+	// map change. Such hosts need this option (or nf_conntrack_tcp_be_liberal).
+	NoLocalDelivery bool
 	// CTMaxEntries sizes the connection-tracking map (moat_ct): one entry
 	// per flow and local endpoint it crosses. It takes effect when the map
 	// is created; over a pinned map of another size, the pinned map is kept

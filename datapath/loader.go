@@ -167,6 +167,10 @@ func setVariables(spec *ebpf.CollectionSpec, cfg Config) error {
 		"ct_lifetime_syn":     ctTicks(cfg.CTLifetimeSYN),
 		"ct_lifetime_closing": ctTicks(cfg.CTLifetimeClosing),
 		"ct_lifetime_other":   ctTicks(cfg.CTLifetimeOther),
+		"local_delivery_on":   1,
+	}
+	if cfg.NoLocalDelivery {
+		vars["local_delivery_on"] = 0
 	}
 	for name, v := range vars {
 		vs, ok := spec.Variables[name]

@@ -2,11 +2,15 @@ package datapath
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/moatnet/moat/internal/testutil"
 	"github.com/moatnet/moat/policy"
@@ -81,4 +85,128 @@ func TestPrivilegedLocalDelivery(t *testing.T) {
 	events.waitFor(t, "drop of the revoked flow at b's ingress", func(ev Event) bool {
 		return ev.Kind == EventDrop && ev.Reason == DropPolicyDenied && ev.Direction == policy.Ingress && ev.Dst.Port() == srv.tcpPort
 	})
+}
+
+// TestPrivilegedLocalDeliveryNoSpoofing: a pod that sends packets with
+// another local pod's source address cannot use that pod's flow to reach
+// the destination directly: local_delivery only vouches for packets whose
+// source is the sending endpoint's own address (the routed path has the
+// host's reverse-path filter; here the spoofed packets carry no IP
+// checksum, so that the routed path drops them and any that arrive at b
+// came the direct way).
+func TestPrivilegedLocalDeliveryNoSpoofing(t *testing.T) {
+	testutil.Privileged(t)
+	tp := newTwoPods(t)
+	c := testutil.NewPod(t, testutil.PodOptions{Addr: netip.MustParseAddr("10.201.3.1")})
+	const idC = 1003
+	srv := startEcho(t, tp.b)
+	d := openTestDatapath(t, testPinRoot(t))
+	t.Cleanup(func() { _ = d.Cleanup() })
+	allowUDP := func(id policy.ID) policy.DirectionPlan {
+		return policy.DirectionPlan{Enforced: true, Entries: []policy.Entry{
+			{L4Key: policy.L4Key{Identity: id, Proto: policy.ProtoUDP, Ports: policy.PortRange{From: srv.udpPort, To: srv.udpPort}}, Verdict: policy.VerdictAllow},
+		}}
+	}
+	// b lets c in, not a; a's egress is not enforced.
+	plan := tp.plan(policy.DirectionPlan{}, allowUDP(idC))
+	plan.Endpoints = append(plan.Endpoints, policy.EndpointPlan{Namespace: "t", Name: "c", Identity: idC, Addresses: []netip.Addr{c.Addr}})
+	plan.IPCache = append(plan.IPCache, policy.IPCacheEntry{Prefix: netip.PrefixFrom(c.Addr, 32), Identity: idC})
+	ifaces := tp.ifaces()
+	ifaces[EndpointKey{Namespace: "t", Name: "c"}] = c.HostIfIndex
+	if err := d.Sync(plan, ifaces, nil); err != nil {
+		t.Fatal(err)
+	}
+	tp.attach(t, d)
+	if err := d.Attach(c.HostIfIndex); err != nil {
+		t.Fatal(err)
+	}
+
+	// c's flow to b, from a fixed port: tracked at b's ingress.
+	const cPort = 40123
+	err := c.Do(func() error {
+		conn, err := net.DialUDP("udp4", &net.UDPAddr{IP: c.Addr.AsSlice(), Port: cPort},
+			&net.UDPAddr{IP: tp.b.Addr.AsSlice(), Port: int(srv.udpPort)})
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		return echoOnce(conn, "c's flow")
+	})
+	if err != nil {
+		t.Fatalf("c -> b: %v", err)
+	}
+
+	before, err := d.EndpointCounters(tp.b.HostIfIndex, policy.Ingress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spoofed := benchPacket(c.Addr, tp.b.Addr, policy.ProtoUDP, cPort, srv.udpPort, 0)[14:]
+	for range 5 {
+		if err := sendIPv4(tp.a, spoofed); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first of them made a's egress entry; the others found it.
+	time.Sleep(200 * time.Millisecond)
+	after, err := d.EndpointCounters(tp.b.HostIfIndex, policy.Ingress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := after.AllowedPackets - before.AllowedPackets; got != 0 {
+		t.Errorf("b's ingress let in %d packets that a sent with c's address, want none", got)
+	}
+}
+
+// sendIPv4 sends an IPv4 packet (no Ethernet header) out of pod's eth0 to
+// its host veth.
+func sendIPv4(pod *testutil.Pod, pkt []byte) error {
+	host, err := net.InterfaceByName(pod.HostIf)
+	if err != nil {
+		return fmt.Errorf("find host veth: %w", err)
+	}
+	return pod.Do(func() error {
+		eth0, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return fmt.Errorf("find eth0: %w", err)
+		}
+		proto := uint16(unix.ETH_P_IP)
+		proto = proto>>8 | proto<<8 // network order
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(proto))
+		if err != nil {
+			return fmt.Errorf("open packet socket: %w", err)
+		}
+		defer unix.Close(fd)
+		sa := &unix.SockaddrLinklayer{Protocol: proto, Ifindex: eth0.Index, Halen: 6}
+		copy(sa.Addr[:], host.HardwareAddr)
+		if err := unix.Sendto(fd, pkt, 0, sa); err != nil {
+			return fmt.Errorf("send packet: %w", err)
+		}
+		return nil
+	})
+}
+
+// TestPrivilegedLocalDeliveryOff: with NoLocalDelivery every packet between
+// the pods is routed by the host.
+func TestPrivilegedLocalDeliveryOff(t *testing.T) {
+	testutil.Privileged(t)
+	tp := newTwoPods(t)
+	srv := startEcho(t, tp.b)
+	d, err := Open(Config{PinRoot: testPinRoot(t), NoLocalDelivery: true})
+	testutil.Require(t, "datapath load", err)
+	t.Cleanup(func() { _ = d.Cleanup() })
+	if err := d.Sync(tp.plan(allowTCP(tp.idB, srv.tcpPort), allowTCP(tp.idA, srv.tcpPort)), tp.ifaces(), nil); err != nil {
+		t.Fatal(err)
+	}
+	tp.attach(t, d)
+	conn := establish(t, tp.a, netip.AddrPortFrom(tp.b.Addr, srv.tcpPort))
+	txB := hostTxPackets(t, tp.b)
+	const rounds = 20
+	for i := range rounds {
+		if err := echoOnce(conn, fmt.Sprintf("round %d", i)); err != nil {
+			t.Fatalf("echo %d: %v", i, err)
+		}
+	}
+	if got := hostTxPackets(t, tp.b) - txB; got < rounds {
+		t.Errorf("the host routed %d packets to b during %d echoes, want every one with local delivery off", got, rounds)
+	}
 }

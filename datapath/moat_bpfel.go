@@ -195,6 +195,7 @@ const (
 	moatVarEventsBurst       = "events_burst"
 	moatVarEventsMask        = "events_mask"
 	moatVarEventsRate        = "events_rate"
+	moatVarLocalDeliveryOn   = "local_delivery_on"
 	moatVarMoatEventType     = "moat_event_type"
 )
 
@@ -275,6 +276,7 @@ type moatVariableSpecs struct {
 	EventsBurst       *ebpf.VariableSpec `ebpf:"events_burst"`
 	EventsMask        *ebpf.VariableSpec `ebpf:"events_mask"`
 	EventsRate        *ebpf.VariableSpec `ebpf:"events_rate"`
+	LocalDeliveryOn   *ebpf.VariableSpec `ebpf:"local_delivery_on"`
 	MoatEventType     *ebpf.VariableSpec `ebpf:"moat_event_type"`
 }
 
@@ -344,6 +346,7 @@ type moatVariables struct {
 	EventsBurst       *ebpf.Variable `ebpf:"events_burst"`
 	EventsMask        *ebpf.Variable `ebpf:"events_mask"`
 	EventsRate        *ebpf.Variable `ebpf:"events_rate"`
+	LocalDeliveryOn   *ebpf.Variable `ebpf:"local_delivery_on"`
 	MoatEventType     *ebpf.Variable `ebpf:"moat_event_type"`
 }
 
