@@ -27,9 +27,12 @@ type ProgCost struct {
 	// Runs per program name, and nanoseconds per run.
 	Runs     map[string]uint64  `json:"runs"`
 	NsPerRun map[string]float64 `json:"nsPerRun"`
-	// NsPerPacket is the sum over programs of ns per run: a forwarded packet
-	// passes one from_endpoint run (tc ingress of the sender's host veth)
-	// and one to_endpoint run (tc egress of the receiver's host veth).
+	// NsPerPacket is the programs' total run time per forwarded packet.
+	// Every packet passes one from_endpoint run (tc ingress of the sender's
+	// host veth); it passes to_endpoint (tc egress of the receiver's host
+	// veth) only when it takes the routed path: a tracked flow's packets
+	// go from veth to veth (local delivery). So the sum of both programs'
+	// run time is divided by from_endpoint's runs.
 	NsPerPacket float64 `json:"nsPerPacket"`
 }
 
@@ -106,15 +109,18 @@ func (ps *progStats) sample() ([]progSample, error) {
 // cost computes the cost between two samples.
 func (ps *progStats) cost(before, after []progSample) ProgCost {
 	c := ProgCost{Runs: map[string]uint64{}, NsPerRun: map[string]float64{}}
+	var total time.Duration
 	for i := range ps.progs {
 		runs := after[i].runs - before[i].runs
 		c.Runs[ps.names[i]] = runs
+		total += after[i].runtime - before[i].runtime
 		if runs == 0 {
 			continue
 		}
-		ns := float64(after[i].runtime-before[i].runtime) / float64(runs)
-		c.NsPerRun[ps.names[i]] = ns
-		c.NsPerPacket += ns
+		c.NsPerRun[ps.names[i]] = float64(after[i].runtime-before[i].runtime) / float64(runs)
+	}
+	if packets := c.Runs["from_endpoint"]; packets > 0 {
+		c.NsPerPacket = float64(total) / float64(packets)
 	}
 	return c
 }

@@ -356,7 +356,7 @@ func standardNotes() []string {
 	return []string{
 		"c places the allowed flows' ACCEPT rules last, after N-3 others: the worst case for linear matching; ESTABLISHED,RELATED is accepted first, so only a connection's first packet walks the list",
 		"moat's plan: the server's ingress holds the N entries across 1,000 identities (ipcache has all 1,000 addresses); the client's egress allows the 3 flows to the server",
-		"ns/packet = from_endpoint + to_endpoint ns per run during that (b) workload (a forwarded packet passes one of each); http is dominated by new connections (policy lookup path), udp is one flow (conntrack hit path); measured in a separate 2 s run with BPF run-time stats on (the throughput runs have them off)",
+		"ns/packet = from_endpoint + to_endpoint run time per packet forwarded (from_endpoint runs) during that (b) workload: every packet passes from_endpoint, only those on the routed path (a flow's first packets) pass to_endpoint too; http is dominated by new connections (policy lookup path), udp is one flow (conntrack hit path); measured in a separate 2 s run with BPF run-time stats on (the throughput runs have them off)",
 		"udp is iperf3 -u -l 64 -b 0 (64-byte payload); kpps counts what the server received",
 		"b/a and c/a are medians of per-round paired ratios: within a round each workload runs in its scenarios as a palindrome, a b c c b a, each scenario's two runs are averaged and each round's ratio compares those averages, and the median is taken over the rounds; b/a range is the lowest and highest round's ratio (count in brackets); a, b and c are the medians of the rates, so b/a need not equal b divided by a",
 		"shared, noisy machine: compare ratios measured side by side, not absolute numbers across runs",
