@@ -98,8 +98,9 @@ func tcpSYN(src, dst netip.Addr, sport, dport uint16) []byte {
 	return h
 }
 
-// sendFrame sends an IPv6 packet out of pod's eth0 to the host veth's MAC.
-func sendFrame(pod *testutil.Pod, pkt []byte) error {
+// sendFrame sends an IP packet of ethType (ETH_P_IP, ETH_P_IPV6) out of
+// pod's eth0 to the host veth's MAC.
+func sendFrame(pod *testutil.Pod, ethType uint16, pkt []byte) error {
 	host, err := net.InterfaceByName(pod.HostIf)
 	if err != nil {
 		return fmt.Errorf("find host veth: %w", err)
@@ -109,8 +110,7 @@ func sendFrame(pod *testutil.Pod, pkt []byte) error {
 		if err != nil {
 			return fmt.Errorf("find eth0: %w", err)
 		}
-		proto := uint16(unix.ETH_P_IPV6)
-		proto = proto>>8 | proto<<8 // network order
+		proto := ethType>>8 | ethType<<8 // network order
 		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(proto))
 		if err != nil {
 			return fmt.Errorf("open packet socket: %w", err)
@@ -247,7 +247,7 @@ func TestPrivilegedIPv6Fragments(t *testing.T) {
 				t.Fatalf("sync: %v", err)
 			}
 			pkt := ip6Packet(a.Addr, b.Addr, tc.exts, tc.proto, tc.body)
-			if err := sendFrame(a, pkt); err != nil {
+			if err := sendFrame(a, unix.ETH_P_IPV6, pkt); err != nil {
 				t.Fatal(err)
 			}
 			length := uint32(len(pkt) + 14)

@@ -142,7 +142,7 @@ func TestPrivilegedLocalDeliveryNoSpoofing(t *testing.T) {
 	}
 	spoofed := benchPacket(c.Addr, tp.b.Addr, policy.ProtoUDP, cPort, srv.udpPort, 0)[14:]
 	for range 5 {
-		if err := sendIPv4(tp.a, spoofed); err != nil {
+		if err := sendFrame(tp.a, unix.ETH_P_IP, spoofed); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -154,59 +154,5 @@ func TestPrivilegedLocalDeliveryNoSpoofing(t *testing.T) {
 	}
 	if got := after.AllowedPackets - before.AllowedPackets; got != 0 {
 		t.Errorf("b's ingress let in %d packets that a sent with c's address, want none", got)
-	}
-}
-
-// sendIPv4 sends an IPv4 packet (no Ethernet header) out of pod's eth0 to
-// its host veth.
-func sendIPv4(pod *testutil.Pod, pkt []byte) error {
-	host, err := net.InterfaceByName(pod.HostIf)
-	if err != nil {
-		return fmt.Errorf("find host veth: %w", err)
-	}
-	return pod.Do(func() error {
-		eth0, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return fmt.Errorf("find eth0: %w", err)
-		}
-		proto := uint16(unix.ETH_P_IP)
-		proto = proto>>8 | proto<<8 // network order
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(proto))
-		if err != nil {
-			return fmt.Errorf("open packet socket: %w", err)
-		}
-		defer unix.Close(fd)
-		sa := &unix.SockaddrLinklayer{Protocol: proto, Ifindex: eth0.Index, Halen: 6}
-		copy(sa.Addr[:], host.HardwareAddr)
-		if err := unix.Sendto(fd, pkt, 0, sa); err != nil {
-			return fmt.Errorf("send packet: %w", err)
-		}
-		return nil
-	})
-}
-
-// TestPrivilegedLocalDeliveryOff: with NoLocalDelivery every packet between
-// the pods is routed by the host.
-func TestPrivilegedLocalDeliveryOff(t *testing.T) {
-	testutil.Privileged(t)
-	tp := newTwoPods(t)
-	srv := startEcho(t, tp.b)
-	d, err := Open(Config{PinRoot: testPinRoot(t), NoLocalDelivery: true})
-	testutil.Require(t, "datapath load", err)
-	t.Cleanup(func() { _ = d.Cleanup() })
-	if err := d.Sync(tp.plan(allowTCP(tp.idB, srv.tcpPort), allowTCP(tp.idA, srv.tcpPort)), tp.ifaces(), nil); err != nil {
-		t.Fatal(err)
-	}
-	tp.attach(t, d)
-	conn := establish(t, tp.a, netip.AddrPortFrom(tp.b.Addr, srv.tcpPort))
-	txB := hostTxPackets(t, tp.b)
-	const rounds = 20
-	for i := range rounds {
-		if err := echoOnce(conn, fmt.Sprintf("round %d", i)); err != nil {
-			t.Fatalf("echo %d: %v", i, err)
-		}
-	}
-	if got := hostTxPackets(t, tp.b) - txB; got < rounds {
-		t.Errorf("the host routed %d packets to b during %d echoes, want every one with local delivery off", got, rounds)
 	}
 }
