@@ -28,6 +28,12 @@ static __always_inline __u64 ct_now(void)
 	return bpf_ktime_get_coarse_ns() >> CT_TICK_SHIFT;
 }
 
+/* tcp_bare_syn says whether a packet is a TCP SYN without ACK: a connection's first packet. */
+static __always_inline int tcp_bare_syn(__u8 proto, __u8 tcp_flags)
+{
+	return proto == IPPROTO_TCP && (tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+}
+
 /* generation returns the maps' current generation (see moat_generation). */
 static __always_inline __u32 generation(void)
 {
@@ -154,8 +160,7 @@ static __always_inline struct ct_entry *ct_flow(struct ct_key *k, __u64 now, __u
 {
 	struct ct_entry *e = ct_live(k, now);
 
-	if (e && proto == IPPROTO_TCP && (tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN &&
-	    (e->flags & CT_F_CLOSING)) {
+	if (e && tcp_bare_syn(proto, tcp_flags) && (e->flags & CT_F_CLOSING)) {
 		*reopen = e;
 		return 0;
 	}

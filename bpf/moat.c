@@ -261,7 +261,7 @@ static __always_inline int local_delivery(struct ctx *c, const struct ct_entry *
 
 	if (!local_delivery_on || c->p.frag_first || c->p.frag_recalled)
 		return TC_ACT_OK;
-	if (c->p.key.proto == IPPROTO_TCP && (c->p.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
+	if (tcp_bare_syn(c->p.key.proto, c->p.tcp_flags))
 		return TC_ACT_OK;
 	if (sender->verdict != VERDICT_ALLOW || (sender->flags & (CT_F_FROM_PROXY | CT_F_TO_INGRESS_PROXY)))
 		return TC_ACT_OK;
@@ -497,8 +497,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	 * tuple of a closing flow found no entry (ct_flow): it starts a new
 	 * flow, whose entry overwrites the old one in place.
 	 */
-	if (ct || (c.p.key.proto == IPPROTO_TCP &&
-		   (!(c.p.tcp_flags & TCP_FLAG_SYN) || (c.p.tcp_flags & TCP_FLAG_ACK)))) {
+	if (ct || (c.p.key.proto == IPPROTO_TCP && !tcp_bare_syn(c.p.key.proto, c.p.tcp_flags))) {
 		if (res.verdict == VERDICT_REDIRECT)
 			return redirect(skb, &c, res.proxy_port, res.rule, 1);
 		return pass(&c, res.rule);
