@@ -44,18 +44,33 @@ type Agent struct {
 
 	alloc    *policy.FileAllocator
 	compiler *policy.Compiler
-	dp       *datapath.Datapath
-	eps      *datapath.EndpointManager
 	xds      *xds.Server
 	ring     *flow.Ring
 	flows    *flow.Metrics
 	als      *flow.AccessLogServer
 
+	// The parts reconcile drives (see parts.go); Run sets them from
+	// openNode's result.
+	maps     policyMaps
+	plumb    endpointPlumbing
+	proxyCfg proxyConfig
+	// openNode opens the kernel side (datapath, endpoint manager, proxy
+	// routing); tests replace it with fakes.
+	openNode func(ctx context.Context) (*nodeParts, error)
+	// alsGrace bounds the access-log server's graceful stop.
+	alsGrace time.Duration
+
 	policies  *policySource
 	endpoints endpointsSource
 
+	// syncMu serialises map writes: reconcile's and proxyLoop's.
+	syncMu    sync.Mutex
+	proxyKick chan struct{}
+
 	mu               sync.RWMutex
 	state            state
+	proxy            proxyState
+	sources          sourceReport
 	appliedPolicies  map[policyKey]policy.Policy
 	appliedEndpoints map[datapath.EndpointKey]policy.Endpoint
 	xdsSeq           uint64
@@ -116,11 +131,15 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		reg:       reg,
 		m:         newAgentMetrics(reg),
 		xds:       xsrv,
+		proxyCfg:  xsrv,
 		ring:      ring,
 		flows:     flows,
+		alsGrace:  DefaultStopGrace,
+		proxyKick: make(chan struct{}, 1),
 		policies:  newPolicySource(cfg.Policies),
 		endpoints: endpointsSource{path: cfg.Endpoints},
 	}
+	a.openNode = a.openKernel
 	a.als = flow.NewAccessLogServer(flow.EnricherFunc(a.resolve), a.record, log.With("component", "accesslog"))
 	return a, nil
 }
@@ -128,10 +147,37 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 // Registry returns the agent's metrics registry.
 func (a *Agent) Registry() *prometheus.Registry { return a.reg }
 
+// DefaultStopGrace bounds how long a server of the agent waits for open
+// streams and requests when it stops; then it closes them.
+const DefaultStopGrace = 2 * time.Second
+
+// nodeParts is what openNode opens: the parts reconcile drives, the
+// goroutines that read from the kernel, and how to close it all.
+type nodeParts struct {
+	maps  policyMaps
+	plumb endpointPlumbing
+	// run are goroutines that live as long as the agent (event readers,
+	// conntrack GC).
+	run []func(ctx context.Context) error
+	// close releases everything, in reverse order of opening.
+	close func()
+}
+
 // Run starts the agent and blocks until ctx ends or a component fails. The
 // BPF programs and maps stay pinned when it returns: enforcement goes on
 // while the agent is down.
+//
+// It first takes the node lock on its pin root (see NodeLock): a second
+// agent fails here, naming the first one's pid, before it touches any pin.
+// Everything that can fail is opened before any goroutine starts, and a
+// failure after that stops and waits for every goroutine before the parts
+// they use are closed: a failed start leaves nothing running.
 func (a *Agent) Run(ctx context.Context) error {
+	lock, err := LockNode(a.pinRoot())
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	if err := os.MkdirAll(a.cfg.RunDir, 0o750); err != nil {
 		return fmt.Errorf("create run dir: %w", err)
 	}
@@ -142,61 +188,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.alloc = alloc
 	a.compiler = policy.NewCompiler(policy.Options{AllowHostIngress: a.cfg.AllowHostIngress}, alloc)
 
-	dcfg := datapath.DefaultConfig()
-	if a.cfg.BPFRoot != "" {
-		dcfg.PinRoot = a.cfg.BPFRoot
-	}
-	dcfg.Attach = datapath.AttachMode(a.cfg.Attach)
-	dcfg.EventsPerSecond = a.cfg.EventsPerSecond
-	dcfg.VerdictEvents = a.cfg.VerdictEvents
-	dcfg.CTMaxEntries = a.cfg.ConntrackMaxEntries
-	dcfg.NoLocalDelivery = !*a.cfg.LocalDelivery
-	dcfg.Logger = a.log.With("component", "datapath")
-	dp, err := datapath.Open(dcfg)
-	if err != nil {
-		return fmt.Errorf("open datapath: %w", err)
-	}
-	defer dp.Close()
-	a.dp = dp
-	ct := &ctCollector{dp: dp, log: a.log.With("component", "conntrack"), interval: time.Duration(a.cfg.ConntrackGCInterval)}
-	a.reg.MustRegister(ct, &mapPressureCollector{dp: dp, ct: ct})
-
-	var readTCP func(context.Context) error
-	if *a.cfg.TCPHealth {
-		run, closeTCP, err := a.startTCPHealth(dcfg.PinRoot)
-		if err != nil {
-			return err
-		}
-		defer closeTCP()
-		readTCP = run
-	}
-	if len(a.cfg.PrefilterDeny) > 0 {
-		closePF, err := a.startPrefilter(dcfg.PinRoot)
-		if err != nil {
-			return err
-		}
-		defer closePF()
-	}
-
-	ecfg := datapath.DefaultEndpointConfig()
-	if a.cfg.NetnsPrefix != "" {
-		ecfg.NetnsPrefix = a.cfg.NetnsPrefix
-	}
-	hostNs, hostNsPath, err := pinHostNetns()
+	runProxy, err := a.newProxy()
 	if err != nil {
 		return err
 	}
-	defer hostNs.Close()
-	ecfg.HostNetns = hostNsPath
-	eps, err := datapath.NewEndpointManager(ecfg, a.log.With("component", "endpoints"))
+	node, err := a.openNode(ctx)
 	if err != nil {
-		return fmt.Errorf("create endpoint manager: %w", err)
+		return err
 	}
-	defer eps.Close()
-	a.eps = eps
-	if err := eps.EnsureProxyRouting(ctx); err != nil {
-		return fmt.Errorf("install proxy routing: %w", err)
-	}
+	defer node.close()
+	a.maps, a.plumb = node.maps, node.plumb
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.xds.Run(ctx) })
@@ -205,16 +206,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.MetricsAddress != "" {
 		g.Go(func() error { return a.serveMetrics(ctx) })
 	}
-	g.Go(func() error {
-		return dp.ReadEvents(ctx, a.onEvent)
-	})
-	g.Go(func() error { return a.policyLoop(ctx) })
-	g.Go(func() error { return ct.run(ctx) })
-	if readTCP != nil {
-		g.Go(func() error { return readTCP(ctx) })
+	for _, run := range node.run {
+		g.Go(func() error { return run(ctx) })
 	}
-	if err := a.startProxy(ctx, g); err != nil {
-		return err
+	g.Go(func() error { return a.policyLoop(ctx) })
+	g.Go(func() error { return a.proxyLoop(ctx) })
+	if runProxy != nil {
+		g.Go(func() error { return runProxy(ctx) })
 	}
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
@@ -223,29 +221,103 @@ func (a *Agent) Run(ctx context.Context) error {
 	return err
 }
 
-// policyLoop polls the sources and reconciles on every change, and
-// periodically so that a proxy that connects late gets its redirects.
+func (a *Agent) pinRoot() string {
+	if a.cfg.BPFRoot != "" {
+		return a.cfg.BPFRoot
+	}
+	return datapath.DefaultPinRoot
+}
+
+// openKernel opens the real node: the datapath over the pinned maps, the
+// optional sock_ops and XDP pieces, the endpoint manager and the proxy's
+// policy routing. On failure it closes what it opened.
+func (a *Agent) openKernel(ctx context.Context) (_ *nodeParts, err error) {
+	var closers []func()
+	closeAll := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			closeAll()
+		}
+	}()
+	dcfg := datapath.DefaultConfig()
+	dcfg.PinRoot = a.pinRoot()
+	dcfg.Attach = datapath.AttachMode(a.cfg.Attach)
+	dcfg.EventsPerSecond = a.cfg.EventsPerSecond
+	dcfg.VerdictEvents = a.cfg.VerdictEvents
+	dcfg.CTMaxEntries = a.cfg.ConntrackMaxEntries
+	dcfg.NoLocalDelivery = !*a.cfg.LocalDelivery
+	dcfg.Logger = a.log.With("component", "datapath")
+	dp, err := datapath.Open(dcfg)
+	if err != nil {
+		return nil, fmt.Errorf("open datapath: %w", err)
+	}
+	closers = append(closers, func() { dp.Close() })
+	ct := &ctCollector{dp: dp, log: a.log.With("component", "conntrack"), interval: time.Duration(a.cfg.ConntrackGCInterval)}
+	a.reg.MustRegister(ct, &mapPressureCollector{dp: dp, ct: ct})
+	node := &nodeParts{maps: dp, close: closeAll}
+	node.run = append(node.run,
+		func(ctx context.Context) error { return dp.ReadEvents(ctx, a.onEvent) },
+		ct.run)
+
+	if *a.cfg.TCPHealth {
+		run, closeTCP, err := a.startTCPHealth(dcfg.PinRoot)
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, closeTCP)
+		node.run = append(node.run, run)
+	}
+	if len(a.cfg.PrefilterDeny) > 0 {
+		closePF, err := a.startPrefilter(dcfg.PinRoot)
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, closePF)
+	}
+
+	ecfg := datapath.DefaultEndpointConfig()
+	if a.cfg.NetnsPrefix != "" {
+		ecfg.NetnsPrefix = a.cfg.NetnsPrefix
+	}
+	hostNs, hostNsPath, err := pinHostNetns()
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { hostNs.Close() })
+	ecfg.HostNetns = hostNsPath
+	eps, err := datapath.NewEndpointManager(ecfg, a.log.With("component", "endpoints"))
+	if err != nil {
+		return nil, fmt.Errorf("create endpoint manager: %w", err)
+	}
+	closers = append(closers, func() { eps.Close() })
+	node.plumb = eps
+	if err := eps.EnsureProxyRouting(ctx); err != nil {
+		return nil, fmt.Errorf("install proxy routing: %w", err)
+	}
+	return node, nil
+}
+
+// policyLoop polls the sources and reconciles on every change (and after a
+// failed pass). Waiting for the proxy is proxyLoop's job, never this one's.
 func (a *Agent) policyLoop(ctx context.Context) error {
 	t := time.NewTicker(time.Duration(a.cfg.PollInterval))
 	defer t.Stop()
 	full := true // the first pass, and a pass after a failed one
 	for {
-		var err error
-		switch changed := a.refreshSources(ctx); {
-		case changed || full:
-			err = a.reconcile(ctx)
+		if changed := a.refreshSources(ctx); changed || full {
+			err := a.reconcile(ctx)
 			full = err != nil
-		case a.proxyPending():
-			// Nothing changed but the proxy has not ACKed yet: retry only
-			// the proxy push, not the endpoints.
-			err = a.retryProxy(ctx)
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				a.log.Error("reconcile", "err", err)
+				a.setLastError(err)
 			}
-			a.log.Error("reconcile", "err", err)
-			a.setLastError(err)
 		}
 		select {
 		case <-ctx.Done():
@@ -265,10 +337,10 @@ func (a *Agent) setLastError(err error) {
 	a.state.lastError = err.Error()
 }
 
-// startProxy runs the configured HTTP proxy beside the agent. Its listeners
-// come from the agent's xDS server; until it ACKs them, redirected traffic is
-// dropped.
-func (a *Agent) startProxy(ctx context.Context, g *errgroup.Group) error {
+// newProxy builds the configured HTTP proxy, to run beside the agent (nil
+// for an external one). Its listeners come from the agent's xDS server;
+// until it ACKs them, redirected traffic is dropped.
+func (a *Agent) newProxy() (func(context.Context) error, error) {
 	xdsSock := filepath.Join(a.cfg.RunDir, XDSSocket)
 	alsSock := filepath.Join(a.cfg.RunDir, AccessLogSocket)
 	adminSock := filepath.Join(a.cfg.RunDir, ProxyAdminSocket)
@@ -281,9 +353,9 @@ func (a *Agent) startProxy(ctx context.Context, g *errgroup.Group) error {
 			AdminAddr:       adminSock,
 		}, a.log.With("component", "l7proxy"), a.reg)
 		if err != nil {
-			return fmt.Errorf("create embedded proxy: %w", err)
+			return nil, fmt.Errorf("create embedded proxy: %w", err)
 		}
-		g.Go(func() error { return p.Run(ctx) })
+		return p.Run, nil
 	case ProxyEnvoy:
 		b, err := envoy.Bootstrap(envoy.BootstrapConfig{
 			NodeName:        a.cfg.NodeName,
@@ -292,15 +364,15 @@ func (a *Agent) startProxy(ctx context.Context, g *errgroup.Group) error {
 			AdminSocket:     adminSock,
 		})
 		if err != nil {
-			return fmt.Errorf("build envoy bootstrap: %w", err)
+			return nil, fmt.Errorf("build envoy bootstrap: %w", err)
 		}
 		js, err := envoy.BootstrapJSON(b)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		path := filepath.Join(a.cfg.RunDir, EnvoyBootstrap)
 		if err := os.WriteFile(path, js, 0o640); err != nil {
-			return fmt.Errorf("write envoy bootstrap: %w", err)
+			return nil, fmt.Errorf("write envoy bootstrap: %w", err)
 		}
 		sup, err := envoy.NewSupervisor(envoy.SupervisorConfig{
 			Binary:        a.cfg.EnvoyBinary,
@@ -310,11 +382,11 @@ func (a *Agent) startProxy(ctx context.Context, g *errgroup.Group) error {
 			Registerer:    a.reg,
 		})
 		if err != nil {
-			return fmt.Errorf("create envoy supervisor: %w", err)
+			return nil, fmt.Errorf("create envoy supervisor: %w", err)
 		}
-		g.Go(func() error { return sup.Run(ctx) })
+		return sup.Run, nil
 	}
-	return nil
+	return nil, nil
 }
 
 func (a *Agent) serveAccessLogs(ctx context.Context) error {
@@ -325,14 +397,36 @@ func (a *Agent) serveAccessLogs(ctx context.Context) error {
 	}
 	srv := grpc.NewServer()
 	a.als.Register(srv)
-	go func() {
-		<-ctx.Done()
-		srv.GracefulStop()
-	}()
-	if err := srv.Serve(ln); err != nil && ctx.Err() == nil {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		srv.Stop()
 		return fmt.Errorf("serve access logs: %w", err)
+	case <-ctx.Done():
 	}
+	// The proxies keep their access-log streams open: a graceful stop
+	// alone would wait for them forever.
+	stopGRPC(srv, a.alsGrace)
+	<-errc
 	return nil
+}
+
+// stopGRPC stops srv gracefully, and forcibly after grace.
+func stopGRPC(srv *grpc.Server, grace time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		srv.GracefulStop()
+		close(done)
+	}()
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		srv.Stop()
+		<-done
+	}
 }
 
 func (a *Agent) serveMetrics(ctx context.Context) error {

@@ -3,17 +3,18 @@ package agent
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
+	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
+	"strconv"
+	"time"
 
-	"errors"
-	"fmt"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
-	"strconv"
-	"time"
 
 	"github.com/moatnet/moat/datapath"
 	"github.com/moatnet/moat/envoy"
@@ -26,14 +27,7 @@ import (
 // compiler. Bad input is reported and leaves what is enforced untouched.
 func (a *Agent) refreshSources(ctx context.Context) (changed bool) {
 	pchanged, perrs := a.policies.refresh()
-	msgs := make([]string, 0, len(perrs))
-	for _, err := range perrs {
-		msgs = append(msgs, err.Error())
-	}
-	if len(perrs) > 0 {
-		a.log.Warn("policy errors: previous version of each bad file stays in force", "errors", errors.Join(perrs...))
-	}
-	a.m.policyErrors.Set(float64(len(perrs)))
+	problems := a.policyProblems(perrs)
 	if pchanged {
 		a.applyPolicies(a.policies.policies())
 		changed = true
@@ -41,20 +35,99 @@ func (a *Agent) refreshSources(ctx context.Context) (changed bool) {
 
 	eps, echanged, err := a.endpoints.refresh()
 	if err != nil {
-		msgs = append(msgs, err.Error())
-		a.log.Warn("endpoints file error: previous endpoints stay in force", "err", err)
+		problems = append(problems, sourceProblem{err: err, previous: a.endpoints.good != nil, endpoints: true})
 	}
 	if echanged && eps != nil {
-		if err := a.applyEndpoints(eps); err != nil {
-			msgs = append(msgs, err.Error())
-			a.log.Error("apply endpoints", "err", err)
-		}
+		a.sources.applyErr = a.applyEndpoints(eps)
 		changed = true
 	}
+	if a.sources.applyErr != nil {
+		problems = append(problems, sourceProblem{err: fmt.Errorf("apply endpoints: %w", a.sources.applyErr), previous: true, applied: true, endpoints: true})
+	}
+	a.reportProblems(problems)
+	return changed
+}
+
+// sourceProblem is one bad policy file, a bad endpoints file, or an
+// endpoints file that did not apply cleanly.
+type sourceProblem struct {
+	err error
+	// previous: an earlier valid version of the source stays in force.
+	previous  bool
+	endpoints bool // the endpoints file, else a policy file or directory
+	applied   bool // the content was applied, partly
+}
+
+// String says what the problem is and, truthfully, what is in force.
+func (p sourceProblem) String() string {
+	switch {
+	case p.applied:
+		return p.err.Error() + "; the rest of the endpoints file is in force"
+	case p.endpoints && p.previous:
+		return p.err.Error() + "; the previous version of the endpoints file stays in force"
+	case p.endpoints:
+		return p.err.Error() + "; no endpoints are in force (no earlier version of the file was valid)"
+	case p.previous:
+		return p.err.Error() + "; the previous version of this file stays in force"
+	default:
+		return p.err.Error() + "; nothing from this file is in force (no earlier version of it was valid)"
+	}
+}
+
+// sourceReport is what the agent last said about its sources, so that it
+// says each thing once; only refreshSources (policyLoop) uses it.
+type sourceReport struct {
+	logged   map[string]bool
+	applyErr error
+}
+
+// policyProblems tells, for each policy source error, whether an earlier
+// version of that file stays in force.
+func (a *Agent) policyProblems(errs []error) []sourceProblem {
+	out := make([]sourceProblem, 0, len(errs))
+	for _, err := range errs {
+		p := sourceProblem{err: err}
+		found := false
+		for _, st := range a.policies.files {
+			if st.err == err {
+				p.previous, found = st.good, true
+				break
+			}
+		}
+		if !found {
+			// Not one file's content (an unreadable file or directory):
+			// whatever is in force stays.
+			p.previous = len(a.policies.files) > 0
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// reportProblems logs each problem once, when it appears, and that it is
+// gone when it goes; moat_policy_errors and the status show the current
+// ones.
+func (a *Agent) reportProblems(problems []sourceProblem) {
+	msgs := make([]string, 0, len(problems))
+	now := make(map[string]bool, len(problems))
+	for _, p := range problems {
+		msg := p.String()
+		msgs = append(msgs, msg)
+		now[msg] = true
+		if !a.sources.logged[msg] {
+			a.log.Warn("bad policy source", "problem", msg)
+		}
+	}
+	for msg := range a.sources.logged {
+		if !now[msg] {
+			a.log.Info("policy source problem gone", "problem", msg)
+		}
+	}
+	a.sources.logged = now
+	a.m.policyErrors.Set(float64(len(problems)))
 	a.mu.Lock()
 	a.state.policyErrs = msgs
 	a.mu.Unlock()
-	return changed
 }
 
 // applyPolicies upserts new and changed policies and deletes removed ones.
@@ -90,8 +163,8 @@ func (a *Agent) applyPolicies(pols []policy.Policy) {
 func (a *Agent) applyEndpoints(f *policy.EndpointsFile) error {
 	var errs []error
 	ecfg := datapath.DefaultEndpointConfig()
-	if a.eps != nil {
-		ecfg = a.eps.Config()
+	if a.plumb != nil {
+		ecfg = a.plumb.Config()
 	}
 	node := StandaloneNode(f.Node, ecfg)
 	a.compiler.SetNode(node)
@@ -125,28 +198,88 @@ func (a *Agent) applyEndpoints(f *policy.EndpointsFile) error {
 	return errors.Join(errs...)
 }
 
-// proxyPending reports whether the plan has HTTP redirects that the proxy
-// has not ACKed yet, so the loop keeps retrying.
-func (a *Agent) proxyPending() bool {
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	return a.state.plan != nil && hasHTTPRedirects(a.state.plan) && !a.state.proxyReady
-}
-
-func hasHTTPRedirects(p *policy.Plan) bool {
+// httpListeners returns the proxy listeners that the plan's redirects use.
+func httpListeners(p *policy.Plan) map[datapath.ProxyKey]bool {
+	need := map[datapath.ProxyKey]bool{}
 	for i := range p.Endpoints {
-		if len(p.Endpoints[i].Ingress.HTTP) > 0 || len(p.Endpoints[i].Egress.HTTP) > 0 {
-			return true
+		if len(p.Endpoints[i].Ingress.HTTP) > 0 {
+			need[datapath.ProxyKey{Direction: policy.Ingress, L7: policy.L7HTTP}] = true
+		}
+		if len(p.Endpoints[i].Egress.HTTP) > 0 {
+			need[datapath.ProxyKey{Direction: policy.Egress, L7: policy.L7HTTP}] = true
 		}
 	}
-	return false
+	return need
+}
+
+func hasHTTPRedirects(p *policy.Plan) bool { return len(httpListeners(p)) > 0 }
+
+// proxyState is the redirect half of reconciliation; guarded by Agent.mu.
+//
+// The L3/L4 half never waits on it: reconcile writes every map at once, and
+// a redirect entry gets its proxy port only when the proxy has ACKed the
+// listener that receives it (live). Until then the entry is written without
+// a port and its traffic drops (fail closed); proxyLoop rewrites it once the
+// ACK comes. A listener stops being live when the proxy NACKs a version, or
+// does not ACK it within ACKTimeout: its redirects drop again rather than
+// keep running rules the proxy never confirmed.
+type proxyState struct {
+	version  string    // xDS version served for the plan in force ("" = none)
+	pushedAt time.Time // when version was served
+	acked    string    // the last version the proxy ACKed
+	need     map[datapath.ProxyKey]bool
+	live     map[datapath.ProxyKey]bool
+	failed   string // why version fails closed ("" = it does not)
+	err      string
+	written  datapath.ProxyPorts // proxy ports of the last successful Sync
+}
+
+// redirectPorts returns the proxy ports that redirect entries may carry now:
+// those of live listeners that the plan uses.
+func (a *Agent) redirectPorts() datapath.ProxyPorts {
+	out := datapath.ProxyPorts{}
+	for k := range a.proxy.need {
+		if !a.proxy.live[k] {
+			continue
+		}
+		switch k.Direction {
+		case policy.Egress:
+			out[k] = a.cfg.EgressHTTPPort
+		case policy.Ingress:
+			out[k] = a.cfg.IngressHTTPPort
+		}
+	}
+	return out
+}
+
+// proxyReadyLocked reports whether every redirect of the plan in force has
+// its proxy port in the maps.
+func (a *Agent) proxyReadyLocked() bool {
+	if len(a.proxy.need) == 0 {
+		return true
+	}
+	if a.proxy.failed != "" || a.proxy.acked != a.proxy.version || len(a.proxy.written) != len(a.proxy.need) {
+		return false
+	}
+	for k := range a.proxy.need {
+		if a.proxy.written[k] == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // reconcile makes the node match the compiler's current plan, in the order
-// that never opens a hole: endpoints exist and programs are attached, the
-// proxy has ACKed the listeners, and only then are redirects written to the
-// policy maps. A redirect whose listener is not ACKed is written with no
-// proxy port, so its traffic is dropped (fail closed).
+// that never opens a hole and never makes L3/L4 wait on the proxy:
+//
+//  1. endpoints exist and programs are attached (an attached interface that
+//     is not in the maps yet drops everything);
+//  2. every map is written at once: ipcache, L3/L4 allows and denies, and
+//     redirects, which carry a proxy port only for listeners the proxy has
+//     already ACKed (others drop: fail closed);
+//  3. the proxy's resources are served, and proxyLoop writes the redirects'
+//     ports when the proxy ACKs them;
+//  4. endpoints removed from the file are detached and deleted.
 func (a *Agent) reconcile(ctx context.Context) error {
 	start := time.Now()
 	plan := a.compiler.Plan()
@@ -156,40 +289,30 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	prevIfaces := a.state.ifaces
 	a.mu.RUnlock()
 
-	// Programs go on right after each endpoint exists, before its config is
-	// in the maps: an attached interface without config drops everything,
-	// so a new endpoint is closed until Sync opens what policy allows.
-	ifaces := make(map[datapath.EndpointKey]int, len(desired))
-	var errs []error
-	for k, ep := range desired {
-		link, err := a.eps.Ensure(ctx, ep)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("ensure endpoint %s: %w", k, err))
-			a.m.endpointRegenerations.WithLabelValues("failure").Inc()
-			continue
-		}
-		if err := a.dp.Attach(link.HostIfindex); err != nil {
-			errs = append(errs, fmt.Errorf("attach endpoint %s: %w", k, err))
-			a.m.endpointRegenerations.WithLabelValues("failure").Inc()
-			if ep.Interface == "" {
-				// Fail closed: an endpoint the agent made and cannot
-				// enforce is taken away rather than left forwarding.
-				if rerr := a.eps.Remove(ctx, ep); rerr != nil {
-					errs = append(errs, fmt.Errorf("remove unenforced endpoint %s: %w", k, rerr))
-				}
-			}
-			continue
-		}
-		ifaces[k] = link.HostIfindex
-		if _, had := prevIfaces[k]; !had {
-			a.m.endpointRegenerations.WithLabelValues("success").Inc()
-		}
-	}
+	ifaces, errs := a.attachEndpoints(ctx, desired, prevIfaces)
 
-	proxies, ready, perr := a.pushProxyConfig(ctx, plan)
-	if err := a.dp.Sync(plan, ifaces, proxies); err != nil {
-		errs = append(errs, fmt.Errorf("sync policy maps: %w", err))
+	a.syncMu.Lock()
+	a.mu.Lock()
+	a.state.plan = plan
+	a.state.enricher = buildEnricher(plan, desired)
+	a.state.ifaces = ifaces
+	a.state.byIfindex = make(map[int]datapath.EndpointKey, len(ifaces))
+	for k, i := range ifaces {
+		a.state.byIfindex[i] = k
 	}
+	a.proxy.need = httpListeners(plan)
+	proxies := a.redirectPorts()
+	a.mu.Unlock()
+	if err := a.maps.Sync(plan, ifaces, proxies); err != nil {
+		errs = append(errs, fmt.Errorf("sync policy maps: %w", err))
+	} else {
+		a.mu.Lock()
+		a.proxy.written = proxies
+		a.mu.Unlock()
+	}
+	a.syncMu.Unlock()
+
+	perr := a.pushProxyConfig(ctx, plan)
 
 	// Endpoints removed from the file: detach and delete after the maps no
 	// longer reference them.
@@ -197,10 +320,10 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		if _, ok := desired[k]; ok {
 			continue
 		}
-		if err := a.dp.Detach(idx); err != nil {
+		if err := a.maps.Detach(idx); err != nil {
 			errs = append(errs, fmt.Errorf("detach endpoint %s: %w", k, err))
 		}
-		if err := a.eps.Remove(ctx, policy.Endpoint{Namespace: k.Namespace, Name: k.Name}); err != nil {
+		if err := a.plumb.Remove(ctx, policy.Endpoint{Namespace: k.Namespace, Name: k.Name}); err != nil {
 			errs = append(errs, fmt.Errorf("remove endpoint %s: %w", k, err))
 		}
 	}
@@ -215,60 +338,75 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	a.m.endpoints.Set(float64(len(ifaces)))
 
 	a.mu.Lock()
-	a.state.plan = plan
-	a.state.enricher = buildEnricher(plan, desired)
-	a.state.ifaces = ifaces
-	a.state.byIfindex = make(map[int]datapath.EndpointKey, len(ifaces))
-	for k, i := range ifaces {
-		a.state.byIfindex[i] = k
-	}
 	a.state.revision++
-	a.state.proxyReady = ready
-	a.state.proxyError = ""
-	if perr != nil {
-		a.state.proxyError = perr.Error()
-	}
 	a.state.lastSync = time.Now()
+	if perr != nil {
+		a.proxy.err = perr.Error()
+	}
+	a.publishProxyLocked()
 	a.mu.Unlock()
 	if err == nil {
 		a.setLastError(nil)
 	}
+	a.kickProxy()
 	return err
 }
 
-// retryProxy pushes the plan in force to the proxy again and, once the
-// proxy has ACKed it, writes the redirects' proxy ports into the maps.
-func (a *Agent) retryProxy(ctx context.Context) error {
-	a.mu.RLock()
-	plan, ifaces := a.state.plan, a.state.ifaces
-	a.mu.RUnlock()
-	proxies, ready, perr := a.pushProxyConfig(ctx, plan)
-	var err error
-	if ready {
-		if err = a.dp.Sync(plan, ifaces, proxies); err != nil {
-			err = fmt.Errorf("sync policy maps: %w", err)
+// attachEndpoints ensures every desired endpoint and attaches the programs
+// to its host veth. An endpoint the agent made and cannot enforce is taken
+// away rather than left forwarding.
+func (a *Agent) attachEndpoints(ctx context.Context, desired map[datapath.EndpointKey]policy.Endpoint, prev map[datapath.EndpointKey]int) (map[datapath.EndpointKey]int, []error) {
+	ifaces := make(map[datapath.EndpointKey]int, len(desired))
+	var errs []error
+	for k, ep := range desired {
+		link, err := a.plumb.Ensure(ctx, ep)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("ensure endpoint %s: %w", k, err))
+			a.m.endpointRegenerations.WithLabelValues("failure").Inc()
+			continue
+		}
+		if err := a.maps.Attach(link.HostIfindex); err != nil {
+			errs = append(errs, fmt.Errorf("attach endpoint %s: %w", k, err))
+			a.m.endpointRegenerations.WithLabelValues("failure").Inc()
+			if ep.Interface == "" {
+				if rerr := a.plumb.Remove(ctx, ep); rerr != nil {
+					errs = append(errs, fmt.Errorf("remove unenforced endpoint %s: %w", k, rerr))
+				}
+			}
+			continue
+		}
+		ifaces[k] = link.HostIfindex
+		if _, had := prev[k]; !had {
+			a.m.endpointRegenerations.WithLabelValues("success").Inc()
 		}
 	}
-	a.mu.Lock()
-	a.state.proxyReady = ready && err == nil
-	a.state.proxyError = ""
-	if perr != nil {
-		a.state.proxyError = perr.Error()
-	}
-	a.mu.Unlock()
-	if err == nil {
-		a.setLastError(nil)
-	}
-	return err
+	return ifaces, errs
 }
 
-// pushProxyConfig translates the plan's HTTP rules, serves them over xDS and
-// waits for the proxy's ACK. It returns the proxy ports that may be written
-// into redirect entries: none unless the proxy ACKed this version.
-func (a *Agent) pushProxyConfig(ctx context.Context, plan *policy.Plan) (datapath.ProxyPorts, bool, error) {
-	proxies := datapath.ProxyPorts{}
+// publishProxyLocked copies the proxy state into what the API reports.
+func (a *Agent) publishProxyLocked() {
+	a.state.xdsVersion = a.proxy.version
+	a.state.proxyReady = a.proxyReadyLocked()
+	a.state.proxyError = a.proxy.err
+}
+
+// kickProxy wakes proxyLoop: a new version to wait for.
+func (a *Agent) kickProxy() {
+	select {
+	case a.proxyKick <- struct{}{}:
+	default:
+	}
+}
+
+// pushProxyConfig translates the plan's HTTP rules and serves them over xDS
+// under a new version when they changed. It does not wait: proxyLoop does.
+// A failure fails the redirects closed.
+func (a *Agent) pushProxyConfig(ctx context.Context, plan *policy.Plan) error {
 	if !hasHTTPRedirects(plan) {
-		return proxies, true, nil
+		a.mu.Lock()
+		a.proxy.version, a.proxy.failed, a.proxy.err = "", "", ""
+		a.mu.Unlock()
+		return nil
 	}
 	res, err := envoy.Translate(plan, envoy.Config{
 		NodeName:        a.cfg.NodeName,
@@ -276,52 +414,189 @@ func (a *Agent) pushProxyConfig(ctx context.Context, plan *policy.Plan) (datapat
 		IngressHTTPPort: a.cfg.IngressHTTPPort,
 	})
 	if err != nil {
-		a.m.redirectsFailClosed.WithLabelValues("translate").Inc()
-		return proxies, false, fmt.Errorf("translate http rules: %w", err)
+		return a.failProxy("", "translate", fmt.Errorf("translate http rules: %w", err))
 	}
 	byType := res.ByType()
 	sum, err := resourcesDigest(byType)
 	if err != nil {
-		return proxies, false, err
+		return a.failProxy("", "translate", err)
 	}
 	a.mu.Lock()
-	version := a.state.xdsVersion
-	unchanged := version != "" && sum == a.intendedSum
-	a.mu.Unlock()
-	if !unchanged {
-		// A new version only when the resources changed: an unchanged
-		// plan re-waits for the ACK of the version already served.
-		a.mu.Lock()
-		a.xdsSeq++
-		version = strconv.FormatUint(a.xdsSeq, 10)
+	if a.proxy.version != "" && sum == a.intendedSum {
+		// Unchanged resources: the version already served stands.
 		a.mu.Unlock()
-		if err := a.xds.SetResources(ctx, a.cfg.NodeName, version, byType); err != nil {
-			a.m.redirectsFailClosed.WithLabelValues("snapshot").Inc()
-			return proxies, false, fmt.Errorf("set xds resources: %w", err)
-		}
-		a.mu.Lock()
-		a.state.xdsVersion = version
-		a.intended = res
-		a.intendedSum = sum
-		a.mu.Unlock()
+		return nil
 	}
-	wctx, cancel := context.WithTimeout(ctx, time.Duration(a.cfg.ACKTimeout))
-	defer cancel()
-	if err := a.xds.WaitForACK(wctx, a.cfg.NodeName, version); err != nil {
-		reason := "timeout"
+	a.xdsSeq++
+	version := strconv.FormatUint(a.xdsSeq, 10)
+	a.mu.Unlock()
+	if err := a.proxyCfg.SetResources(ctx, a.cfg.NodeName, version, byType); err != nil {
+		return a.failProxy("", "snapshot", fmt.Errorf("set xds resources: %w", err))
+	}
+	a.mu.Lock()
+	a.proxy.version = version
+	a.proxy.pushedAt = time.Now()
+	a.proxy.failed, a.proxy.err = "", ""
+	a.intended = res
+	a.intendedSum = sum
+	a.mu.Unlock()
+	return nil
+}
+
+// failProxy fails the redirects of version (or of the plan in force, for
+// "") closed: no listener is live, the maps are rewritten without proxy
+// ports. reason labels moat_proxy_redirects_fail_closed_total, counted once
+// per version and reason.
+func (a *Agent) failProxy(version, reason string, cause error) error {
+	a.syncMu.Lock()
+	defer a.syncMu.Unlock()
+	a.mu.Lock()
+	if version != "" && version != a.proxy.version {
+		a.mu.Unlock()
+		return cause // superseded
+	}
+	if a.proxy.failed != reason {
+		a.m.redirectsFailClosed.WithLabelValues(reason).Inc()
+	}
+	a.proxy.failed = reason
+	a.proxy.err = fmt.Sprintf("HTTP redirects drop until the proxy ACKs: %v", cause)
+	a.proxy.live = nil
+	err := a.resyncLocked()
+	a.publishProxyLocked()
+	a.mu.Unlock()
+	return errors.Join(cause, err)
+}
+
+// resyncLocked rewrites the maps when the redirect ports changed; it needs
+// a.syncMu and a.mu held (a.mu is released around the Sync).
+func (a *Agent) resyncLocked() error {
+	proxies := a.redirectPorts()
+	if maps.Equal(proxies, a.proxy.written) || a.state.plan == nil {
+		return nil
+	}
+	plan, ifaces := a.state.plan, a.state.ifaces
+	a.mu.Unlock()
+	err := a.maps.Sync(plan, ifaces, proxies)
+	a.mu.Lock()
+	if err != nil {
+		err = fmt.Errorf("sync policy maps (redirects): %w", err)
+		a.state.lastError = err.Error()
+		return err
+	}
+	a.proxy.written = proxies
+	return nil
+}
+
+// proxyLoop waits for the proxy to ACK the version in force and then writes
+// the redirects' proxy ports. A version not ACKed within ACKTimeout, or
+// NACKed, fails closed; the loop goes on waiting, so a late ACK (or a proxy
+// that connects late) still opens the redirects.
+func (a *Agent) proxyLoop(ctx context.Context) error {
+	poll := time.Duration(a.cfg.PollInterval)
+	for {
+		a.mu.RLock()
+		version, pushedAt, acked, failed := a.proxy.version, a.proxy.pushedAt, a.proxy.acked, a.proxy.failed
+		a.mu.RUnlock()
+		if version == "" || version == acked {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-a.proxyKick:
+			}
+			continue
+		}
+		deadline := pushedAt.Add(time.Duration(a.cfg.ACKTimeout))
+		err := a.waitForACK(ctx, version, deadline, failed != "")
+		if ctx.Err() != nil {
+			return nil
+		}
+		retry := false
 		var nack *xds.NACKError
 		switch {
-		case errors.Is(err, xds.ErrNotSubscribed):
-			reason = "no-proxy"
+		case err == nil:
+			if err := a.proxyACKed(version); err != nil {
+				a.log.Error("write redirects after the proxy's ACK", "version", version, "err", err)
+				retry = true
+			}
+		case errors.Is(err, errKicked):
+			continue
 		case errors.As(err, &nack):
-			reason = "nack"
+			_ = a.failProxy(version, "nack", fmt.Errorf("proxy rejected version %s: %w", version, err))
+			retry = true
+		case errors.Is(err, context.DeadlineExceeded):
+			_ = a.failProxy(version, "timeout", fmt.Errorf("proxy did not ACK version %s within %s: %w", version, time.Duration(a.cfg.ACKTimeout), err))
+		default: // not subscribed (yet), or a version the server forgot
+			if !time.Now().Before(deadline) {
+				reason := "no-proxy"
+				if !errors.Is(err, xds.ErrNotSubscribed) {
+					reason = "timeout"
+				}
+				_ = a.failProxy(version, reason, fmt.Errorf("proxy did not ACK version %s: %w", version, err))
+			}
+			retry = true
 		}
-		a.m.redirectsFailClosed.WithLabelValues(reason).Inc()
-		return proxies, false, fmt.Errorf("proxy did not ACK version %s (HTTP redirects drop until it does): %w", version, err)
+		if retry {
+			t := time.NewTimer(poll)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-a.proxyKick:
+			case <-t.C:
+			}
+			t.Stop()
+		}
 	}
-	proxies[datapath.ProxyKey{Direction: policy.Egress, L7: policy.L7HTTP}] = a.cfg.EgressHTTPPort
-	proxies[datapath.ProxyKey{Direction: policy.Ingress, L7: policy.L7HTTP}] = a.cfg.IngressHTTPPort
-	return proxies, true, nil
+}
+
+// errKicked ends a wait for an ACK when a newer version was served.
+var errKicked = errors.New("newer proxy version")
+
+// waitForACK waits for version's ACK until deadline (unless the version
+// already failed closed: then without one) or until kicked.
+func (a *Agent) waitForACK(ctx context.Context, version string, deadline time.Time, failed bool) error {
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if !failed {
+		var cancelT context.CancelFunc
+		wctx, cancelT = context.WithDeadline(wctx, deadline)
+		defer cancelT()
+	}
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-a.proxyKick:
+			cancel(errKicked)
+		case <-done:
+		}
+	}()
+	err := a.proxyCfg.WaitForACK(wctx, a.cfg.NodeName, version)
+	if err != nil && errors.Is(context.Cause(wctx), errKicked) {
+		return errKicked
+	}
+	return err
+}
+
+// proxyACKed makes the ACKed version's listeners live and writes their
+// ports into the redirect entries.
+func (a *Agent) proxyACKed(version string) error {
+	a.syncMu.Lock()
+	defer a.syncMu.Unlock()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if version != a.proxy.version {
+		return nil // superseded: the next wait covers it
+	}
+	a.proxy.acked = version
+	a.proxy.failed, a.proxy.err = "", ""
+	a.proxy.live = maps.Clone(a.proxy.need)
+	err := a.resyncLocked()
+	if err != nil {
+		a.proxy.acked = "" // retry the write
+	}
+	a.publishProxyLocked()
+	return err
 }
 
 // buildEnricher maps every endpoint address to its flow metadata.

@@ -25,6 +25,7 @@ type policySource struct {
 type fileState struct {
 	sum      [32]byte
 	policies []policy.Policy // last good
+	good     bool            // some version of the file was valid
 	err      error           // current error, if the latest content is bad
 }
 
@@ -97,7 +98,7 @@ func (s *policySource) refresh() (changed bool, errs []error) {
 			errs = append(errs, perr)
 			continue
 		}
-		s.files[f] = fileState{sum: sum, policies: pols}
+		s.files[f] = fileState{sum: sum, policies: pols, good: true}
 		changed = true
 	}
 	for f := range s.files {
@@ -128,6 +129,7 @@ type endpointsSource struct {
 	path string
 	sum  [32]byte
 	good *policy.EndpointsFile
+	err  error // the error of the content with sum, if it was bad
 }
 
 // refresh returns the current endpoints file when it changed; a bad file
@@ -138,11 +140,11 @@ func (s *endpointsSource) refresh() (*policy.EndpointsFile, bool, error) {
 		return s.good, false, fmt.Errorf("read endpoints: %w", err)
 	}
 	sum := sha256.Sum256(data)
-	if s.good != nil && sum == s.sum {
-		return s.good, false, nil
+	if (s.good != nil || s.err != nil) && sum == s.sum {
+		return s.good, false, s.err // unchanged: the same answer
 	}
 	eps, err := policy.ParseEndpoints(s.path, data)
-	s.sum = sum
+	s.sum, s.err = sum, err
 	if err != nil {
 		return s.good, false, err
 	}
