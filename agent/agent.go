@@ -59,6 +59,8 @@ type Agent struct {
 	openNode func(ctx context.Context) (*nodeParts, error)
 	// alsGrace bounds the access-log server's graceful stop.
 	alsGrace time.Duration
+	// lockDir holds the node lock (LockDir; tests use their own).
+	lockDir string
 
 	policies  *policySource
 	endpoints endpointsSource
@@ -135,6 +137,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		ring:      ring,
 		flows:     flows,
 		alsGrace:  DefaultStopGrace,
+		lockDir:   LockDir,
 		proxyKick: make(chan struct{}, 1),
 		policies:  newPolicySource(cfg.Policies),
 		endpoints: endpointsSource{path: cfg.Endpoints},
@@ -173,7 +176,7 @@ type nodeParts struct {
 // failure after that stops and waits for every goroutine before the parts
 // they use are closed: a failed start leaves nothing running.
 func (a *Agent) Run(ctx context.Context) error {
-	lock, err := LockNode(a.pinRoot())
+	lock, err := LockNode(a.lockDir, a.pinRoot())
 	if err != nil {
 		return err
 	}

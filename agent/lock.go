@@ -32,20 +32,20 @@ type NodeLock struct {
 // lock.
 var ErrLocked = errors.New("held by another process")
 
-// LockPath returns the lock file of a pin root: the same root (after
-// cleaning) always maps to the same file.
-func LockPath(pinRoot string) string {
+// LockPath returns the lock file of a pin root in dir: the same root
+// (after cleaning) always maps to the same file.
+func LockPath(dir, pinRoot string) string {
 	sum := sha256.Sum256([]byte(filepath.Clean(pinRoot)))
-	return filepath.Join(LockDir, "bpf-"+hex.EncodeToString(sum[:8])+".lock")
+	return filepath.Join(dir, "bpf-"+hex.EncodeToString(sum[:8])+".lock")
 }
 
-// LockNode takes the lock of pinRoot without waiting. When another process
-// holds it, the error names the pin root, the lock file and the holder's
-// pid.
-func LockNode(pinRoot string) (*NodeLock, error) {
-	path := LockPath(pinRoot)
-	if err := os.MkdirAll(LockDir, 0o755); err != nil {
-		return nil, fmt.Errorf("lock %s: create %s: %w", pinRoot, LockDir, err)
+// LockNode takes the lock of pinRoot (a file in dir, normally LockDir)
+// without waiting. When another process holds it, the error names the pin
+// root, the lock file and the holder's pid.
+func LockNode(dir, pinRoot string) (*NodeLock, error) {
+	path := LockPath(dir, pinRoot)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("lock %s: create %s: %w", pinRoot, dir, err)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
