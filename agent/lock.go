@@ -96,3 +96,35 @@ func (l *NodeLock) Release() {
 	_ = l.f.Close() // closing the last descriptor drops the flock
 	l.f = nil
 }
+
+// OtherAgents returns the pin roots of the agents that hold a node lock in
+// dir, except the one of pinRoot.
+func OtherAgents(dir, pinRoot string) ([]string, error) {
+	mine := LockPath(dir, pinRoot)
+	paths, err := filepath.Glob(filepath.Join(dir, "bpf-*.lock"))
+	if err != nil {
+		return nil, fmt.Errorf("list node locks: %w", err)
+	}
+	var out []string
+	for _, p := range paths {
+		if p == mine {
+			continue
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		err = unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			root := "unknown pin root"
+			if b, rerr := os.ReadFile(p); rerr == nil {
+				if fields := strings.Fields(string(b)); len(fields) > 1 {
+					root = fields[1]
+				}
+			}
+			out = append(out, root)
+		}
+	}
+	return out, nil
+}

@@ -21,11 +21,25 @@ func (d *Datapath) Cleanup() error {
 // Cleanup removes everything a Datapath with cfg left behind, without
 // loading programs: pinned TCX links (which detaches them), moat's legacy tc
 // filters on every interface of the current netns, and the pinned maps.
-func Cleanup(cfg Config) error {
+func Cleanup(cfg Config) error { return CleanupWith(cfg, CleanupOptions{}) }
+
+// CleanupOptions narrows what CleanupWith removes.
+type CleanupOptions struct {
+	// KeepTCFilters leaves moat's legacy tc filters alone. They carry no
+	// pin root, so while another agent runs (on another pin root) they may
+	// be its own.
+	KeepTCFilters bool
+}
+
+// CleanupWith is Cleanup with options. Callers make sure that no agent runs
+// on cfg.PinRoot (moat-agent cleanup holds the agent's lock).
+func CleanupWith(cfg Config, opts CleanupOptions) error {
 	cfg = cfg.WithDefaults()
 	// Every link under the root: the XDP and sock_ops links go too.
 	errs := []error{unpinLinks(linksDir(cfg.PinRoot), nil)}
-	errs = append(errs, removeTCFilters())
+	if !opts.KeepTCFilters {
+		errs = append(errs, removeTCFilters())
+	}
 	if err := os.RemoveAll(cfg.PinRoot); err != nil {
 		errs = append(errs, fmt.Errorf("remove pins under %s: %w", cfg.PinRoot, err))
 	}

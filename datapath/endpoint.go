@@ -119,6 +119,9 @@ type EndpointManager struct {
 	host       *netlink.Handle
 
 	mu sync.Mutex
+	// routeRef holds this manager's reference on the host's proxy
+	// routing (see EnsureProxyRouting); guarded by mu.
+	routeRef *os.File
 }
 
 // NewEndpointManager applies defaults to cfg, validates it and opens a
@@ -149,6 +152,7 @@ func NewEndpointManager(cfg EndpointConfig, log *slog.Logger) (*EndpointManager,
 
 // Close releases the manager's handles; endpoints stay as they are.
 func (m *EndpointManager) Close() error {
+	m.releaseProxyRouting()
 	m.host.Close()
 	return m.hostNs.Close()
 }

@@ -2,9 +2,11 @@ package datapath
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -19,9 +21,19 @@ import (
 //
 // Without it a packet that the tc program assigned to a proxy socket is
 // forwarded instead and lost.
+//
+// The rule and route are host-wide: every agent of the host netns (one per
+// pin root) needs the same ones. So they are reference-counted: each
+// manager that ensured them holds a shared flock on one file per host netns
+// (ProxyRoutingLockDir) until it closes, and RemoveProxyRouting deletes them
+// only when it can take that lock exclusively, i.e. when no running agent
+// uses them.
 func (m *EndpointManager) EnsureProxyRouting(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if err := m.holdProxyRouting(); err != nil {
+		return fmt.Errorf("ensure proxy routing: %w", err)
+	}
 	lo, err := m.host.LinkByName("lo")
 	if err != nil {
 		return fmt.Errorf("ensure proxy routing: get link lo: %w", err)
@@ -49,11 +61,25 @@ func (m *EndpointManager) EnsureProxyRouting(ctx context.Context) error {
 	return nil
 }
 
-// RemoveProxyRouting deletes what EnsureProxyRouting installed; what is
-// already gone is not an error.
+// RemoveProxyRouting deletes what EnsureProxyRouting installed, unless
+// another manager (a running agent) still holds a reference on it: then it
+// returns an error wrapping ErrProxyRoutingInUse and deletes nothing. What
+// is already gone is not an error. This manager's own reference goes.
 func (m *EndpointManager) RemoveProxyRouting(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	f, err := m.proxyRoutingRef()
+	if err != nil {
+		return fmt.Errorf("remove proxy routing: %w", err)
+	}
+	m.routeRef = nil
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return fmt.Errorf("remove proxy routing: %w (lock %s)", ErrProxyRoutingInUse, f.Name())
+		}
+		return fmt.Errorf("remove proxy routing: lock %s: %w", f.Name(), err)
+	}
 	lo, err := m.host.LinkByName("lo")
 	if err != nil {
 		return fmt.Errorf("remove proxy routing: get link lo: %w", err)
@@ -172,4 +198,62 @@ func epIsDefault(n *net.IPNet) bool {
 func epSysctlExists(key string) bool {
 	_, err := os.Stat("/proc/sys/" + key)
 	return err == nil
+}
+
+// ProxyRoutingLockDir holds the reference files of the host proxy routing,
+// one per host netns. It is on a tmpfs, and flocks die with their process.
+const ProxyRoutingLockDir = "/run/moat/lock"
+
+// ErrProxyRoutingInUse: another manager (a running agent) uses the host's
+// proxy routing.
+var ErrProxyRoutingInUse = errors.New("in use by a running agent")
+
+// proxyRoutingRef opens the reference file of this manager's host netns
+// (named by the netns's device and inode), or returns the one it holds.
+func (m *EndpointManager) proxyRoutingRef() (*os.File, error) {
+	if m.routeRef != nil {
+		return m.routeRef, nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(m.hostNsPath, &st); err != nil {
+		return nil, fmt.Errorf("stat host netns %s: %w", m.hostNsPath, err)
+	}
+	if err := os.MkdirAll(ProxyRoutingLockDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create %s: %w", ProxyRoutingLockDir, err)
+	}
+	path := filepath.Join(ProxyRoutingLockDir, fmt.Sprintf("proxy-routing-%d-%d.lock", st.Dev, st.Ino))
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// holdProxyRouting takes this manager's shared reference (once). It waits
+// for a RemoveProxyRouting in progress, so the rule it then installs is not
+// deleted under it.
+func (m *EndpointManager) holdProxyRouting() error {
+	if m.routeRef != nil {
+		return nil
+	}
+	f, err := m.proxyRoutingRef()
+	if err != nil {
+		return err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH); err != nil {
+		f.Close()
+		return fmt.Errorf("lock %s: %w", f.Name(), err)
+	}
+	m.routeRef = f
+	return nil
+}
+
+// releaseProxyRouting drops this manager's reference; the rule stays.
+func (m *EndpointManager) releaseProxyRouting() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.routeRef != nil {
+		m.routeRef.Close()
+		m.routeRef = nil
+	}
 }

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unsafe"
+
+	"github.com/moatnet/moat/agent"
+	"github.com/moatnet/moat/datapath"
+)
+
+// newFlagSet binds one flag to every field of cfg, with the field's current
+// value as the flag's default: parsing overwrites only the flags given. It
+// also returns the flags that are not config fields.
+func newFlagSet(cfg *agent.Config) (fs *flag.FlagSet, configPath *string, noMetrics, noTCPHealth *bool, logLevel *string) {
+	fs = flag.NewFlagSet("moat-agent", flag.ContinueOnError)
+	configPath = fs.String("config", "", "agent config file (YAML); flags override it")
+	logLevel = fs.String("log-level", "info", "debug, info, warn or error")
+	noMetrics = fs.Bool("no-metrics", false, "do not serve /metrics (same as --metrics-address=\"\")")
+	noTCPHealth = fs.Bool("no-tcp-health", false, "same as --tcp-health=false")
+
+	fs.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "node name, the xDS node ID (default: hostname)")
+	fs.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "state directory (default "+agent.DefaultStateDir+")")
+	fs.StringVar(&cfg.RunDir, "run-dir", cfg.RunDir, "socket directory (default "+agent.DefaultRunDir+")")
+	fs.StringVar(&cfg.Policies, "policies", cfg.Policies, "policy file or directory to watch")
+	fs.StringVar(&cfg.Endpoints, "endpoints", cfg.Endpoints, "endpoints file to watch")
+	fs.Var(durationFlag{&cfg.PollInterval}, "poll-interval", "how often the policy and endpoint sources are checked (default 1s)")
+	fs.StringVar(&cfg.BPFRoot, "bpf-root", cfg.BPFRoot, "bpffs pin directory (default "+datapath.DefaultPinRoot+")")
+	fs.StringVar(&cfg.Attach, "attach", cfg.Attach, "program attachment: tcx, tc, or empty (TCX, falling back to tc)")
+	fs.Var(uintFlag[uint32]{&cfg.EventsPerSecond}, "events-per-second", "cap on datapath events per CPU (0: unlimited)")
+	fs.BoolVar(&cfg.VerdictEvents, "verdict-events", cfg.VerdictEvents, "report every new flow's verdict, not only drops")
+	fs.StringVar(&cfg.NetnsPrefix, "netns-prefix", cfg.NetnsPrefix, "prefix of the network namespaces the agent creates")
+	fs.Var(durationFlag{&cfg.ConntrackGCInterval}, "conntrack-gc-interval", "how often expired connection-tracking entries are deleted (default 30s)")
+	fs.Var(boolPtrFlag{&cfg.LocalDelivery}, "local-delivery", "deliver node-local endpoint-to-endpoint flows veth to veth (default true)")
+	fs.IntVar(&cfg.ConntrackMaxEntries, "conntrack-max-entries", cfg.ConntrackMaxEntries, "size of the connection-tracking map (default 262144)")
+	fs.Var(boolPtrFlag{&cfg.TCPHealth}, "tcp-health", "report TCP health from a sock_ops program (default true)")
+	fs.StringVar(&cfg.TCPHealthCgroup, "tcp-health-cgroup", cfg.TCPHealthCgroup, "cgroup v2 directory the TCP health program watches (default: the root)")
+	fs.Var(listFlag{list: &cfg.PrefilterDeny, set: new(bool)}, "prefilter-deny", "CIDR denied at XDP before the network stack (repeat the flag for more)")
+	fs.Var(listFlag{list: &cfg.PrefilterInterfaces, set: new(bool)}, "prefilter-interfaces", "interface the XDP prefilter attaches to (repeat the flag for more)")
+	fs.BoolVar(&cfg.AllowHostIngress, "allow-host-ingress", cfg.AllowHostIngress, "let the node itself into every endpoint")
+	fs.StringVar(&cfg.Proxy, "proxy", cfg.Proxy, "HTTP proxy: embedded (default), envoy (run --envoy-binary) or external")
+	fs.StringVar(&cfg.EnvoyBinary, "envoy-binary", cfg.EnvoyBinary, "Envoy executable for --proxy envoy")
+	fs.Var(uintFlag[uint16]{&cfg.EgressHTTPPort}, "egress-http-port", "port of the egress HTTP proxy listener (default 15001)")
+	fs.Var(uintFlag[uint16]{&cfg.IngressHTTPPort}, "ingress-http-port", "port of the ingress HTTP proxy listener (default 15002)")
+	fs.Var(durationFlag{&cfg.ACKTimeout}, "ack-timeout", "how long redirects wait for the proxy's ACK before they fail closed (default 5s)")
+	fs.StringVar(&cfg.XDSAddress, "xds-address", cfg.XDSAddress, "also serve xDS on this loopback TCP address")
+	fs.StringVar(&cfg.MetricsAddress, "metrics-address", cfg.MetricsAddress, "serve /metrics here (default "+agent.DefaultMetricsAddress+")")
+	fs.Var(listFlag{list: &cfg.Metrics, set: new(bool)}, "metrics", "Hubble metric handler with options, e.g. httpV2:exemplars=true (repeat the flag for more)")
+	fs.IntVar(&cfg.FlowBuffer, "flow-buffer", cfg.FlowBuffer, "recent flows kept for moat observe (default 4096)")
+	return fs, configPath, noMetrics, noTCPHealth, logLevel
+}
+
+// durationFlag sets an agent.Duration from a Go duration ("1s").
+type durationFlag struct{ d *agent.Duration }
+
+func (f durationFlag) String() string {
+	if f.d == nil || *f.d == 0 {
+		return ""
+	}
+	return time.Duration(*f.d).String()
+}
+
+func (f durationFlag) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("want a duration like 1s: %w", err)
+	}
+	*f.d = agent.Duration(v)
+	return nil
+}
+
+// boolPtrFlag sets a *bool whose nil means "the default": --x, --x=true
+// and --x=false all set it.
+type boolPtrFlag struct{ b **bool }
+
+func (f boolPtrFlag) String() string {
+	if f.b == nil || *f.b == nil {
+		return ""
+	}
+	return strconv.FormatBool(**f.b)
+}
+
+func (f boolPtrFlag) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return fmt.Errorf("want true or false")
+	}
+	*f.b = &v
+	return nil
+}
+
+func (boolPtrFlag) IsBoolFlag() bool { return true }
+
+// uintFlag sets an unsigned integer of a fixed size.
+type uintFlag[T uint16 | uint32] struct{ v *T }
+
+func (f uintFlag[T]) String() string {
+	if f.v == nil || *f.v == 0 {
+		return ""
+	}
+	return strconv.FormatUint(uint64(*f.v), 10)
+}
+
+func (f uintFlag[T]) Set(s string) error {
+	bits := 8 * int(unsafe.Sizeof(*f.v))
+	v, err := strconv.ParseUint(s, 10, bits)
+	if err != nil {
+		return fmt.Errorf("want an integer from 0 to %d", uint64(1)<<bits-1)
+	}
+	*f.v = T(v)
+	return nil
+}
+
+// listFlag sets a list, one element per occurrence of the flag (elements
+// may contain commas: Hubble's options do). The first occurrence replaces
+// the list from the config file.
+type listFlag struct {
+	list *[]string
+	set  *bool
+}
+
+func (f listFlag) String() string {
+	if f.list == nil {
+		return ""
+	}
+	return strings.Join(*f.list, " ")
+}
+
+func (f listFlag) Set(s string) error {
+	if f.set == nil || !*f.set {
+		*f.list = nil
+		if f.set != nil {
+			*f.set = true
+		}
+	}
+	*f.list = append(*f.list, s)
+	return nil
+}
