@@ -40,6 +40,8 @@ type agentSpec struct {
 	// proxy is the agent's --proxy ("" runs its default, the embedded
 	// proxy; "external" waits for one that never comes).
 	proxy string
+	// args are more moat-agent flags.
+	args []string
 }
 
 // testAgent is a moat-agent process under test, with its files and API.
@@ -144,6 +146,7 @@ func (a *testAgent) start() {
 	if a.spec.proxy != "" {
 		args = append(args, "--proxy", a.spec.proxy)
 	}
+	args = append(args, a.spec.args...)
 	cmd := exec.Command(a.bins.agent, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
