@@ -40,8 +40,8 @@ type agentSpec struct {
 	// proxy is the agent's --proxy ("" runs its default, the embedded
 	// proxy; "external" waits for one that never comes).
 	proxy string
-	// args are more moat-agent flags.
-	args []string
+	// config is more agent config (YAML lines).
+	config string
 }
 
 // testAgent is a moat-agent process under test, with its files and API.
@@ -115,7 +115,7 @@ func startAgent(t *testing.T, spec agentSpec) *testAgent {
 	// The proxy's transparent listeners get free ports, so that the suite
 	// does not collide with another agent on the machine.
 	cfg := fmt.Sprintf("policies: %s\nendpoints: %s\npollInterval: %s\nconntrackGCInterval: 1s\nverdictEvents: %v\negressHTTPPort: %d\ningressHTTPPort: %d\n",
-		a.policyDir, a.endpointsFile, pollInterval, spec.verdictEvents, freeAgentPort(t), freeAgentPort(t))
+		a.policyDir, a.endpointsFile, pollInterval, spec.verdictEvents, freeAgentPort(t), freeAgentPort(t)) + spec.config
 	writeFile(t, a.configFile, cfg)
 	a.start()
 	return a
@@ -146,7 +146,6 @@ func (a *testAgent) start() {
 	if a.spec.proxy != "" {
 		args = append(args, "--proxy", a.spec.proxy)
 	}
-	args = append(args, a.spec.args...)
 	cmd := exec.Command(a.bins.agent, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

@@ -55,7 +55,7 @@ func TestPrivilegedL4NeverWaitsOnProxy(t *testing.T) {
 	requirePrivileged(t)
 	const iterations = 50
 	a := startAgent(t, agentSpec{short: "l", endpoints: stalledEndpoints,
-		policies: map[string]string{"p.yaml": stalledPolicy(true)}, proxy: "external", args: []string{"--ack-timeout", "1h"}})
+		policies: map[string]string{"p.yaml": stalledPolicy(true)}, proxy: "external", config: "ackTimeout: 1h\n"})
 	server := endpointPeer(a, "server", "10.218.0.10")
 	client := endpointPeer(a, "client", "10.218.0.20")
 	serveEcho(t, server, []uint16{8080}, nil)
@@ -64,9 +64,13 @@ func TestPrivilegedL4NeverWaitsOnProxy(t *testing.T) {
 	measure := func(t *testing.T) (revoke, allow []time.Duration) {
 		t.Helper()
 		for range iterations {
+			// Each delay ends when the first probe that sees the change
+			// sent its SYN.
+			var probe time.Time
 			start := time.Now()
 			a.setPolicy("p.yaml", stalledPolicy(false))
 			waitUntil(t, "revocation of 8080", 30*time.Second, func() bool {
+				probe = time.Now()
 				c, err := dialTCP(client, dst, 20*time.Millisecond)
 				if err == nil {
 					c.Close()
@@ -74,10 +78,11 @@ func TestPrivilegedL4NeverWaitsOnProxy(t *testing.T) {
 				}
 				return true
 			})
-			revoke = append(revoke, time.Since(start))
+			revoke = append(revoke, probe.Sub(start))
 			start = time.Now()
 			a.setPolicy("p.yaml", stalledPolicy(true))
 			waitUntil(t, "allow of 8080", 30*time.Second, func() bool {
+				probe = time.Now()
 				c, err := dialTCP(client, dst, 10*time.Millisecond)
 				if err != nil {
 					return false
@@ -85,7 +90,7 @@ func TestPrivilegedL4NeverWaitsOnProxy(t *testing.T) {
 				c.Close()
 				return true
 			})
-			allow = append(allow, time.Since(start))
+			allow = append(allow, probe.Sub(start))
 		}
 		return revoke, allow
 	}
