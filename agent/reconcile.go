@@ -89,7 +89,7 @@ func (a *Agent) policyProblems(errs []error) []sourceProblem {
 		p := sourceProblem{err: err}
 		found := false
 		for _, st := range a.policies.files {
-			if st.err == err {
+			if st.err != nil && st.err.Error() == err.Error() { // errors may be uncomparable (policy.ErrorList)
 				p.previous, found = st.good, true
 				break
 			}
