@@ -3,8 +3,6 @@ package policy
 import (
 	"errors"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -92,17 +90,3 @@ func TestParseEndpointsErrors(t *testing.T) {
 	}
 }
 
-func TestLoadEndpointsFile(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "eps.json")
-	if err := os.WriteFile(path, []byte(`{"endpoints": [{"name": "a", "ipv4": "10.0.0.1"}]}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	f, err := LoadEndpointsFile(path)
-	if err != nil || len(f.Endpoints) != 1 {
-		t.Fatalf("LoadEndpointsFile = %+v, %v", f, err)
-	}
-	if _, err := LoadEndpointsFile(filepath.Join(dir, "missing.yaml")); err == nil || !strings.HasPrefix(err.Error(), "read endpoints file: ") {
-		t.Errorf("missing file error = %v", err)
-	}
-}
