@@ -89,4 +89,3 @@ func TestParseEndpointsErrors(t *testing.T) {
 		})
 	}
 }
-
