@@ -1,0 +1,438 @@
+package datapath
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/moatnet/moat/policy"
+)
+
+// The property test of Sync's order (syncplan.go): random policy, endpoint
+// and proxy changes go through the real compiler and DesiredState; for each
+// transition the operations of planSync are applied one at a time to the
+// model of the maps, and after each one every pkt packet's decision must
+// be its decision under the old maps or under the new ones.
+
+var (
+	orderPrefixes = []string{"10.0.0.0/8", "10.1.0.0/16", "10.1.0.0/24", "192.168.0.0/16", "192.168.1.0/24", "172.16.0.0/12"}
+	orderApps     = []string{"web", "db", "client"}
+	orderPorts    = []string{`{port: "80", protocol: TCP}`, `{port: "8000", endPort: 8080, protocol: TCP}`, `{port: "443", protocol: TCP}`, `{port: "53", protocol: UDP}`, `{port: "80", protocol: ANY}`}
+	orderNode     = netip.MustParseAddr("10.9.0.1")
+)
+
+// orderWorld is the state the random changes act on.
+type orderWorld struct {
+	rng       *rand.Rand
+	policies  map[string][]byte // name -> YAML
+	endpoints map[string]policy.Endpoint
+	proxies   ProxyPorts
+}
+
+func (w *orderWorld) pick(n int) int { return w.rng.IntN(n) }
+
+// epAddr gives endpoint i one of two addresses: inside 10.1.0.0/24 or
+// inside 192.168.1.0/24 (so that an endpoint address is also inside
+// policy prefixes).
+func epAddr(i, variant int) netip.Addr {
+	if variant == 0 {
+		return netip.AddrFrom4([4]byte{10, 1, 0, byte(10 + i)})
+	}
+	return netip.AddrFrom4([4]byte{192, 168, 1, byte(10 + i)})
+}
+
+func (w *orderWorld) peer(dir string, deny bool) string {
+	switch w.pick(6) {
+	case 0:
+		pf := orderPrefixes[w.pick(len(orderPrefixes))]
+		return fmt.Sprintf("%sCIDR: [%s]", dir, pf)
+	case 1:
+		return fmt.Sprintf("%sCIDRSet: [{cidr: 10.0.0.0/8, except: [10.1.0.0/24]}]", dir)
+	case 2:
+		return fmt.Sprintf("%sEndpoints: [{matchLabels: {app: %s}}]", dir, orderApps[w.pick(len(orderApps))])
+	case 3:
+		return fmt.Sprintf("%sEntities: [%s]", dir, []string{"world", "all", "host"}[w.pick(3)])
+	case 4:
+		return fmt.Sprintf("%sEndpoints: [{}]", dir)
+	}
+	return "" // every peer (toPorts only)
+}
+
+func (w *orderWorld) peerRule(dir string, deny, egress bool) string {
+	var b strings.Builder
+	b.WriteString("  - ")
+	peer := w.peer(dir, deny)
+	if peer != "" {
+		b.WriteString(peer + "\n    ")
+	}
+	switch n := w.pick(5); {
+	case n == 0 && peer != "":
+		// no ports: every port
+	case n == 1 && !deny:
+		// L7: an HTTP rule on TCP 80 (a redirect), or DNS on UDP 53.
+		if egress && w.pick(2) == 0 {
+			b.WriteString("toPorts: [{ports: [{port: \"53\", protocol: UDP}], rules: {dns: [{matchPattern: \"*\"}]}}]")
+		} else {
+			b.WriteString("toPorts: [{ports: [{port: \"80\", protocol: TCP}], rules: {http: [{method: GET}]}}]")
+		}
+	default:
+		b.WriteString("toPorts: [{ports: [" + orderPorts[w.pick(len(orderPorts))] + "]}]")
+	}
+	b.WriteString("\n")
+	return b.String()
+}
+
+func (w *orderWorld) policyYAML(name string) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: %s, namespace: default}\nspec:\n", name)
+	fmt.Fprintf(&b, "  endpointSelector: {matchLabels: {app: %s}}\n", orderApps[w.pick(len(orderApps))])
+	sections := 0
+	for _, sec := range []struct {
+		name, dir   string
+		deny, egres bool
+	}{{"ingress", "from", false, false}, {"egress", "to", false, true}, {"ingressDeny", "from", true, false}, {"egressDeny", "to", true, true}} {
+		if w.pick(3) != 0 && !(sections == 0 && sec.name == "egressDeny") {
+			continue
+		}
+		sections++
+		b.WriteString("  " + sec.name + ":\n")
+		for range 1 + w.pick(2) {
+			b.WriteString(strings.ReplaceAll(w.peerRule(sec.dir, sec.deny, sec.egres), "\n    ", "\n    "))
+		}
+	}
+	return []byte(b.String())
+}
+
+// change makes one random change and describes it.
+func (w *orderWorld) change(c *policy.Compiler) (string, error) {
+	switch op := w.pick(10); {
+	case op < 4:
+		name := fmt.Sprintf("p%d", w.pick(4))
+		y := w.policyYAML(name)
+		pols, err := policy.ParseBytes(name+".yaml", y)
+		if err != nil {
+			return "", fmt.Errorf("generated policy does not parse: %w\n%s", err, y)
+		}
+		w.policies[name] = y
+		for _, p := range pols {
+			c.UpsertPolicy(p)
+		}
+		return "upsert policy:\n" + string(y), nil
+	case op == 4:
+		name := fmt.Sprintf("p%d", w.pick(4))
+		delete(w.policies, name)
+		c.DeletePolicy(policy.KindCiliumNetworkPolicy, "default", name)
+		return "delete policy " + name, nil
+	case op < 8:
+		i := w.pick(4)
+		ep := policy.Endpoint{Name: fmt.Sprintf("e%d", i), Namespace: "default",
+			Labels: map[string]string{"app": orderApps[w.pick(len(orderApps))]}, IPv4: epAddr(i, w.pick(2))}
+		w.endpoints[ep.Name] = ep
+		return fmt.Sprintf("upsert endpoint %s app=%s %s", ep.Name, ep.Labels["app"], ep.IPv4), c.UpsertEndpoint(ep)
+	case op == 8:
+		name := fmt.Sprintf("e%d", w.pick(4))
+		delete(w.endpoints, name)
+		_, err := c.DeleteEndpoint("default", name)
+		return "delete endpoint " + name, err
+	}
+	keys := []ProxyKey{{policy.Ingress, policy.L7HTTP}, {policy.Egress, policy.L7HTTP}, {policy.Egress, policy.L7DNS}}
+	k := keys[w.pick(len(keys))]
+	if _, ok := w.proxies[k]; ok {
+		delete(w.proxies, k)
+		return fmt.Sprintf("proxy %v gone", k), nil
+	}
+	w.proxies[k] = 15000 + uint16(k.Direction)*10 + uint16(k.L7)
+	return fmt.Sprintf("proxy %v acked", k), nil
+}
+
+func (w *orderWorld) ifaces() map[EndpointKey]int {
+	m := map[EndpointKey]int{}
+	for name := range w.endpoints {
+		var i int
+		fmt.Sscanf(name, "e%d", &i)
+		m[EndpointKey{Namespace: "default", Name: name}] = 11 + i
+	}
+	return m
+}
+
+// orderProbes are the packets checked: at each endpoint, both directions,
+// from/to every endpoint address, addresses inside the prefixes only, the
+// node, the world; on the ports the policies use and one they do not.
+func orderProbes() ([]pkt, []netip.Addr) {
+	var addrs []netip.Addr
+	for i := range 4 {
+		addrs = append(addrs, epAddr(i, 0), epAddr(i, 1))
+	}
+	for _, s := range []string{"10.1.0.99", "10.1.5.1", "10.7.0.1", "192.168.7.1", "172.16.3.4", "8.8.8.8"} {
+		addrs = append(addrs, netip.MustParseAddr(s))
+	}
+	addrs = append(addrs, orderNode)
+	type pp struct {
+		proto policy.Protocol
+		port  uint16
+	}
+	ports := []pp{{policy.ProtoTCP, 80}, {policy.ProtoTCP, 8080}, {policy.ProtoTCP, 443}, {policy.ProtoUDP, 53}, {policy.ProtoTCP, 22}}
+	var probes []pkt
+	for ep := uint32(11); ep <= 14; ep++ {
+		for _, dir := range []policy.Direction{policy.Ingress, policy.Egress} {
+			for _, a := range addrs {
+				for _, p := range ports {
+					probes = append(probes, pkt{ep: ep, dir: dir, remote: a, proto: p.proto, port: p.port})
+				}
+			}
+		}
+	}
+	return probes, addrs
+}
+
+// affected lists the probes whose decision op can change.
+func affected(op syncOp, probes []pkt) []int {
+	var out []int
+	for i, p := range probes {
+		switch op.Kind {
+		case opPutPolicy, opDeletePolicy:
+			if p.ep != op.Key.Endpoint || p.dir != op.Key.Direction {
+				continue
+			}
+		case opPutIPCache, opDeleteIPCache:
+			if !op.Prefix.Contains(p.remote) {
+				continue
+			}
+		case opPutEndpoint, opDeleteEndpoint:
+			if p.ep != op.Endpoint {
+				continue
+			}
+		default:
+			continue
+		}
+		out = append(out, i)
+	}
+	return out
+}
+
+type planner func(cur *syncState, want *MapState, slots map[uint32]uint32) []syncOp
+
+// orderViolation is the first intermediate decision that was neither the
+// old nor the new one.
+type orderViolation struct {
+	step   int
+	change string
+	op     int
+	ops    []syncOp
+	pkt  pkt
+	old    string
+	new    string
+	got    string
+}
+
+func (v *orderViolation) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "step %d, after op %d of %d: %s decided %q; old plan %q, new plan %q\nchange: %s\nops:\n", v.step, v.op+1, len(v.ops), v.pkt, v.got, v.old, v.new, v.change)
+	for i, op := range v.ops {
+		mark := "  "
+		if i == v.op {
+			mark = "> "
+		}
+		fmt.Fprintf(&b, "%s%s\n", mark, opString(op))
+	}
+	return b.String()
+}
+
+func opString(op syncOp) string {
+	switch op.Kind {
+	case opPutPolicy:
+		return fmt.Sprintf("%-16s put policy %s -> %s proxy=%d", op.Phase, op.Key, op.Value.Verdict, op.Value.ProxyPort)
+	case opDeletePolicy:
+		return fmt.Sprintf("%-16s delete policy %s", op.Phase, op.Key)
+	case opPutIPCache:
+		return fmt.Sprintf("%-16s put ipcache %s -> %#x", op.Phase, op.Prefix, uint32(op.Identity))
+	case opDeleteIPCache:
+		return fmt.Sprintf("%-16s delete ipcache %s", op.Phase, op.Prefix)
+	case opPutEndpoint:
+		return fmt.Sprintf("%-16s put endpoint %d flags=%#x", op.Phase, op.Endpoint, op.Config.Flags)
+	case opDeleteEndpoint:
+		return fmt.Sprintf("%-16s delete endpoint %d", op.Phase, op.Endpoint)
+	}
+	return fmt.Sprintf("%-16s local %s -> %d (kind %d)", op.Phase, op.Addr, op.Endpoint, op.Kind)
+}
+
+// runOrderProperty runs steps random changes from seed and checks every
+// intermediate state; it returns the first violation.
+func runOrderProperty(t *testing.T, seed uint64, steps int, plan planner) *orderViolation {
+	t.Helper()
+	w := &orderWorld{rng: rand.New(rand.NewPCG(seed, 10)), policies: map[string][]byte{}, endpoints: map[string]policy.Endpoint{}, proxies: ProxyPorts{}}
+	alloc := policy.NewMemoryAllocator()
+	c := policy.NewCompiler(policy.Options{}, alloc)
+	c.SetNode(policy.Node{Name: "n", Addresses: []netip.Addr{orderNode}})
+	probes, addrs := orderProbes()
+	cur := emptyModel()
+	oldD, newD, got := make([]string, len(probes)), make([]string, len(probes)), make([]string, len(probes))
+	for step := range steps {
+		what, err := w.change(c)
+		if err != nil {
+			t.Fatalf("seed %d step %d: %v", seed, step, err)
+		}
+		p := c.Plan()
+		want, err := DesiredState(p, w.ifaces(), w.proxies)
+		if err != nil {
+			t.Fatalf("seed %d step %d: desired state: %v\nchange: %s", seed, step, err, what)
+		}
+		slots := map[uint32]uint32{}
+		for id := range want.Endpoints {
+			slots[id] = id
+		}
+		ops := plan(cur, want, slots)
+
+		// The new decisions: all operations applied; that must be want.
+		final := modelState(cur)
+		for _, op := range ops {
+			modelApply(final, op)
+		}
+		checkFinal(t, seed, step, final, want)
+		decideAll(cur, probes, addrs, oldD, nil)
+		decideAll(final, probes, addrs, newD, nil)
+		copy(got, oldD)
+		for i, op := range ops {
+			modelApply(cur, op)
+			idx := affected(op, probes)
+			decideAll(cur, probes, addrs, got, idx)
+			for _, j := range idx {
+				if got[j] != oldD[j] && got[j] != newD[j] {
+					return &orderViolation{step: step, change: what, op: i, ops: ops, pkt: probes[j], old: oldD[j], new: newD[j], got: got[j]}
+				}
+			}
+		}
+		// The agent confirms each applied Plan (proxy ACK included), the
+		// earliest moment a released local identity may be reused.
+		c.ConfirmApplied(p.Generation)
+	}
+	return nil
+}
+
+// checkFinal: after all operations the model holds exactly want.
+func checkFinal(t *testing.T, seed uint64, step int, final *syncState, want *MapState) {
+	t.Helper()
+	pol := map[PolicyKey]PolicyValue{}
+	for k, de := range want.Policy {
+		pol[k] = de.Value
+	}
+	flags := endpointFlags(want)
+	eps := map[uint32]uint32{}
+	for id, cfg := range final.endpoints {
+		eps[id] = cfg.Flags
+	}
+	switch {
+	case !reflect.DeepEqual(final.policy, pol):
+		t.Fatalf("seed %d step %d: policy after all ops differs from the desired state", seed, step)
+	case !reflect.DeepEqual(final.ipcache, want.IPCache):
+		t.Fatalf("seed %d step %d: ipcache after all ops differs from the desired state", seed, step)
+	case !reflect.DeepEqual(final.local, want.Local):
+		t.Fatalf("seed %d step %d: local endpoints after all ops differ from the desired state", seed, step)
+	case !reflect.DeepEqual(eps, flags):
+		t.Fatalf("seed %d step %d: endpoint flags after all ops %v, want %v", seed, step, eps, flags)
+	}
+}
+
+// TestSyncMakeBeforeBreak: at every intermediate step of every Sync, every
+// pkt packet's decision is the old plan's or the new plan's; 10,000
+// random changes.
+func TestSyncMakeBeforeBreak(t *testing.T) {
+	t.Parallel()
+	const seeds, steps = 20, 500
+	for seed := range uint64(seeds) {
+		if v := runOrderProperty(t, seed, steps, planSync); v != nil {
+			t.Fatalf("seed %d: %v", seed, v)
+		}
+	}
+}
+
+// TestSyncPropertyCatchesLegacyOrder: the property test fails on the order
+// Sync used before its phases (ipcache first, then policy writes, then the
+// endpoints' final flags, then deletions): it must find a violation.
+func TestSyncPropertyCatchesLegacyOrder(t *testing.T) {
+	t.Parallel()
+	for seed := range uint64(20) {
+		if v := runOrderProperty(t, seed, 500, legacyPlanSync); v != nil {
+			t.Logf("seed %d: the old order breaks the property (as expected):\n%v", seed, v)
+			return
+		}
+	}
+	t.Fatal("the property test found no violation in the old order: it has no teeth")
+}
+
+// legacyPlanSync is the order of Sync before syncplan.go, kept here to
+// show that the property test tells it apart.
+func legacyPlanSync(cur *syncState, want *MapState, slots map[uint32]uint32) []syncOp {
+	var ops []syncOp
+	var hostAdd, trieAdd []netip.Prefix
+	for p, id := range want.IPCache {
+		if cid, ok := cur.ipcache[p]; !ok || cid != id {
+			if isHostPrefix(p) {
+				hostAdd = append(hostAdd, p)
+			} else {
+				trieAdd = append(trieAdd, p)
+			}
+		}
+	}
+	for _, p := range append(hostAdd, trieAdd...) {
+		ops = append(ops, syncOp{Kind: opPutIPCache, Prefix: p, Identity: want.IPCache[p]})
+	}
+	var hashPut, triePut []PolicyKey
+	for k, de := range want.Policy {
+		if v, ok := cur.policy[k]; !ok || v != de.Value {
+			if k.inHash() {
+				hashPut = append(hashPut, k)
+			} else {
+				triePut = append(triePut, k)
+			}
+		}
+	}
+	for _, k := range append(hashPut, triePut...) {
+		ops = append(ops, syncOp{Kind: opPutPolicy, Key: k, Value: want.Policy[k].Value})
+	}
+	flags := endpointFlags(want)
+	for id, es := range want.Endpoints {
+		ops = append(ops, syncOp{Kind: opPutEndpoint, Endpoint: id, Config: moatEndpointConfig{Identity: uint32(es.Identity), Flags: flags[id], Slot: slots[id]}, Final: true})
+	}
+	var hashDel, trieDel []PolicyKey
+	for k := range cur.policy {
+		if _, ok := want.Policy[k]; !ok {
+			if k.inHash() {
+				hashDel = append(hashDel, k)
+			} else {
+				trieDel = append(trieDel, k)
+			}
+		}
+	}
+	for _, k := range append(hashDel, trieDel...) {
+		ops = append(ops, syncOp{Kind: opDeletePolicy, Key: k})
+	}
+	var hostDel, trieDelIP []netip.Prefix
+	for p := range cur.ipcache {
+		if _, ok := want.IPCache[p]; !ok {
+			if isHostPrefix(p) {
+				hostDel = append(hostDel, p)
+			} else {
+				trieDelIP = append(trieDelIP, p)
+			}
+		}
+	}
+	for _, p := range append(hostDel, trieDelIP...) {
+		ops = append(ops, syncOp{Kind: opDeleteIPCache, Prefix: p})
+	}
+	var gone []uint32
+	for id := range cur.endpoints {
+		if _, ok := want.Endpoints[id]; !ok {
+			gone = append(gone, id)
+		}
+	}
+	slices.Sort(gone)
+	for _, id := range gone {
+		ops = append(ops, syncOp{Kind: opDeleteEndpoint, Endpoint: id})
+	}
+	return ops
+}
