@@ -62,14 +62,6 @@ func modelApply(s *syncState, op syncOp) {
 	}
 }
 
-// mapped returns p in the ipcache trie's address space: IPv4 prefixes
-// IPv4-mapped, 96 bits longer.
-func mapped(p netip.Prefix) netip.Prefix {
-	if p.Addr().Is4() {
-		return netip.PrefixFrom(netip.AddrFrom16(p.Addr().As16()), p.Bits()+ipcacheV4Offset)
-	}
-	return p
-}
 
 // modelIdentity is ipcache_identity: the exact-match host entry, else the
 // longest trie prefix holding the (IPv4-mapped) address, else world.

@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"reflect"
@@ -149,6 +150,29 @@ func (w *orderWorld) change(c *policy.Compiler) (string, error) {
 	return fmt.Sprintf("proxy %v acked", k), nil
 }
 
+// restart returns a new compiler fed with the world (label-set identities
+// from the same allocator, as the agent's file allocator keeps them).
+func (w *orderWorld) restart(t *testing.T, alloc policy.Allocator) *policy.Compiler {
+	t.Helper()
+	c := policy.NewCompiler(policy.Options{}, alloc)
+	c.SetNode(policy.Node{Name: "n", Addresses: []netip.Addr{orderNode}})
+	for _, name := range slices.Sorted(maps.Keys(w.policies)) {
+		pols, err := policy.ParseBytes(name+".yaml", w.policies[name])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pols {
+			c.UpsertPolicy(p)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(w.endpoints)) {
+		if err := c.UpsertEndpoint(w.endpoints[name]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
 func (w *orderWorld) ifaces() map[EndpointKey]int {
 	m := map[EndpointKey]int{}
 	for name := range w.endpoints {
@@ -276,6 +300,13 @@ func runOrderProperty(t *testing.T, seed uint64, steps int, plan planner) *order
 		if err != nil {
 			t.Fatalf("seed %d step %d: %v", seed, step, err)
 		}
+		if w.pick(50) == 0 {
+			// An agent restart over the pinned maps: a new compiler whose
+			// local identities are numbered afresh (in sorted order), so
+			// numbers the maps hold may now mean other prefixes.
+			c = w.restart(t, alloc)
+			what += "\n(and an agent restart: local identities renumbered)"
+		}
 		p := c.Plan()
 		want, err := DesiredState(p, w.ifaces(), w.proxies)
 		if err != nil {
@@ -397,6 +428,16 @@ func legacyPlanSync(cur *syncState, want *MapState, slots map[uint32]uint32) []s
 	flags := endpointFlags(want)
 	for id, es := range want.Endpoints {
 		ops = append(ops, syncOp{Kind: opPutEndpoint, Endpoint: id, Config: moatEndpointConfig{Identity: uint32(es.Identity), Flags: flags[id], Slot: slots[id]}, Final: true})
+	}
+	for a, id := range want.Local {
+		if cid, ok := cur.local[a]; !ok || cid != id {
+			ops = append(ops, syncOp{Kind: opPutLocal, Addr: a, Endpoint: id})
+		}
+	}
+	for a := range cur.local {
+		if _, ok := want.Local[a]; !ok {
+			ops = append(ops, syncOp{Kind: opDeleteLocal, Addr: a})
+		}
 	}
 	var hashDel, trieDel []PolicyKey
 	for k := range cur.policy {

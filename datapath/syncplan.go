@@ -44,13 +44,17 @@ const (
 	// reach yet: those of endpoints without a config (new ones) and of
 	// identities no current ipcache entry maps to (new identities).
 	phaseUnreachable
-	// phaseIPCacheAdd writes new and changed ipcache entries, longest
-	// prefix first (host entries before the trie), so that an address
-	// moves from its old identity straight to its new one: a longer new
-	// prefix is in place before a shorter one that covers it changes, and
-	// no old prefix is gone yet.
-	phaseIPCacheAdd
-	// phaseUpgrade writes the entries, reachable before and after, whose
+	// phaseDivert parks every address whose identity changes on a transit
+	// identity (policy.IDTransitFlag) whose entries are a copy of its old
+	// identity's (written in phaseUnreachable): every prefix, old or new,
+	// gets the identity of its cell (the addresses whose longest prefix it
+	// is among old and new together), which is the old identity or its
+	// transit copy. No decision changes. From here on a moving address's
+	// entries change only by the ordered writes below, together with the
+	// every-identity entries that also cover it.
+	phaseDivert
+	// phaseUpgrade writes the entries, reachable before and after (transit
+	// ones included), whose
 	// verdict rises (or whose payload changes at equal verdict), highest
 	// verdict first and, within one verdict, the lookup that wins ties
 	// (bpf/policy.h: identity+proto, identity, proto, any; exact port,
@@ -66,12 +70,13 @@ const (
 	// verdict first and, within one, the lookup that loses ties first: the
 	// entry that made a packet's old decision goes last.
 	phaseDowngrade
-	// phaseIPCacheDelete deletes the ipcache entries that are gone,
-	// shortest prefix first (host entries last): an address falls back to
-	// its new identity, never to an older, shorter prefix's.
-	phaseIPCacheDelete
+	// phaseLand gives every prefix its new identity (a transit identity
+	// holds its new identity's entries by now: no decision changes), then
+	// deletes the prefixes that go (their addresses fall to a prefix that
+	// carries the same new identity or its transit copy).
+	phaseLand
 	// phaseUnreachableLate deletes the entries of identities that no
-	// ipcache entry maps to any more.
+	// ipcache entry maps to any more, and the transit entries.
 	phaseUnreachableLate
 	// phaseFinal writes each endpoint's final config (exact flags, which
 	// no longer announce the removed shapes; identity; counter slot; new
@@ -81,7 +86,7 @@ const (
 	phaseFinal
 )
 
-var syncPhaseNames = [...]string{"remove-endpoints", "widen", "unreachable", "ipcache-add", "upgrade", "enforce", "downgrade", "ipcache-delete", "unreachable-late", "final"}
+var syncPhaseNames = [...]string{"remove-endpoints", "widen", "unreachable", "divert", "upgrade", "enforce", "downgrade", "land", "unreachable-late", "final"}
 
 func (p syncPhase) String() string { return syncPhaseNames[p] }
 
@@ -208,24 +213,40 @@ func (c policyChange) op(ph syncPhase) syncOp {
 	return syncOp{Phase: ph, Kind: opDeletePolicy, Key: c.key}
 }
 
+// cell is the identity of the addresses whose longest prefix, among the
+// old and the new ipcache prefixes together, is one prefix: before and
+// after the Sync.
+type cell struct{ oid, nid policy.ID }
+
+// longestValue returns the value of the longest prefix of m that holds p
+// (IPv4 as the trie holds it, IPv4-mapped), world when none does.
+func longestValue(m map[netip.Prefix]policy.ID, p netip.Prefix) policy.ID {
+	mp := mapped(p)
+	best, id := -1, policy.IDWorld
+	for q, qid := range m {
+		mq := mapped(q)
+		if mq.Bits() <= mp.Bits() && mq.Contains(mp.Addr()) && mq.Bits() > best {
+			best, id = mq.Bits(), qid
+		}
+	}
+	return id
+}
+
+// mapped returns p in the trie's address space: IPv4 prefixes IPv4-mapped,
+// 96 bits longer.
+func mapped(p netip.Prefix) netip.Prefix {
+	if p.Addr().Is4() {
+		return netip.PrefixFrom(netip.AddrFrom16(p.Addr().As16()), p.Bits()+ipcacheV4Offset)
+	}
+	return p
+}
+
 // planSync computes the operations that take the maps from cur to want
 // (whose policy values carry their rule indices; slots gives each wanted
 // endpoint its counter slot). It is pure and deterministic.
 func planSync(cur *syncState, want *MapState, slots map[uint32]uint32) []syncOp {
 	var ops []syncOp
 	flags := endpointFlags(want)
-
-	// Identities the ipcache maps to, before and after (world is the
-	// default of every lookup).
-	curIDs := map[policy.ID]bool{policy.IDWorld: true}
-	for _, id := range cur.ipcache {
-		curIDs[id] = true
-	}
-	wantIDs := map[policy.ID]bool{policy.IDWorld: true}
-	for _, id := range want.IPCache {
-		wantIDs[id] = true
-	}
-	// live: endpoints with a config through the middle phases.
 	live := func(ep uint32) bool {
 		_, a := cur.endpoints[ep]
 		_, b := want.Endpoints[ep]
@@ -263,6 +284,64 @@ func planSync(cur *syncState, want *MapState, slots map[uint32]uint32) []syncOp 
 		}
 	}
 
+	// The cells of the ipcache and their transit identities: one per
+	// (old, new) pair that differs, numbered from IDTransitFlag past any
+	// number the maps hold (a failed Sync may have left transit entries).
+	var union []netip.Prefix
+	for p := range cur.ipcache {
+		union = append(union, p)
+	}
+	for p := range want.IPCache {
+		if _, ok := cur.ipcache[p]; !ok {
+			union = append(union, p)
+		}
+	}
+	slices.SortFunc(union, comparePrefixesLongestFirst)
+	cells := make(map[netip.Prefix]cell, len(union))
+	var moves []cell
+	for _, p := range union {
+		c := cell{longestValue(cur.ipcache, p), longestValue(want.IPCache, p)}
+		cells[p] = c
+		if c.oid != c.nid && !slices.Contains(moves, c) {
+			moves = append(moves, c)
+		}
+	}
+	slices.SortFunc(moves, func(a, b cell) int { return cmp.Or(cmp.Compare(a.oid, b.oid), cmp.Compare(a.nid, b.nid)) })
+	held := map[policy.ID]bool{}
+	for _, id := range cur.ipcache {
+		held[id] = true
+	}
+	for k := range cur.policy {
+		held[k.Identity] = true
+	}
+	transit := make(map[cell]policy.ID, len(moves))
+	next := policy.IDTransitFlag
+	for _, c := range moves {
+		for held[next] {
+			next++
+		}
+		transit[c] = next
+		next++
+	}
+	parked := func(p netip.Prefix) policy.ID {
+		c := cells[p]
+		if c.oid == c.nid {
+			return c.oid
+		}
+		return transit[c]
+	}
+
+	// Identities the ipcache maps to before (world is every lookup's
+	// default) and after.
+	curIDs := map[policy.ID]bool{policy.IDWorld: true}
+	for _, id := range cur.ipcache {
+		curIDs[id] = true
+	}
+	wantIDs := map[policy.ID]bool{policy.IDWorld: true}
+	for _, id := range want.IPCache {
+		wantIDs[id] = true
+	}
+
 	// Policy changes, by phase.
 	var early, up, down, late []policyChange
 	add := func(c policyChange) {
@@ -288,6 +367,63 @@ func planSync(cur *syncState, want *MapState, slots map[uint32]uint32) []syncOp 
 			add(policyChange{key: k, old: v, had: true})
 		}
 	}
+	// Transit entries: written (unreachable) as copies of the old
+	// identity's, moved to the new identity's with the others, deleted
+	// once no address is parked on them.
+	if len(moves) > 0 {
+		byID := func(m map[PolicyKey]PolicyValue) map[policy.ID][]PolicyKey {
+			out := map[policy.ID][]PolicyKey{}
+			for k := range m {
+				if live(k.Endpoint) {
+					out[k.Identity] = append(out[k.Identity], k)
+				}
+			}
+			return out
+		}
+		wantVals := make(map[PolicyKey]PolicyValue, len(want.Policy))
+		for k, de := range want.Policy {
+			wantVals[k] = de.Value
+		}
+		curBy, wantBy := byID(cur.policy), byID(wantVals)
+		for _, c := range moves {
+			t := transit[c]
+			type tv struct {
+				old, new PolicyValue
+				had, has bool
+			}
+			tk := map[PolicyKey]*tv{}
+			for _, k := range curBy[c.oid] {
+				k2 := k
+				k2.Identity = t
+				tk[k2] = &tv{old: cur.policy[k], had: true}
+			}
+			for _, k := range wantBy[c.nid] {
+				k2 := k
+				k2.Identity = t
+				if e := tk[k2]; e != nil {
+					e.new, e.has = wantVals[k], true
+				} else {
+					tk[k2] = &tv{new: wantVals[k], has: true}
+				}
+			}
+			for k, e := range tk {
+				if e.had {
+					early = append(early, policyChange{key: k, new: e.old, has: true})
+				}
+				if e.had != e.has || e.old != e.new {
+					ch := policyChange{key: k, old: e.old, new: e.new, had: e.had, has: e.has}
+					if ch.has && (!ch.had || ch.new.Verdict >= ch.old.Verdict) {
+						up = append(up, ch)
+					} else {
+						down = append(down, ch)
+					}
+				}
+				if e.has {
+					late = append(late, policyChange{key: k, old: e.new, had: true})
+				}
+			}
+		}
+	}
 	byKey := func(a, b policyChange) int { return comparePolicyKeys(a.key, b.key) }
 
 	// phaseUnreachable
@@ -296,21 +432,12 @@ func planSync(cur *syncState, want *MapState, slots map[uint32]uint32) []syncOp 
 		ops = append(ops, c.op(phaseUnreachable))
 	}
 
-	// phaseIPCacheAdd
-	var ipAdd, ipDel []netip.Prefix
-	for p, id := range want.IPCache {
-		if cid, ok := cur.ipcache[p]; !ok || cid != id {
-			ipAdd = append(ipAdd, p)
+	// phaseDivert: every prefix gets the identity its cell is parked on
+	// (the old one, or a transit copy of it).
+	for _, p := range union {
+		if cid, ok := cur.ipcache[p]; !ok || cid != parked(p) {
+			ops = append(ops, syncOp{Phase: phaseDivert, Kind: opPutIPCache, Prefix: p, Identity: parked(p)})
 		}
-	}
-	for p := range cur.ipcache {
-		if _, ok := want.IPCache[p]; !ok {
-			ipDel = append(ipDel, p)
-		}
-	}
-	slices.SortFunc(ipAdd, comparePrefixesLongestFirst)
-	for _, p := range ipAdd {
-		ops = append(ops, syncOp{Phase: phaseIPCacheAdd, Kind: opPutIPCache, Prefix: p, Identity: want.IPCache[p]})
 	}
 
 	// phaseUpgrade
@@ -343,10 +470,18 @@ func planSync(cur *syncState, want *MapState, slots map[uint32]uint32) []syncOp 
 		ops = append(ops, syncOp{Phase: phaseDowngrade, Kind: opDeleteMisplaced, Key: k})
 	}
 
-	// phaseIPCacheDelete
-	slices.SortFunc(ipDel, func(a, b netip.Prefix) int { return -comparePrefixesLongestFirst(a, b) })
-	for _, p := range ipDel {
-		ops = append(ops, syncOp{Phase: phaseIPCacheDelete, Kind: opDeleteIPCache, Prefix: p})
+	// phaseLand: the new identities (each transit identity holds its new
+	// identity's entries by now), then the prefixes that go.
+	for _, p := range union {
+		id, ok := want.IPCache[p]
+		if ok && id != parked(p) {
+			ops = append(ops, syncOp{Phase: phaseLand, Kind: opPutIPCache, Prefix: p, Identity: id})
+		}
+	}
+	for _, p := range union {
+		if _, ok := want.IPCache[p]; !ok {
+			ops = append(ops, syncOp{Phase: phaseLand, Kind: opDeleteIPCache, Prefix: p})
+		}
 	}
 
 	// phaseUnreachableLate
