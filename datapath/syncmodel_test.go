@@ -14,36 +14,75 @@ import (
 // syncplan.go applied to it. It has no kernel in it: the property test of
 // Sync's order runs in plain `go test`.
 
-// modelState copies the parts of s that decide packets.
-func modelState(s *syncState) *syncState {
-	return &syncState{
-		endpoints: maps.Clone(s.endpoints),
-		policy:    maps.Clone(s.policy),
-		ipcache:   maps.Clone(s.ipcache),
-		local:     maps.Clone(s.local),
-		names:     map[uint32]EndpointKey{},
-	}
+// mapModel is the maps' content: a syncState, plus the policy entries
+// under a packed key (fast to hash) and, per (endpoint, direction,
+// identity, protocol), how many range blocks of each length it holds, so
+// that a trie lookup tries only the lengths present.
+type mapModel struct {
+	s      *syncState
+	pol    map[[2]uint64]PolicyValue
+	ranges map[[2]uint64]*[17]int32
 }
 
-func emptyModel() *syncState {
-	return &syncState{
-		endpoints: map[uint32]moatEndpointConfig{},
-		policy:    map[PolicyKey]PolicyValue{},
-		ipcache:   map[netip.Prefix]policy.ID{},
-		local:     map[netip.Addr]uint32{},
-		names:     map[uint32]EndpointKey{},
-	}
+func packKey(k PolicyKey) [2]uint64 {
+	return [2]uint64{uint64(k.Endpoint)<<32 | uint64(k.Direction)<<31 | uint64(k.Proto)<<23 | uint64(k.Ports.Bits)<<16 | uint64(k.Ports.Port), uint64(k.Identity)}
 }
 
-// modelApply performs one operation on the model (revisions are not
+func packGroup(k PolicyKey) [2]uint64 {
+	return [2]uint64{uint64(k.Endpoint)<<32 | uint64(k.Direction)<<31 | uint64(k.Proto)<<23, uint64(k.Identity)}
+}
+
+func newModel(s *syncState) *mapModel {
+	m := &mapModel{
+		s: &syncState{
+			endpoints: map[uint32]moatEndpointConfig{},
+			policy:    map[PolicyKey]PolicyValue{},
+			ipcache:   map[netip.Prefix]policy.ID{},
+			local:     map[netip.Addr]uint32{},
+			names:     map[uint32]EndpointKey{},
+		},
+		pol:    map[[2]uint64]PolicyValue{},
+		ranges: map[[2]uint64]*[17]int32{},
+	}
+	maps.Copy(m.s.endpoints, s.endpoints)
+	maps.Copy(m.s.ipcache, s.ipcache)
+	maps.Copy(m.s.local, s.local)
+	for k, v := range s.policy {
+		m.put(k, v)
+	}
+	return m
+}
+
+func (m *mapModel) put(k PolicyKey, v PolicyValue) {
+	if _, ok := m.s.policy[k]; !ok && !k.inHash() {
+		g := packGroup(k)
+		if m.ranges[g] == nil {
+			m.ranges[g] = &[17]int32{}
+		}
+		m.ranges[g][k.Ports.Bits]++
+	}
+	m.s.policy[k] = v
+	m.pol[packKey(k)] = v
+}
+
+func (m *mapModel) delete(k PolicyKey) {
+	if _, ok := m.s.policy[k]; ok && !k.inHash() {
+		m.ranges[packGroup(k)][k.Ports.Bits]--
+	}
+	delete(m.s.policy, k)
+	delete(m.pol, packKey(k))
+}
+
+// apply performs one operation on the model (revisions are not
 // modelled: they only decide when a tracked flow re-checks, and a re-check
 // is the same decision as a first packet's).
-func modelApply(s *syncState, op syncOp) {
+func (m *mapModel) apply(op syncOp) {
+	s := m.s
 	switch op.Kind {
 	case opPutPolicy:
-		s.policy[op.Key] = op.Value
+		m.put(op.Key, op.Value)
 	case opDeletePolicy:
-		delete(s.policy, op.Key)
+		m.delete(op.Key)
 	case opPutIPCache:
 		s.ipcache[op.Prefix] = op.Identity
 	case opDeleteIPCache:
@@ -61,7 +100,6 @@ func modelApply(s *syncState, op syncOp) {
 	case opDeleteMisplaced:
 	}
 }
-
 
 // modelIdentity is ipcache_identity: the exact-match host entry, else the
 // longest trie prefix holding the (IPv4-mapped) address, else world.
@@ -96,17 +134,20 @@ func modelTake(v PolicyValue, res *modelRes) {
 
 // modelShape is policy_shape: the hash entry for the port, else (with
 // ranges) the trie block holding the port, else the every-port entry.
-func modelShape(s *syncState, k PolicyKey, port int, ranges bool, res *modelRes) {
+func (m *mapModel) shape(k PolicyKey, port int, ranges bool, res *modelRes) {
 	if port >= 0 && k.Proto != policy.ProtoAny {
 		k.Ports = PortPrefix{Port: uint16(port), Bits: 16}
-		if v, ok := s.policy[k]; ok {
+		if v, ok := m.pol[packKey(k)]; ok {
 			modelTake(v, res)
 			return
 		}
-		if ranges {
+		if n := m.ranges[packGroup(k)]; ranges && n != nil {
 			for bits := uint8(15); bits >= 1; bits-- {
+				if n[bits] == 0 {
+					continue
+				}
 				k.Ports = PortPrefix{Port: uint16(port) &^ (uint16(0xffff) >> bits), Bits: bits}
-				if v, ok := s.policy[k]; ok {
+				if v, ok := m.pol[packKey(k)]; ok {
 					modelTake(v, res)
 					return
 				}
@@ -114,7 +155,7 @@ func modelShape(s *syncState, k PolicyKey, port int, ranges bool, res *modelRes)
 		}
 	}
 	k.Ports = PortPrefix{}
-	if v, ok := s.policy[k]; ok {
+	if v, ok := m.pol[packKey(k)]; ok {
 		modelTake(v, res)
 	}
 }
@@ -125,6 +166,7 @@ type pkt struct {
 	ep     uint32
 	dir    policy.Direction
 	remote netip.Addr
+	addr   int // index of remote in the address list
 	proto  policy.Protocol
 	port   uint16
 }
@@ -133,12 +175,31 @@ func (p pkt) String() string {
 	return fmt.Sprintf("ep=%d %s remote=%s %s/%d", p.ep, p.dir, p.remote, p.proto, p.port)
 }
 
-// modelDecide is handle()'s decision for a new flow that does not come
-// from a proxy: "drop", "allow" or "redirect:<port>".
-func modelDecide(s *syncState, remote policy.ID, p pkt) string {
-	cfg, ok := s.endpoints[p.ep]
+// outcome is a packet's fate: outDrop, outAllow, or outRedirect|port.
+type outcome uint32
+
+const (
+	outDrop     outcome = 0
+	outAllow    outcome = 1
+	outRedirect outcome = 1 << 16
+)
+
+func (o outcome) String() string {
+	switch {
+	case o == outDrop:
+		return "drop"
+	case o == outAllow:
+		return "allow"
+	}
+	return fmt.Sprintf("redirect:%d", uint16(o))
+}
+
+// decide is handle()'s decision for a new flow that does not come from a
+// proxy.
+func (m *mapModel) decide(remote policy.ID, p pkt) outcome {
+	cfg, ok := m.s.endpoints[p.ep]
 	if !ok {
-		return "drop" // DROP_NO_ENDPOINT
+		return outDrop // DROP_NO_ENDPOINT
 	}
 	var res modelRes
 	if cfg.Flags&flagFor(p.dir, epFlagIngressEntries, epFlagEgressEntries) != 0 {
@@ -155,51 +216,51 @@ func modelDecide(s *syncState, remote policy.ID, p pkt) string {
 		k := PolicyKey{Endpoint: p.ep, Direction: p.dir, Identity: remote, Proto: p.proto}
 		port := int(p.port)
 		if shapes&shapeL3L4 != 0 {
-			modelShape(s, k, port, ranges, &res)
+			m.shape(k, port, ranges, &res)
 		}
 		k.Proto = policy.ProtoAny
 		if shapes&shapeL3Only != 0 {
-			modelShape(s, k, port, ranges, &res)
+			m.shape(k, port, ranges, &res)
 		}
 		k.Identity, k.Proto = policy.IDAny, p.proto
 		if shapes&shapeL4Only != 0 {
-			modelShape(s, k, port, ranges, &res)
+			m.shape(k, port, ranges, &res)
 		}
 		k.Proto = policy.ProtoAny
 		if shapes&shapeAll != 0 {
-			modelShape(s, k, port, ranges, &res)
+			m.shape(k, port, ranges, &res)
 		}
 	}
 	switch res.verdict {
 	case policy.VerdictDeny:
-		return "drop"
+		return outDrop
 	case policy.VerdictNone:
 		if cfg.Flags&flagFor(p.dir, epFlagIngressEnforced, epFlagEgressEnforced) != 0 {
-			return "drop"
+			return outDrop
 		}
-		return "allow"
+		return outAllow
 	case policy.VerdictRedirect:
 		if res.proxyPort == 0 {
-			return "drop" // DROP_PROXY_UNAVAILABLE
+			return outDrop // DROP_PROXY_UNAVAILABLE
 		}
-		return fmt.Sprintf("redirect:%d", res.proxyPort)
+		return outRedirect | outcome(res.proxyPort)
 	}
-	return "allow"
+	return outAllow
 }
 
 // decideAll decides every pkt; idx picks a subset (nil: all).
-func decideAll(s *syncState, probes []pkt, addrs []netip.Addr, out []string, idx []int) {
-	ids := make(map[netip.Addr]policy.ID, len(addrs))
-	for _, a := range addrs {
-		ids[a] = modelIdentity(s, a)
+func (m *mapModel) decideAll(probes []pkt, addrs []netip.Addr, out []outcome, idx []int) {
+	ids := make([]policy.ID, len(addrs))
+	for i, a := range addrs {
+		ids[i] = modelIdentity(m.s, a)
 	}
 	if idx == nil {
 		for i, p := range probes {
-			out[i] = modelDecide(s, ids[p.remote], p)
+			out[i] = m.decide(ids[p.addr], p)
 		}
 		return
 	}
 	for _, i := range idx {
-		out[i] = modelDecide(s, ids[probes[i].remote], probes[i])
+		out[i] = m.decide(ids[probes[i].addr], probes[i])
 	}
 }

@@ -203,9 +203,9 @@ func orderProbes() ([]pkt, []netip.Addr) {
 	var probes []pkt
 	for ep := uint32(11); ep <= 14; ep++ {
 		for _, dir := range []policy.Direction{policy.Ingress, policy.Egress} {
-			for _, a := range addrs {
+			for ai, a := range addrs {
 				for _, p := range ports {
-					probes = append(probes, pkt{ep: ep, dir: dir, remote: a, proto: p.proto, port: p.port})
+					probes = append(probes, pkt{ep: ep, dir: dir, remote: a, addr: ai, proto: p.proto, port: p.port})
 				}
 			}
 		}
@@ -247,15 +247,15 @@ type orderViolation struct {
 	change string
 	op     int
 	ops    []syncOp
-	pkt  pkt
-	old    string
-	new    string
-	got    string
+	pkt    pkt
+	old    outcome
+	new    outcome
+	got    outcome
 }
 
 func (v *orderViolation) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "step %d, after op %d of %d: %s decided %q; old plan %q, new plan %q\nchange: %s\nops:\n", v.step, v.op+1, len(v.ops), v.pkt, v.got, v.old, v.new, v.change)
+	fmt.Fprintf(&b, "step %d, after op %d of %d: %s decided %s; old plan %s, new plan %s\nchange: %s\nops:\n", v.step, v.op+1, len(v.ops), v.pkt, v.got, v.old, v.new, v.change)
 	for i, op := range v.ops {
 		mark := "  "
 		if i == v.op {
@@ -293,8 +293,8 @@ func runOrderProperty(t *testing.T, seed uint64, steps int, plan planner) *order
 	c := policy.NewCompiler(policy.Options{}, alloc)
 	c.SetNode(policy.Node{Name: "n", Addresses: []netip.Addr{orderNode}})
 	probes, addrs := orderProbes()
-	cur := emptyModel()
-	oldD, newD, got := make([]string, len(probes)), make([]string, len(probes)), make([]string, len(probes))
+	cur := newModel(&syncState{})
+	oldD, newD, got := make([]outcome, len(probes)), make([]outcome, len(probes)), make([]outcome, len(probes))
 	for step := range steps {
 		what, err := w.change(c)
 		if err != nil {
@@ -316,21 +316,39 @@ func runOrderProperty(t *testing.T, seed uint64, steps int, plan planner) *order
 		for id := range want.Endpoints {
 			slots[id] = id
 		}
-		ops := plan(cur, want, slots)
+		ops := plan(cur.s, want, slots)
 
 		// The new decisions: all operations applied; that must be want.
-		final := modelState(cur)
+		final := newModel(cur.s)
 		for _, op := range ops {
-			modelApply(final, op)
+			final.apply(op)
 		}
-		checkFinal(t, seed, step, final, want)
-		decideAll(cur, probes, addrs, oldD, nil)
-		decideAll(final, probes, addrs, newD, nil)
+		checkFinal(t, seed, step, final.s, want)
+		if step == 0 {
+			cur.decideAll(probes, addrs, oldD, nil)
+		} else {
+			copy(oldD, newD) // the maps as the last Sync left them
+		}
+		copy(newD, oldD)
+		// Only the probes some operation can affect may change.
+		affects := make([][]int, len(ops))
+		touched := make([]bool, len(probes))
+		var union []int
+		for i, op := range ops {
+			affects[i] = affected(op, probes)
+			for _, j := range affects[i] {
+				if !touched[j] {
+					touched[j] = true
+					union = append(union, j)
+				}
+			}
+		}
+		final.decideAll(probes, addrs, newD, union)
 		copy(got, oldD)
 		for i, op := range ops {
-			modelApply(cur, op)
-			idx := affected(op, probes)
-			decideAll(cur, probes, addrs, got, idx)
+			cur.apply(op)
+			idx := affects[i]
+			cur.decideAll(probes, addrs, got, idx)
 			for _, j := range idx {
 				if got[j] != oldD[j] && got[j] != newD[j] {
 					return &orderViolation{step: step, change: what, op: i, ops: ops, pkt: probes[j], old: oldD[j], new: newD[j], got: got[j]}
