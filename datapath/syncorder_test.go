@@ -495,3 +495,98 @@ func legacyPlanSync(cur *syncState, want *MapState, slots map[uint32]uint32) []s
 	}
 	return ops
 }
+
+// checkTransition applies the operations of plan from old to new to the
+// model one at a time and returns every probe decision that is neither
+// old's nor new's.
+func checkTransition(t *testing.T, plan planner, oldPlan, newPlan *policy.Plan, ifaces map[EndpointKey]int, probes []pkt, addrs []netip.Addr) []*orderViolation {
+	t.Helper()
+	cur := newModel(&syncState{})
+	wantOld, err := DesiredState(oldPlan, ifaces, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range planSync(cur.s, wantOld, map[uint32]uint32{}) {
+		cur.apply(op)
+	}
+	want, err := DesiredState(newPlan, ifaces, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := plan(cur.s, want, map[uint32]uint32{})
+	final := newModel(cur.s)
+	for _, op := range ops {
+		final.apply(op)
+	}
+	oldD, newD, got := make([]outcome, len(probes)), make([]outcome, len(probes)), make([]outcome, len(probes))
+	cur.decideAll(probes, addrs, oldD, nil)
+	final.decideAll(probes, addrs, newD, nil)
+	var out []*orderViolation
+	for i, op := range ops {
+		cur.apply(op)
+		cur.decideAll(probes, addrs, got, nil)
+		for j := range probes {
+			if got[j] != oldD[j] && got[j] != newD[j] {
+				out = append(out, &orderViolation{change: "see test", op: i, ops: ops, pkt: probes[j], old: oldD[j], new: newD[j], got: got[j]})
+			}
+		}
+	}
+	return out
+}
+
+// TestSyncRenumberedPrefix is the issue's case: a client may reach
+// 192.168.0.0/16 (0x1000001); a new policy adds 10.0.0.0/8 and, numbered
+// by sort position as a restarted agent (or the old compiler) does, 10/8
+// takes 0x1000001 and 192.168/16 moves to 0x1000002. 10.0.0.1 must never
+// be allowed in between: the old order wrote the ipcache first, so 10/8
+// inherited 192.168/16's allow until the stale entry was deleted.
+func TestSyncRenumberedPrefix(t *testing.T) {
+	client := policy.Endpoint{Name: "client", Namespace: "default", Labels: map[string]string{"app": "client"}, IPv4: netip.MustParseAddr("10.200.0.1")}
+	parse := func(y string) []policy.Policy {
+		pols, err := policy.ParseBytes("p.yaml", []byte(y))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pols
+	}
+	allow192 := parse("apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: a, namespace: default}\nspec:\n  endpointSelector: {matchLabels: {app: client}}\n  egress:\n  - toCIDR: [192.168.0.0/16]\n")
+	ingress10 := parse("apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: b, namespace: default}\nspec:\n  endpointSelector: {matchLabels: {app: client}}\n  ingress:\n  - fromCIDR: [10.0.0.0/8]\n")
+	oldPlan, err := policy.Compile(policy.Input{Policies: allow192, Endpoints: []policy.Endpoint{client}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newPlan, err := policy.Compile(policy.Input{Policies: append(allow192, ingress10...), Endpoints: []policy.Endpoint{client}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idOf := func(p *policy.Plan, s string) policy.ID {
+		for _, e := range p.IPCache {
+			if e.Prefix == netip.MustParsePrefix(s) {
+				return e.Identity
+			}
+		}
+		return 0
+	}
+	if idOf(oldPlan, "192.168.0.0/16") != idOf(newPlan, "10.0.0.0/8") {
+		t.Fatalf("setup: want 10/8 in the new plan on 192.168/16's old number, got %#x and %#x", uint32(idOf(oldPlan, "192.168.0.0/16")), uint32(idOf(newPlan, "10.0.0.0/8")))
+	}
+	ifaces := map[EndpointKey]int{{Namespace: "default", Name: "client"}: 11}
+	addrs := []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("192.168.0.1"), netip.MustParseAddr("8.8.8.8")}
+	var probes []pkt
+	for ai, a := range addrs {
+		for _, dir := range []policy.Direction{policy.Ingress, policy.Egress} {
+			probes = append(probes, pkt{ep: 11, dir: dir, remote: a, addr: ai, proto: policy.ProtoTCP, port: 80})
+		}
+	}
+	if vs := checkTransition(t, planSync, oldPlan, newPlan, ifaces, probes, addrs); len(vs) > 0 {
+		t.Fatalf("phased sync: %v", vs[0])
+	}
+	vs := checkTransition(t, legacyPlanSync, oldPlan, newPlan, ifaces, probes, addrs)
+	for _, v := range vs {
+		if v.pkt.remote == addrs[0] && v.pkt.dir == policy.Egress && v.got == outAllow {
+			t.Logf("the old order lets 10.0.0.1 out (as the issue says): %v", v)
+			return
+		}
+	}
+	t.Fatalf("the old order never allowed 10.0.0.1 (%d other violations): the test cannot tell the orders apart", len(vs))
+}

@@ -19,14 +19,29 @@ import (
 // lookups of bpf/policy.h, then the endpoint's enforced flag) is the one
 // the old maps gave it or the one the new maps give it.
 //
-// The phases below keep it under one precondition, which stable identity
-// numbers provide (policy.LocalAllocator, and label-set identities held
-// while an endpoint uses them): an identity number present in both states
-// means the same thing in both, and an address whose identity changes
-// moves into an identity whose entries are all new, or out of one whose
-// entries all go, or between identities whose entries (and the
-// every-identity entries that cover it) do not change. TestSyncMakeBeforeBreak
-// checks the invariant over random changes through the real compiler.
+// Why the phases keep it: a packet's decision depends on its endpoint's
+// config (flags), the identity the ipcache gives its peer, and at most
+// four policy entries, one per lookup shape (identity|any x proto|any),
+// each the first found among single port, range block, every port; the
+// verdict is the highest, ties to the earlier lookup. Entries of an
+// identity no address has, or of an endpoint without a config, decide
+// nothing, so they can be written before and deleted after. An address
+// whose identity changes is parked on a transit identity, a copy of its
+// old one, so that from then on all four of its entries change only one
+// at a time, in the verdict order of phaseUpgrade and phaseDowngrade
+// (which takes the highest of four from its old value straight to its new
+// one). It lands on its new identity once the transit copy holds the new
+// identity's entries. No identity number needs to keep its meaning across
+// a Sync for this: a restarted agent that numbers prefixes afresh is
+// safe. The stable numbers of policy.LocalAllocator are for the proxies
+// and the tracked flows, which also hold identity numbers.
+//
+// TestSyncMakeBeforeBreak checks the invariant over 10,000 random changes
+// through the real compiler against a Go model of the programs' lookups
+// (syncmodel_test.go). Not modelled: traffic from a proxy (its identity
+// comes from the mark, which the maps do not decide) and fragments
+// (decided by the same lookups without a port). While a Sync runs, an
+// event may carry a transit identity (IDTransitFlag set) as the peer's.
 //
 // Reachable: an entry can decide a packet only when its endpoint has a
 // config and its identity is IDAny, world, or some ipcache value.
