@@ -304,12 +304,14 @@ func (d *Datapath) apply(ops []syncOp, want *MapState) error {
 		switch run[0].Kind {
 		case opPutPolicy, opDeletePolicy:
 			var b policyBatch
+			vals := make(map[PolicyKey]PolicyValue, len(run))
 			for _, op := range run {
 				b.add(op.Key, op.Value)
+				vals[op.Key] = op.Value
 				s.owed[dirKey{op.Key.Endpoint, op.Key.Direction}] = true // before: a failed write may have changed the map
 			}
 			if run[0].Kind == opPutPolicy {
-				if err := b.put(o, func(k PolicyKey) { s.policy[k] = want.Policy[k].Value }); err != nil {
+				if err := b.put(o, func(k PolicyKey) { s.policy[k] = vals[k] }); err != nil {
 					return fmt.Errorf("sync policy (%s): %w", run[0].Phase, err)
 				}
 			} else if err := b.delete(o, func(k PolicyKey) { delete(s.policy, k) }); err != nil {
@@ -327,11 +329,13 @@ func (d *Datapath) apply(ops []syncOp, want *MapState) error {
 			}
 		case opPutIPCache, opDeleteIPCache:
 			var b ipcacheBatch
+			vals := make(map[netip.Prefix]policy.ID, len(run))
 			for _, op := range run {
 				b.add(op.Prefix, op.Identity)
+				vals[op.Prefix] = op.Identity
 			}
 			if run[0].Kind == opPutIPCache {
-				if err := b.put(o, s, want.IPCache); err != nil {
+				if err := b.put(o, s, vals); err != nil {
 					return fmt.Errorf("sync ipcache: %w", err)
 				}
 			} else if err := b.delete(o, s); err != nil {
@@ -628,7 +632,8 @@ func (b *ipcacheBatch) add(p netip.Prefix, id policy.ID) {
 	b.triePrefixes = append(b.triePrefixes, p)
 }
 
-// put writes the batch and records in s what it wrote.
+// put writes the batch (whose values are vals) and records in s what it
+// wrote.
 func (b *ipcacheBatch) put(o *moatObjects, s *syncState, want map[netip.Prefix]policy.ID) error {
 	n, err := putMany(o.MoatIpcacheH, b.hostKeys, b.hostVals)
 	for _, p := range b.hostPrefixes[:n] {
