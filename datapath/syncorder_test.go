@@ -20,7 +20,7 @@ import (
 // be its decision under the old maps or under the new ones.
 
 var (
-	orderPrefixes = []string{"10.0.0.0/8", "10.1.0.0/16", "10.1.0.0/24", "192.168.0.0/16", "192.168.1.0/24", "172.16.0.0/12"}
+	orderPrefixes = []string{"10.0.0.0/8", "10.1.0.0/16", "10.1.0.0/24", "192.168.0.0/16", "192.168.1.0/24", "172.16.0.0/12", "fd00::/8", "fd00::/120"}
 	orderApps     = []string{"web", "db", "client"}
 	orderPorts    = []string{`{port: "80", protocol: TCP}`, `{port: "8000", endPort: 8080, protocol: TCP}`, `{port: "443", protocol: TCP}`, `{port: "53", protocol: UDP}`, `{port: "80", protocol: ANY}`}
 	orderNode     = netip.MustParseAddr("10.9.0.1")
@@ -132,6 +132,9 @@ func (w *orderWorld) change(c *policy.Compiler) (string, error) {
 		i := w.pick(4)
 		ep := policy.Endpoint{Name: fmt.Sprintf("e%d", i), Namespace: "default",
 			Labels: map[string]string{"app": orderApps[w.pick(len(orderApps))]}, IPv4: epAddr(i, w.pick(2))}
+		if w.pick(2) == 0 {
+			ep.IPv6 = netip.AddrFrom16([16]byte{0: 0xfd, 15: byte(0x10 + i)})
+		}
 		w.endpoints[ep.Name] = ep
 		return fmt.Sprintf("upsert endpoint %s app=%s %s", ep.Name, ep.Labels["app"], ep.IPv4), c.UpsertEndpoint(ep)
 	case op == 8:
@@ -191,7 +194,10 @@ func orderProbes() ([]pkt, []netip.Addr) {
 	for i := range 4 {
 		addrs = append(addrs, epAddr(i, 0), epAddr(i, 1))
 	}
-	for _, s := range []string{"10.1.0.99", "10.1.5.1", "10.7.0.1", "192.168.7.1", "172.16.3.4", "8.8.8.8"} {
+	for i := range 4 {
+		addrs = append(addrs, netip.AddrFrom16([16]byte{0: 0xfd, 15: byte(0x10 + i)}))
+	}
+	for _, s := range []string{"10.1.0.99", "10.1.5.1", "10.7.0.1", "192.168.7.1", "172.16.3.4", "8.8.8.8", "fd00::99", "fd00::1:1", "2001:db8::1"} {
 		addrs = append(addrs, netip.MustParseAddr(s))
 	}
 	addrs = append(addrs, orderNode)
