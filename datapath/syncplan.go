@@ -233,18 +233,63 @@ func (c policyChange) op(ph syncPhase) syncOp {
 // after the Sync.
 type cell struct{ oid, nid policy.ID }
 
-// longestValue returns the value of the longest prefix of m that holds p
-// (IPv4 as the trie holds it, IPv4-mapped), world when none does.
-func longestValue(m map[netip.Prefix]policy.ID, p netip.Prefix) policy.ID {
-	mp := mapped(p)
-	best, id := -1, policy.IDWorld
-	for q, qid := range m {
-		mq := mapped(q)
-		if mq.Bits() <= mp.Bits() && mq.Contains(mp.Addr()) && mq.Bits() > best {
-			best, id = mq.Bits(), qid
+// prefixIndex finds, for a prefix, the longest prefix of a set that holds
+// it, as the ipcache lookup would (IPv4 IPv4-mapped): one map probe per
+// prefix length present in the set.
+type prefixIndex struct {
+	m      map[netip.Prefix]policy.ID
+	v4, v6 []int // lengths present, longest first (v6: native IPv6 prefixes)
+}
+
+func newPrefixIndex(m map[netip.Prefix]policy.ID) *prefixIndex {
+	x := &prefixIndex{m: m}
+	seen4, seen6 := map[int]bool{}, map[int]bool{}
+	for p := range m {
+		if p.Addr().Is4() {
+			if !seen4[p.Bits()] {
+				seen4[p.Bits()] = true
+				x.v4 = append(x.v4, p.Bits())
+			}
+		} else if !seen6[p.Bits()] {
+			seen6[p.Bits()] = true
+			x.v6 = append(x.v6, p.Bits())
 		}
 	}
-	return id
+	slices.SortFunc(x.v4, func(a, b int) int { return b - a })
+	slices.SortFunc(x.v6, func(a, b int) int { return b - a })
+	return x
+}
+
+// longest returns the value of the longest prefix of the set that holds p
+// (p itself included), world when none does.
+func (x *prefixIndex) longest(p netip.Prefix) policy.ID {
+	a := p.Addr()
+	if a.Is4() {
+		for _, l := range x.v4 {
+			if l <= p.Bits() {
+				if id, ok := x.m[netip.PrefixFrom(a, l).Masked()]; ok {
+					return id
+				}
+			}
+		}
+		a = netip.AddrFrom16(a.As16()) // IPv4-mapped: IPv6 prefixes of /96 or less may hold it
+		for _, l := range x.v6 {
+			if l <= ipcacheV4Offset {
+				if id, ok := x.m[netip.PrefixFrom(a, l).Masked()]; ok {
+					return id
+				}
+			}
+		}
+		return policy.IDWorld
+	}
+	for _, l := range x.v6 {
+		if l <= p.Bits() {
+			if id, ok := x.m[netip.PrefixFrom(a, l).Masked()]; ok {
+				return id
+			}
+		}
+	}
+	return policy.IDWorld
 }
 
 // mapped returns p in the trie's address space: IPv4 prefixes IPv4-mapped,
@@ -314,10 +359,13 @@ func planSync(cur *syncState, want *MapState, slots map[uint32]uint32) []syncOp 
 	slices.SortFunc(union, comparePrefixesLongestFirst)
 	cells := make(map[netip.Prefix]cell, len(union))
 	var moves []cell
+	curIdx, wantIdx := newPrefixIndex(cur.ipcache), newPrefixIndex(want.IPCache)
+	moving := map[cell]bool{}
 	for _, p := range union {
-		c := cell{longestValue(cur.ipcache, p), longestValue(want.IPCache, p)}
+		c := cell{curIdx.longest(p), wantIdx.longest(p)}
 		cells[p] = c
-		if c.oid != c.nid && !slices.Contains(moves, c) {
+		if c.oid != c.nid && !moving[c] {
+			moving[c] = true
 			moves = append(moves, c)
 		}
 	}
