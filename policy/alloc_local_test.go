@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"strings"
 	"testing"
@@ -195,4 +197,61 @@ func TestLocalAllocator(t *testing.T) {
 			t.Fatalf("after confirm got %#x, want the freed adopted number", uint32(id))
 		}
 	})
+}
+
+// TestLocalIdentitiesChurn: over random policy changes, a prefix present
+// in two consecutive Plans keeps its number, and a number a Plan dropped
+// goes to another prefix only after that Plan was confirmed applied.
+func TestLocalIdentitiesChurn(t *testing.T) {
+	pool := []string{"10.0.0.0/8", "10.1.0.0/16", "192.168.0.0/16", "172.16.0.0/12", "192.0.2.0/24", "198.51.100.0/24", "fd00::/8", "2001:db8::/32"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	c := NewCompiler(Options{}, nil)
+	if err := c.UpsertEndpoint(tep("default", "client", "10.200.0.1", "app=client")); err != nil {
+		t.Fatal(err)
+	}
+	type dropped struct {
+		prefix string
+		gen    uint64
+	}
+	prev := map[string]ID{}   // prefix -> number in the last Plan
+	owner := map[ID]dropped{} // numbers dropped and not yet confirmed
+	var confirmed uint64
+	for step := range 2000 {
+		name := fmt.Sprintf("p%d", rng.IntN(4))
+		if rng.IntN(3) == 0 {
+			c.DeletePolicy(KindCiliumClusterwideNetworkPolicy, "", name)
+		} else {
+			var ps []string
+			for range 1 + rng.IntN(3) {
+				ps = append(ps, pool[rng.IntN(len(pool))])
+			}
+			c.UpsertPolicy(cidrPolicy(name, ps...))
+		}
+		p := c.Plan()
+		now := map[string]ID{}
+		for _, e := range p.IPCache {
+			if e.Identity.IsLocal() {
+				now[e.Prefix.String()] = e.Identity
+			}
+		}
+		for pf, id := range now {
+			if old, ok := prev[pf]; ok && old != id {
+				t.Fatalf("step %d: %s moved from %#x to %#x", step, pf, uint32(old), uint32(id))
+			}
+			if d, ok := owner[id]; ok && d.prefix != pf && d.gen > confirmed {
+				t.Fatalf("step %d: %#x given to %s; %s dropped it in plan %d, confirmed only up to %d", step, uint32(id), pf, d.prefix, d.gen, confirmed)
+			}
+			delete(owner, id)
+		}
+		for pf, id := range prev {
+			if _, ok := now[pf]; !ok {
+				owner[id] = dropped{pf, p.Generation}
+			}
+		}
+		prev = now
+		if rng.IntN(4) == 0 {
+			confirmed = p.Generation
+			c.ConfirmApplied(confirmed)
+		}
+	}
 }
