@@ -370,28 +370,16 @@ func planSync(cur *syncState, want *MapState, slots map[uint32]uint32) []syncOp 
 		}
 	}
 	slices.SortFunc(moves, func(a, b cell) int { return cmp.Or(cmp.Compare(a.oid, b.oid), cmp.Compare(a.nid, b.nid)) })
-	held := map[policy.ID]bool{}
-	for _, id := range cur.ipcache {
-		held[id] = true
-	}
-	for k := range cur.policy {
-		held[k.Identity] = true
-	}
-	transit := make(map[cell]policy.ID, len(moves))
-	next := policy.IDTransitFlag
-	for _, c := range moves {
-		for held[next] {
-			next++
-		}
-		transit[c] = next
-		next++
-	}
+	var transit map[cell]policy.ID // set below
 	parked := func(p netip.Prefix) policy.ID {
 		c := cells[p]
 		if c.oid == c.nid {
 			return c.oid
 		}
-		return transit[c]
+		if t, ok := transit[c]; ok {
+			return t
+		}
+		return c.nid // moves directly: see needsTransit
 	}
 
 	// Identities the ipcache maps to before (world is every lookup's
@@ -430,6 +418,55 @@ func planSync(cur *syncState, want *MapState, slots map[uint32]uint32) []syncOp 
 			add(policyChange{key: k, old: v, had: true})
 		}
 	}
+	// A cell needs a transit identity only where, at some endpoint, the
+	// entries of its old or new identity or the every-identity entries
+	// change between the phases that the ipcache writes bracket, or the
+	// enforced bits change: otherwise it can move in one write, in
+	// phaseDivert (its new identity's entries, if new, are written in
+	// phaseUnreachable before; its old identity's, if they go, are
+	// deleted in phaseUnreachableLate after).
+	busy := map[uint32]map[policy.ID]bool{}
+	for _, list := range [][]policyChange{up, down} {
+		for _, c := range list {
+			m := busy[c.key.Endpoint]
+			if m == nil {
+				m = map[policy.ID]bool{}
+				busy[c.key.Endpoint] = m
+			}
+			m[c.key.Identity] = true
+		}
+	}
+	for _, id := range both {
+		if cur.endpoints[id].Flags&epFlagEnforced != flags[id]&epFlagEnforced {
+			busy[id] = map[policy.ID]bool{policy.IDAny: true} // every packet: see below
+		}
+	}
+	needsTransit := func(c cell) bool {
+		for _, m := range busy {
+			if m[c.oid] || m[c.nid] || m[policy.IDAny] {
+				return true
+			}
+		}
+		return false
+	}
+	moves = slices.DeleteFunc(moves, func(c cell) bool { return !needsTransit(c) })
+	held := map[policy.ID]bool{}
+	for _, id := range cur.ipcache {
+		held[id] = true
+	}
+	for k := range cur.policy {
+		held[k.Identity] = true
+	}
+	transit = make(map[cell]policy.ID, len(moves))
+	next := policy.IDTransitFlag
+	for _, c := range moves {
+		for held[next] {
+			next++
+		}
+		transit[c] = next
+		next++
+	}
+
 	// Transit entries: written (unreachable) as copies of the old
 	// identity's, moved to the new identity's with the others, deleted
 	// once no address is parked on them.
