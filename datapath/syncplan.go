@@ -66,7 +66,11 @@ const (
 	// is among old and new together), which is the old identity or its
 	// transit copy. No decision changes. From here on a moving address's
 	// entries change only by the ordered writes below, together with the
-	// every-identity entries that also cover it.
+	// every-identity entries that also cover it. (A cell for which nothing
+	// that decides its packets changes in the phases up to phaseLand, at
+	// any endpoint, skips the transit and moves here straight to its new
+	// identity, whose entries are in place: its decision goes from old to
+	// new in that one write.)
 	phaseDivert
 	// phaseUpgrade writes the entries, reachable before and after (transit
 	// ones included), whose
