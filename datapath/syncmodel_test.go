@@ -73,32 +73,53 @@ func (m *mapModel) delete(k PolicyKey) {
 	delete(m.pol, packKey(k))
 }
 
-// apply performs one operation on the model (revisions are not
-// modelled: they only decide when a tracked flow re-checks, and a re-check
-// is the same decision as a first packet's).
-func (m *mapModel) apply(op syncOp) {
+// apply performs one operation on the model and reports whether it
+// changed anything (revisions are not modelled: they only decide when a
+// tracked flow re-checks, and a re-check is the same decision as a first
+// packet's).
+func (m *mapModel) apply(op syncOp) bool {
 	s := m.s
 	switch op.Kind {
 	case opPutPolicy:
+		if v, ok := s.policy[op.Key]; ok && v == op.Value {
+			return false
+		}
 		m.put(op.Key, op.Value)
 	case opDeletePolicy:
+		if _, ok := s.policy[op.Key]; !ok {
+			return false
+		}
 		m.delete(op.Key)
 	case opPutIPCache:
+		if id, ok := s.ipcache[op.Prefix]; ok && id == op.Identity {
+			return false
+		}
 		s.ipcache[op.Prefix] = op.Identity
 	case opDeleteIPCache:
+		if _, ok := s.ipcache[op.Prefix]; !ok {
+			return false
+		}
 		delete(s.ipcache, op.Prefix)
 	case opPutEndpoint:
 		cfg := op.Config
 		cfg.IngressRev, cfg.EgressRev = 0, 0
+		if c, ok := s.endpoints[op.Endpoint]; ok && c == cfg {
+			return false
+		}
 		s.endpoints[op.Endpoint] = cfg
 	case opDeleteEndpoint:
+		if _, ok := s.endpoints[op.Endpoint]; !ok {
+			return false
+		}
 		delete(s.endpoints, op.Endpoint)
 	case opPutLocal:
 		s.local[op.Addr] = op.Endpoint
+		return false // local delivery serves tracked flows only
 	case opDeleteLocal:
 		delete(s.local, op.Addr)
-	case opDeleteMisplaced:
+		return false
 	}
+	return true
 }
 
 // modelIdentity is ipcache_identity: the exact-match host entry, else the
@@ -251,16 +272,20 @@ func (m *mapModel) decide(remote policy.ID, p pkt) outcome {
 // decideAll decides every pkt; idx picks a subset (nil: all).
 func (m *mapModel) decideAll(probes []pkt, addrs []netip.Addr, out []outcome, idx []int) {
 	ids := make([]policy.ID, len(addrs))
-	for i, a := range addrs {
-		ids[i] = modelIdentity(m.s, a)
+	known := make([]bool, len(addrs))
+	id := func(p pkt) policy.ID {
+		if !known[p.addr] {
+			ids[p.addr], known[p.addr] = modelIdentity(m.s, addrs[p.addr]), true
+		}
+		return ids[p.addr]
 	}
 	if idx == nil {
 		for i, p := range probes {
-			out[i] = m.decide(ids[p.addr], p)
+			out[i] = m.decide(id(p), p)
 		}
 		return
 	}
 	for _, i := range idx {
-		out[i] = m.decide(ids[probes[i].addr], probes[i])
+		out[i] = m.decide(id(probes[i]), probes[i])
 	}
 }
