@@ -255,3 +255,32 @@ func TestLocalIdentitiesChurn(t *testing.T) {
 		}
 	}
 }
+
+// TestLocalIdentitiesFQDNStable: an FQDN selector keeps its identity when
+// one that sorts before it appears.
+func TestLocalIdentitiesFQDNStable(t *testing.T) {
+	fqdnPolicy := func(name, match string) Policy {
+		return tpol("", name, Rule{EndpointSelector: tsel("", "app=client"),
+			Egress: []PeerRule{{Peers: Peers{FQDNs: []FQDNSelector{{MatchName: match}}}}}})
+	}
+	idOf := func(p *Plan, match string) ID {
+		for _, f := range p.FQDNs {
+			if f.Selector.MatchName == match {
+				return f.Identity
+			}
+		}
+		t.Fatalf("plan %d: no FQDN selection for %s", p.Generation, match)
+		return 0
+	}
+	c := NewCompiler(Options{}, nil)
+	c.UpsertPolicy(fqdnPolicy("a", "www.example.com"))
+	before := idOf(c.Plan(), "www.example.com")
+	c.UpsertPolicy(fqdnPolicy("b", "api.example.com"))
+	p := c.Plan()
+	if got := idOf(p, "www.example.com"); got != before {
+		t.Fatalf("adding api.example.com moved www.example.com from %#x to %#x", uint32(before), uint32(got))
+	}
+	if idOf(p, "api.example.com") == before {
+		t.Fatal("two selectors share one identity")
+	}
+}
