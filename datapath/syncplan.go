@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"cmp"
+	"maps"
 	"net/netip"
 	"slices"
 
@@ -307,130 +308,193 @@ func mapped(p netip.Prefix) netip.Prefix {
 
 // planSync computes the operations that take the maps from cur to want
 // (whose policy values carry their rule indices; slots gives each wanted
-// endpoint its counter slot). It is pure and deterministic.
+// endpoint its counter slot). It is pure and deterministic. The phases run
+// in the order of their constants (see there for each one's invariant).
 func planSync(cur *syncState, want *MapState, slots map[uint32]uint32) []syncOp {
-	var ops []syncOp
-	flags := endpointFlags(want)
-	live := func(ep uint32) bool {
-		_, a := cur.endpoints[ep]
-		_, b := want.Endpoints[ep]
-		return a && b
+	p := newSyncPlanner(cur, want, slots)
+	p.removeEndpoints()
+	p.widen()
+	p.classifyEntries()
+	p.findMoves()
+	p.emit(phaseUnreachable, p.early, byKey)
+	p.divert()
+	p.emit(phaseUpgrade, p.up, upgradeOrder)
+	p.enforce()
+	p.emit(phaseDowngrade, p.down, downgradeOrder)
+	for _, k := range cur.misplaced {
+		p.ops = append(p.ops, syncOp{Phase: phaseDowngrade, Kind: opDeleteMisplaced, Key: k})
 	}
+	p.land()
+	p.emit(phaseUnreachableLate, p.late, byKey)
+	p.final()
+	return p.ops
+}
 
-	// phaseRemoveEndpoints
+// syncPlanner holds what the phases of one planSync share.
+type syncPlanner struct {
+	cur   *syncState
+	want  *MapState
+	slots map[uint32]uint32
+	flags map[uint32]uint32 // each wanted endpoint's final flags
+	ops   []syncOp
+
+	both    []uint32                      // endpoints in cur and want, sorted
+	widened map[uint32]moatEndpointConfig // their config as the phases leave it
+
+	// Policy entries that change, by the phase that changes them.
+	early, up, down, late []policyChange
+
+	union   []netip.Prefix // ipcache prefixes, old and new, longest first
+	cells   map[netip.Prefix]cell
+	transit map[cell]policy.ID
+}
+
+func newSyncPlanner(cur *syncState, want *MapState, slots map[uint32]uint32) *syncPlanner {
+	p := &syncPlanner{cur: cur, want: want, slots: slots, flags: endpointFlags(want), widened: map[uint32]moatEndpointConfig{}}
+	for id := range want.Endpoints {
+		if _, ok := cur.endpoints[id]; ok {
+			p.both = append(p.both, id)
+		}
+	}
+	slices.Sort(p.both)
+	return p
+}
+
+// live reports whether ep has a config from before the first policy write
+// to after the last one (new endpoints get theirs in phaseFinal, gone ones
+// lose it in phaseRemoveEndpoints).
+func (p *syncPlanner) live(ep uint32) bool {
+	_, a := p.cur.endpoints[ep]
+	_, b := p.want.Endpoints[ep]
+	return a && b
+}
+
+func byKey(a, b policyChange) int { return comparePolicyKeys(a.key, b.key) }
+
+// upgradeOrder: highest new verdict first, then the lookup that wins ties.
+func upgradeOrder(a, b policyChange) int {
+	return cmp.Or(cmp.Compare(b.new.Verdict, a.new.Verdict), cmp.Compare(a.key.lookupRank(), b.key.lookupRank()), byKey(a, b))
+}
+
+// downgradeOrder: lowest old verdict first, then the lookup that loses ties.
+func downgradeOrder(a, b policyChange) int {
+	return cmp.Or(cmp.Compare(a.old.Verdict, b.old.Verdict), cmp.Compare(b.key.lookupRank(), a.key.lookupRank()), byKey(a, b))
+}
+
+// emit appends the changes, sorted, as operations of phase ph.
+func (p *syncPlanner) emit(ph syncPhase, changes []policyChange, order func(a, b policyChange) int) {
+	slices.SortFunc(changes, order)
+	for _, c := range changes {
+		p.ops = append(p.ops, c.op(ph))
+	}
+}
+
+func (p *syncPlanner) removeEndpoints() {
 	var gone []uint32
-	for id := range cur.endpoints {
-		if _, ok := want.Endpoints[id]; !ok {
+	for id := range p.cur.endpoints {
+		if _, ok := p.want.Endpoints[id]; !ok {
 			gone = append(gone, id)
 		}
 	}
 	slices.Sort(gone)
 	for _, id := range gone {
-		ops = append(ops, syncOp{Phase: phaseRemoveEndpoints, Kind: opDeleteEndpoint, Endpoint: id})
+		p.ops = append(p.ops, syncOp{Phase: phaseRemoveEndpoints, Kind: opDeleteEndpoint, Endpoint: id})
 	}
+}
 
-	// phaseWiden
-	var both []uint32
-	for id := range want.Endpoints {
-		if _, ok := cur.endpoints[id]; ok {
-			both = append(both, id)
-		}
-	}
-	slices.Sort(both)
-	widened := map[uint32]moatEndpointConfig{}
-	for _, id := range both {
-		c := cur.endpoints[id]
+func (p *syncPlanner) widen() {
+	for _, id := range p.both {
+		c := p.cur.endpoints[id]
 		w := c
-		w.Flags = widenFlags(c.Flags, flags[id])
-		widened[id] = w
+		w.Flags = widenFlags(c.Flags, p.flags[id])
+		p.widened[id] = w
 		if w != c {
-			ops = append(ops, syncOp{Phase: phaseWiden, Kind: opPutEndpoint, Endpoint: id, Config: w})
+			p.ops = append(p.ops, syncOp{Phase: phaseWiden, Kind: opPutEndpoint, Endpoint: id, Config: w})
 		}
 	}
+}
 
-	// The cells of the ipcache and their transit identities: one per
-	// (old, new) pair that differs, numbered from IDTransitFlag past any
-	// number the maps hold (a failed Sync may have left transit entries).
-	var union []netip.Prefix
-	for p := range cur.ipcache {
-		union = append(union, p)
+// classifyEntries sorts the entries that change into the phases that
+// change them: unreachable before (new endpoint, or an identity no
+// current ipcache entry maps to), unreachable after (an identity the new
+// ipcache no longer maps to), else upgrades and downgrades.
+func (p *syncPlanner) classifyEntries() {
+	curIDs := map[policy.ID]bool{policy.IDWorld: true} // world: every lookup's default
+	for _, id := range p.cur.ipcache {
+		curIDs[id] = true
 	}
-	for p := range want.IPCache {
-		if _, ok := cur.ipcache[p]; !ok {
-			union = append(union, p)
+	wantIDs := map[policy.ID]bool{policy.IDWorld: true}
+	for _, id := range p.want.IPCache {
+		wantIDs[id] = true
+	}
+	add := func(c policyChange) {
+		id := c.key.Identity
+		switch {
+		case !p.live(c.key.Endpoint) || (id != policy.IDAny && !curIDs[id]):
+			p.early = append(p.early, c)
+		case id != policy.IDAny && !wantIDs[id]:
+			p.late = append(p.late, c)
+		default:
+			p.middle(c)
 		}
 	}
-	slices.SortFunc(union, comparePrefixesLongestFirst)
-	cells := make(map[netip.Prefix]cell, len(union))
+	for k, de := range p.want.Policy {
+		if v, ok := p.cur.policy[k]; !ok || v != de.Value {
+			add(policyChange{key: k, old: v, new: de.Value, had: ok, has: true})
+		}
+	}
+	for k, v := range p.cur.policy {
+		if _, ok := p.want.Policy[k]; !ok {
+			add(policyChange{key: k, old: v, had: true})
+		}
+	}
+}
+
+// middle files a change of a reachable entry as an upgrade (a verdict that
+// rises, or a payload that changes at an equal verdict) or a downgrade.
+func (p *syncPlanner) middle(c policyChange) {
+	if c.has && (!c.had || c.new.Verdict >= c.old.Verdict) {
+		p.up = append(p.up, c)
+	} else {
+		p.down = append(p.down, c)
+	}
+}
+
+// findMoves finds the ipcache cells whose identity changes and gives a
+// transit identity, with its entries, to each (old, new) pair that needs
+// one. A cell needs one only where, at some endpoint, the entries of its
+// old or new identity or the every-identity entries change in the
+// upgrade or downgrade phases, or the enforced bits change: otherwise it
+// moves in one write, in phaseDivert (its new identity's entries, if new,
+// are written in phaseUnreachable before; its old identity's, if they go,
+// are deleted in phaseUnreachableLate after). Transit numbers start at
+// IDTransitFlag, past any number the maps hold (a failed Sync may have
+// left transit entries).
+func (p *syncPlanner) findMoves() {
+	for q := range p.cur.ipcache {
+		p.union = append(p.union, q)
+	}
+	for q := range p.want.IPCache {
+		if _, ok := p.cur.ipcache[q]; !ok {
+			p.union = append(p.union, q)
+		}
+	}
+	slices.SortFunc(p.union, comparePrefixesLongestFirst)
+	p.cells = make(map[netip.Prefix]cell, len(p.union))
+	curIdx, wantIdx := newPrefixIndex(p.cur.ipcache), newPrefixIndex(p.want.IPCache)
 	var moves []cell
-	curIdx, wantIdx := newPrefixIndex(cur.ipcache), newPrefixIndex(want.IPCache)
 	moving := map[cell]bool{}
-	for _, p := range union {
-		c := cell{curIdx.longest(p), wantIdx.longest(p)}
-		cells[p] = c
+	for _, q := range p.union {
+		c := cell{curIdx.longest(q), wantIdx.longest(q)}
+		p.cells[q] = c
 		if c.oid != c.nid && !moving[c] {
 			moving[c] = true
 			moves = append(moves, c)
 		}
 	}
-	slices.SortFunc(moves, func(a, b cell) int { return cmp.Or(cmp.Compare(a.oid, b.oid), cmp.Compare(a.nid, b.nid)) })
-	var transit map[cell]policy.ID // set below
-	parked := func(p netip.Prefix) policy.ID {
-		c := cells[p]
-		if c.oid == c.nid {
-			return c.oid
-		}
-		if t, ok := transit[c]; ok {
-			return t
-		}
-		return c.nid // moves directly: see needsTransit
-	}
 
-	// Identities the ipcache maps to before (world is every lookup's
-	// default) and after.
-	curIDs := map[policy.ID]bool{policy.IDWorld: true}
-	for _, id := range cur.ipcache {
-		curIDs[id] = true
-	}
-	wantIDs := map[policy.ID]bool{policy.IDWorld: true}
-	for _, id := range want.IPCache {
-		wantIDs[id] = true
-	}
-
-	// Policy changes, by phase.
-	var early, up, down, late []policyChange
-	add := func(c policyChange) {
-		id := c.key.Identity
-		switch {
-		case !live(c.key.Endpoint) || (id != policy.IDAny && !curIDs[id]):
-			early = append(early, c)
-		case id != policy.IDAny && !wantIDs[id]:
-			late = append(late, c)
-		case c.has && (!c.had || c.new.Verdict >= c.old.Verdict):
-			up = append(up, c)
-		default:
-			down = append(down, c)
-		}
-	}
-	for k, de := range want.Policy {
-		if v, ok := cur.policy[k]; !ok || v != de.Value {
-			add(policyChange{key: k, old: v, new: de.Value, had: ok, has: true})
-		}
-	}
-	for k, v := range cur.policy {
-		if _, ok := want.Policy[k]; !ok {
-			add(policyChange{key: k, old: v, had: true})
-		}
-	}
-	// A cell needs a transit identity only where, at some endpoint, the
-	// entries of its old or new identity or the every-identity entries
-	// change between the phases that the ipcache writes bracket, or the
-	// enforced bits change: otherwise it can move in one write, in
-	// phaseDivert (its new identity's entries, if new, are written in
-	// phaseUnreachable before; its old identity's, if they go, are
-	// deleted in phaseUnreachableLate after).
 	busy := map[uint32]map[policy.ID]bool{}
-	for _, list := range [][]policyChange{up, down} {
+	for _, list := range [][]policyChange{p.up, p.down} {
 		for _, c := range list {
 			m := busy[c.key.Endpoint]
 			if m == nil {
@@ -440,189 +504,168 @@ func planSync(cur *syncState, want *MapState, slots map[uint32]uint32) []syncOp 
 			m[c.key.Identity] = true
 		}
 	}
-	for _, id := range both {
-		if cur.endpoints[id].Flags&epFlagEnforced != flags[id]&epFlagEnforced {
-			busy[id] = map[policy.ID]bool{policy.IDAny: true} // every packet: see below
+	for _, id := range p.both {
+		if p.cur.endpoints[id].Flags&epFlagEnforced != p.flags[id]&epFlagEnforced {
+			busy[id] = map[policy.ID]bool{policy.IDAny: true} // every packet of the endpoint
 		}
 	}
-	needsTransit := func(c cell) bool {
+	moves = slices.DeleteFunc(moves, func(c cell) bool {
 		for _, m := range busy {
 			if m[c.oid] || m[c.nid] || m[policy.IDAny] {
-				return true
+				return false
 			}
 		}
-		return false
-	}
-	moves = slices.DeleteFunc(moves, func(c cell) bool { return !needsTransit(c) })
+		return true
+	})
+	slices.SortFunc(moves, func(a, b cell) int { return cmp.Or(cmp.Compare(a.oid, b.oid), cmp.Compare(a.nid, b.nid)) })
+
 	held := map[policy.ID]bool{}
-	for _, id := range cur.ipcache {
+	for _, id := range p.cur.ipcache {
 		held[id] = true
 	}
-	for k := range cur.policy {
+	for k := range p.cur.policy {
 		held[k.Identity] = true
 	}
-	transit = make(map[cell]policy.ID, len(moves))
+	p.transit = make(map[cell]policy.ID, len(moves))
 	next := policy.IDTransitFlag
 	for _, c := range moves {
 		for held[next] {
 			next++
 		}
-		transit[c] = next
+		p.transit[c] = next
 		next++
 	}
+	p.transitEntries(moves)
+}
 
-	// Transit entries: written (unreachable) as copies of the old
-	// identity's, moved to the new identity's with the others, deleted
-	// once no address is parked on them.
-	if len(moves) > 0 {
-		byID := func(m map[PolicyKey]PolicyValue) map[policy.ID][]PolicyKey {
-			out := map[policy.ID][]PolicyKey{}
-			for k := range m {
-				if live(k.Endpoint) {
-					out[k.Identity] = append(out[k.Identity], k)
-				}
-			}
-			return out
-		}
-		wantVals := make(map[PolicyKey]PolicyValue, len(want.Policy))
-		for k, de := range want.Policy {
-			wantVals[k] = de.Value
-		}
-		curBy, wantBy := byID(cur.policy), byID(wantVals)
-		for _, c := range moves {
-			t := transit[c]
-			type tv struct {
-				old, new PolicyValue
-				had, has bool
-			}
-			tk := map[PolicyKey]*tv{}
-			for _, k := range curBy[c.oid] {
-				k2 := k
-				k2.Identity = t
-				tk[k2] = &tv{old: cur.policy[k], had: true}
-			}
-			for _, k := range wantBy[c.nid] {
-				k2 := k
-				k2.Identity = t
-				if e := tk[k2]; e != nil {
-					e.new, e.has = wantVals[k], true
-				} else {
-					tk[k2] = &tv{new: wantVals[k], has: true}
-				}
-			}
-			for k, e := range tk {
-				if e.had {
-					early = append(early, policyChange{key: k, new: e.old, has: true})
-				}
-				if e.had != e.has || e.old != e.new {
-					ch := policyChange{key: k, old: e.old, new: e.new, had: e.had, has: e.has}
-					if ch.has && (!ch.had || ch.new.Verdict >= ch.old.Verdict) {
-						up = append(up, ch)
-					} else {
-						down = append(down, ch)
-					}
-				}
-				if e.has {
-					late = append(late, policyChange{key: k, old: e.new, had: true})
-				}
+// transitEntries plans each transit identity's entries: written
+// (unreachable) as copies of the old identity's, moved to the new
+// identity's with the other upgrades and downgrades, deleted once no
+// address is parked on them.
+func (p *syncPlanner) transitEntries(moves []cell) {
+	if len(moves) == 0 {
+		return
+	}
+	wantVals := make(map[PolicyKey]PolicyValue, len(p.want.Policy))
+	for k, de := range p.want.Policy {
+		wantVals[k] = de.Value
+	}
+	byID := func(m map[PolicyKey]PolicyValue) map[policy.ID][]PolicyKey {
+		out := map[policy.ID][]PolicyKey{}
+		for k := range m {
+			if p.live(k.Endpoint) {
+				out[k.Identity] = append(out[k.Identity], k)
 			}
 		}
+		return out
 	}
-	byKey := func(a, b policyChange) int { return comparePolicyKeys(a.key, b.key) }
-
-	// phaseUnreachable
-	slices.SortFunc(early, byKey)
-	for _, c := range early {
-		ops = append(ops, c.op(phaseUnreachable))
+	curBy, wantBy := byID(p.cur.policy), byID(wantVals)
+	type transitEntry struct {
+		old, new PolicyValue
+		had, has bool
 	}
-
-	// phaseDivert: every prefix gets the identity its cell is parked on
-	// (the old one, or a transit copy of it).
-	for _, p := range union {
-		if cid, ok := cur.ipcache[p]; !ok || cid != parked(p) {
-			ops = append(ops, syncOp{Phase: phaseDivert, Kind: opPutIPCache, Prefix: p, Identity: parked(p)})
+	for _, c := range moves {
+		t := p.transit[c]
+		entries := map[PolicyKey]*transitEntry{}
+		for _, k := range curBy[c.oid] {
+			tk := k
+			tk.Identity = t
+			entries[tk] = &transitEntry{old: p.cur.policy[k], had: true}
+		}
+		for _, k := range wantBy[c.nid] {
+			tk := k
+			tk.Identity = t
+			if e := entries[tk]; e != nil {
+				e.new, e.has = wantVals[k], true
+			} else {
+				entries[tk] = &transitEntry{new: wantVals[k], has: true}
+			}
+		}
+		for k, e := range entries {
+			if e.had {
+				p.early = append(p.early, policyChange{key: k, new: e.old, has: true})
+			}
+			if e.had != e.has || e.old != e.new {
+				p.middle(policyChange{key: k, old: e.old, new: e.new, had: e.had, has: e.has})
+			}
+			if e.has {
+				p.late = append(p.late, policyChange{key: k, old: e.new, had: true})
+			}
 		}
 	}
+}
 
-	// phaseUpgrade
-	slices.SortFunc(up, func(a, b policyChange) int {
-		return cmp.Or(cmp.Compare(b.new.Verdict, a.new.Verdict), cmp.Compare(a.key.lookupRank(), b.key.lookupRank()), byKey(a, b))
-	})
-	for _, c := range up {
-		ops = append(ops, c.op(phaseUpgrade))
+// parked returns the identity prefix q has from phaseDivert to phaseLand:
+// its cell's old identity when it does not move, its transit identity,
+// or (a move that needs none) its new identity.
+func (p *syncPlanner) parked(q netip.Prefix) policy.ID {
+	c := p.cells[q]
+	if c.oid == c.nid {
+		return c.oid
 	}
+	if t, ok := p.transit[c]; ok {
+		return t
+	}
+	return c.nid
+}
 
-	// phaseEnforce
-	for _, id := range both {
-		w := widened[id]
+func (p *syncPlanner) divert() {
+	for _, q := range p.union {
+		if cid, ok := p.cur.ipcache[q]; !ok || cid != p.parked(q) {
+			p.ops = append(p.ops, syncOp{Phase: phaseDivert, Kind: opPutIPCache, Prefix: q, Identity: p.parked(q)})
+		}
+	}
+}
+
+func (p *syncPlanner) enforce() {
+	for _, id := range p.both {
+		w := p.widened[id]
 		e := w
-		e.Flags = w.Flags&^epFlagEnforced | flags[id]&epFlagEnforced
+		e.Flags = w.Flags&^epFlagEnforced | p.flags[id]&epFlagEnforced
 		if e != w {
-			widened[id] = e
-			ops = append(ops, syncOp{Phase: phaseEnforce, Kind: opPutEndpoint, Endpoint: id, Config: e})
+			p.widened[id] = e
+			p.ops = append(p.ops, syncOp{Phase: phaseEnforce, Kind: opPutEndpoint, Endpoint: id, Config: e})
 		}
 	}
+}
 
-	// phaseDowngrade
-	slices.SortFunc(down, func(a, b policyChange) int {
-		return cmp.Or(cmp.Compare(a.old.Verdict, b.old.Verdict), cmp.Compare(b.key.lookupRank(), a.key.lookupRank()), byKey(a, b))
-	})
-	for _, c := range down {
-		ops = append(ops, c.op(phaseDowngrade))
-	}
-	for _, k := range cur.misplaced {
-		ops = append(ops, syncOp{Phase: phaseDowngrade, Kind: opDeleteMisplaced, Key: k})
-	}
-
-	// phaseLand: the new identities (each transit identity holds its new
-	// identity's entries by now), then the prefixes that go.
-	for _, p := range union {
-		id, ok := want.IPCache[p]
-		if ok && id != parked(p) {
-			ops = append(ops, syncOp{Phase: phaseLand, Kind: opPutIPCache, Prefix: p, Identity: id})
+func (p *syncPlanner) land() {
+	for _, q := range p.union {
+		if id, ok := p.want.IPCache[q]; ok && id != p.parked(q) {
+			p.ops = append(p.ops, syncOp{Phase: phaseLand, Kind: opPutIPCache, Prefix: q, Identity: id})
 		}
 	}
-	for _, p := range union {
-		if _, ok := want.IPCache[p]; !ok {
-			ops = append(ops, syncOp{Phase: phaseLand, Kind: opDeleteIPCache, Prefix: p})
+	for _, q := range p.union {
+		if _, ok := p.want.IPCache[q]; !ok {
+			p.ops = append(p.ops, syncOp{Phase: phaseLand, Kind: opDeleteIPCache, Prefix: q})
 		}
 	}
+}
 
-	// phaseUnreachableLate
-	slices.SortFunc(late, byKey)
-	for _, c := range late {
-		ops = append(ops, c.op(phaseUnreachableLate))
-	}
-
-	// phaseFinal
-	var ids []uint32
-	for id := range want.Endpoints {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
+func (p *syncPlanner) final() {
+	ids := slices.Sorted(maps.Keys(p.want.Endpoints))
 	for _, id := range ids {
-		cfg := moatEndpointConfig{Identity: uint32(want.Endpoints[id].Identity), Flags: flags[id], Slot: slots[id]}
-		ops = append(ops, syncOp{Phase: phaseFinal, Kind: opPutEndpoint, Endpoint: id, Config: cfg, Final: true})
+		cfg := moatEndpointConfig{Identity: uint32(p.want.Endpoints[id].Identity), Flags: p.flags[id], Slot: p.slots[id]}
+		p.ops = append(p.ops, syncOp{Phase: phaseFinal, Kind: opPutEndpoint, Endpoint: id, Config: cfg, Final: true})
 	}
 	var addrs []netip.Addr
-	for a, id := range want.Local {
-		if cid, ok := cur.local[a]; !ok || cid != id {
+	for a, id := range p.want.Local {
+		if cid, ok := p.cur.local[a]; !ok || cid != id {
 			addrs = append(addrs, a)
 		}
 	}
 	slices.SortFunc(addrs, netip.Addr.Compare)
 	for _, a := range addrs {
-		ops = append(ops, syncOp{Phase: phaseFinal, Kind: opPutLocal, Addr: a, Endpoint: want.Local[a]})
+		p.ops = append(p.ops, syncOp{Phase: phaseFinal, Kind: opPutLocal, Addr: a, Endpoint: p.want.Local[a]})
 	}
 	addrs = addrs[:0]
-	for a := range cur.local {
-		if _, ok := want.Local[a]; !ok {
+	for a := range p.cur.local {
+		if _, ok := p.want.Local[a]; !ok {
 			addrs = append(addrs, a)
 		}
 	}
 	slices.SortFunc(addrs, netip.Addr.Compare)
 	for _, a := range addrs {
-		ops = append(ops, syncOp{Phase: phaseFinal, Kind: opDeleteLocal, Addr: a})
+		p.ops = append(p.ops, syncOp{Phase: phaseFinal, Kind: opDeleteLocal, Addr: a})
 	}
-	return ops
 }
