@@ -121,7 +121,7 @@ func (p *Proxy) codecPhase(rec *recorder, ex *exchange, r *http.Request) bool {
 		p.localReply(rec, ex, hcm, http.StatusForbidden, "", "connect_not_allowed", http.Header{"Connection": {"close"}})
 		return false
 	}
-	if hcm.pathMode == httpnorm.ModeStrict && !validHost(r.Host) {
+	if hcm.pathMode == httpnorm.ModeStrict && !httpnorm.Host(r.Host) {
 		p.localReply(rec, ex, hcm, http.StatusBadRequest, "Bad Request", "host_ambiguous_rejected", nil)
 		return false
 	}
@@ -251,54 +251,6 @@ func (p *Proxy) forwardPhase(rec *recorder, ex *exchange, snap *snapshot, route 
 		defer cancel()
 	}
 	up.proxy.ServeHTTP(rec, r.WithContext(ctx))
-}
-
-// validHost reports whether a Host header is a plain host name or address
-// with an optional port: letters, digits, '-', '.', '_', a bracketed IPv6
-// address, and a numeric port. Anything else (user info, paths, percent
-// escapes, spaces) reads differently to different back ends and virtual
-// host matchers. An empty Host (HTTP/1.0) is allowed.
-func validHost(h string) bool {
-	if h == "" {
-		return true
-	}
-	host, port := h, ""
-	if strings.HasPrefix(h, "[") {
-		i := strings.IndexByte(h, ']')
-		if i < 0 {
-			return false
-		}
-		if _, err := netip.ParseAddr(h[1:i]); err != nil {
-			return false
-		}
-		host, port = "", h[i+1:]
-		if port != "" {
-			if port[0] != ':' {
-				return false
-			}
-			port = port[1:]
-		}
-	} else if i := strings.LastIndexByte(h, ':'); i >= 0 {
-		host, port = h[:i], h[i+1:]
-		if port == "" {
-			return false
-		}
-	}
-	for i := 0; i < len(port); i++ {
-		if port[i] < '0' || port[i] > '9' {
-			return false
-		}
-	}
-	if len(port) > 5 {
-		return false
-	}
-	for i := 0; i < len(host); i++ {
-		c := host[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_') {
-			return false
-		}
-	}
-	return true
 }
 
 // upstreamError answers a failed upstream exchange.
