@@ -60,4 +60,3 @@ func TestTraceAnswersLikeTheProxy(t *testing.T) {
 		}
 	})
 }
-
