@@ -225,6 +225,7 @@ type upstreamLog struct {
 }
 
 type seenRequest struct {
+	method  string
 	target  string // request target exactly as received
 	upgrade string // Upgrade header
 }
@@ -233,6 +234,20 @@ func (l *upstreamLog) add(r seenRequest) {
 	l.mu.Lock()
 	l.reqs = append(l.reqs, r)
 	l.mu.Unlock()
+}
+
+// count returns how many requests the upstream received so far.
+func (l *upstreamLog) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.reqs)
+}
+
+// since returns the requests received after the first n.
+func (l *upstreamLog) since(n int) []seenRequest {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]seenRequest(nil), l.reqs[n:]...)
 }
 
 // find returns the requests whose target contains s.
@@ -260,7 +275,7 @@ func startUpstream(t testing.TB) (netip.AddrPort, *upstreamLog) {
 	}
 	seen := &upstreamLog{}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		seen.add(seenRequest{target: r.RequestURI, upgrade: r.Header.Get("Upgrade")})
+		seen.add(seenRequest{method: r.Method, target: r.RequestURI, upgrade: r.Header.Get("Upgrade")})
 		if r.Header.Get("X-Test-Switch") == "1" {
 			c, rw, err := http.NewResponseController(w).Hijack()
 			if err != nil {
