@@ -90,6 +90,7 @@ type flowSink struct {
 	flows   []flow.Flow
 	entries []*accesslogv3.HTTPAccessLogEntry // raw, in arrival order
 	added   chan struct{}
+	als     *flow.AccessLogServer
 }
 
 func (s *flowSink) addEntry(e *accesslogv3.HTTPAccessLogEntry) {
@@ -212,7 +213,8 @@ func startALS(t testing.TB, sink *flowSink) string {
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer()
-	alsv3.RegisterAccessLogServiceServer(gs, &recordingALS{inner: flow.NewAccessLogServer(nil, sink.add, nil), sink: sink})
+	sink.als = flow.NewAccessLogServer(nil, sink.add, nil)
+	alsv3.RegisterAccessLogServiceServer(gs, &recordingALS{inner: sink.als, sink: sink})
 	go func() { _ = gs.Serve(ln) }()
 	t.Cleanup(gs.Stop)
 	return ln.Addr().String()
@@ -228,6 +230,7 @@ type seenRequest struct {
 	method  string
 	target  string // request target exactly as received
 	upgrade string // Upgrade header
+	remote  string // the proxy's upstream connection, as the upstream sees it
 }
 
 func (l *upstreamLog) add(r seenRequest) {
@@ -275,7 +278,7 @@ func startUpstream(t testing.TB) (netip.AddrPort, *upstreamLog) {
 	}
 	seen := &upstreamLog{}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		seen.add(seenRequest{method: r.Method, target: r.RequestURI, upgrade: r.Header.Get("Upgrade")})
+		seen.add(seenRequest{method: r.Method, target: r.RequestURI, upgrade: r.Header.Get("Upgrade"), remote: r.RemoteAddr})
 		if r.Header.Get("X-Test-Switch") == "1" {
 			c, rw, err := http.NewResponseController(w).Hijack()
 			if err != nil {
