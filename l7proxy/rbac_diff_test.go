@@ -1,9 +1,8 @@
-package l7proxy
+package l7proxy_test
 
 import (
 	"math/rand/v2"
 	"net/netip"
-	"strings"
 	"testing"
 
 	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/moatnet/moat/envoy"
 	"github.com/moatnet/moat/envoy/rbaceval"
+	"github.com/moatnet/moat/l7proxy"
 	"github.com/moatnet/moat/policy"
 )
 
@@ -73,7 +73,7 @@ func TestRBACDifferential(t *testing.T) {
 				if err := hcm.GetHttpFilters()[0].GetTypedConfig().UnmarshalTo(cfg); err != nil {
 					t.Fatal(err)
 				}
-				engine, err := compileRBACFilter(cfg, "rbac")
+				evaluate, err := l7proxy.CompileRBACForTest(cfg)
 				if err != nil {
 					t.Fatalf("trial %d: l7proxy refuses the translated RBAC: %v", trial, err)
 				}
@@ -92,20 +92,16 @@ func TestRBACDifferential(t *testing.T) {
 					case 2:
 						hdr["x-trace"] = ""
 					}
-					r := request{
-						method: method, authority: host, path: path,
-						header: func(name string) (string, bool) { v, ok := hdr[strings.ToLower(name)]; return v, ok },
-						source: netip.AddrPortFrom(src, 40000), dest: netip.AddrPortFrom(addrs[300], 80),
-					}
+					source, dest := netip.AddrPortFrom(src, 40000), netip.AddrPortFrom(addrs[300], 80)
 					refHdr := map[string]string{":method": method, ":authority": host, ":path": path, ":scheme": "http"}
 					for k, v := range hdr {
 						refHdr[k] = v
 					}
-					want, err := rbaceval.Allows(cfg, rbaceval.Request{Src: r.source, Dst: r.dest, Path: path, Headers: refHdr})
+					want, err := rbaceval.Allows(cfg, rbaceval.Request{Src: source, Dst: dest, Path: path, Headers: refHdr})
 					if err != nil {
 						t.Fatalf("trial %d: %v", trial, err)
 					}
-					got, _ := engine.evaluate(&r)
+					got := evaluate(method, host, path, hdr, source, dest)
 					if got != want {
 						t.Fatalf("trial %d, listener %s chain %d: l7proxy says %v, the reference %v for %s %s host %q headers %v from %s\nrules: %+v",
 							trial, l.GetName(), ci, got, want, method, path, host, hdr, src, rules)
