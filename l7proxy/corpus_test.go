@@ -354,3 +354,40 @@ func TestPathCorpusEnvoyMode(t *testing.T) {
 		})
 	}
 }
+
+// TestPathCorpusPipelined: requests pipelined on one connection are each
+// judged on their own; an ambiguous one is refused and closes the
+// connection, so nothing after it reaches the upstream.
+func TestPathCorpusPipelined(t *testing.T) {
+	e := newEnv(t)
+	e.setPlan(corpusPlan(e.upstream.Port()))
+	e.waitACK()
+	c := e.dial(tiefighterIP)
+	before := e.seen.count()
+	reqs := "GET /public/one HTTP/1.1\r\nHost: deathstar\r\n\r\n" +
+		"GET /admin/two HTTP/1.1\r\nHost: deathstar\r\n\r\n" +
+		"GET /public/..;/admin/three HTTP/1.1\r\nHost: deathstar\r\n\r\n" +
+		"GET /public/four HTTP/1.1\r\nHost: deathstar\r\n\r\n"
+	if _, err := io.WriteString(c, reqs); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	for i, want := range []int{200, 403, 400} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response %d: %v", i, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("response %d: status %d, want %d", i, resp.StatusCode, want)
+		}
+	}
+	if _, err := http.ReadResponse(br, nil); err == nil {
+		t.Errorf("a response after the 400: the connection should have closed")
+	}
+	seen := e.seen.since(before)
+	if len(seen) != 1 || seen[0].target != "/public/one" {
+		t.Errorf("upstream received %+v, want only /public/one", seen)
+	}
+}
