@@ -64,6 +64,9 @@ type Agent struct {
 
 	policies  *policySource
 	endpoints endpointsSource
+	// confirmedGen is the last Plan generation confirmed to the compiler
+	// (policyLoop only).
+	confirmedGen uint64
 
 	// syncMu serialises map writes: reconcile's and proxyLoop's.
 	syncMu    sync.Mutex
@@ -311,6 +314,7 @@ func (a *Agent) policyLoop(ctx context.Context) error {
 	defer t.Stop()
 	full := true // the first pass, and a pass after a failed one
 	for {
+		a.confirmApplied()
 		if changed := a.refreshSources(ctx); changed || full {
 			err := a.reconcile(ctx)
 			full = err != nil

@@ -19,7 +19,9 @@ import (
 	"github.com/moatnet/moat/datapath"
 	"github.com/moatnet/moat/envoy"
 	"github.com/moatnet/moat/flow"
+	"github.com/moatnet/moat/internal/httpnorm"
 	"github.com/moatnet/moat/policy"
+	"github.com/moatnet/moat/policyload"
 	"github.com/moatnet/moat/xds"
 )
 
@@ -35,7 +37,7 @@ func (a *Agent) refreshSources(ctx context.Context) (changed bool) {
 
 	eps, echanged, err := a.endpoints.refresh()
 	if err != nil {
-		problems = append(problems, sourceProblem{err: err, previous: a.endpoints.good != nil, endpoints: true})
+		problems = append(problems, sourceProblem{err: err, previous: a.endpoints.reader.HasGood(), endpoints: true})
 	}
 	if echanged && eps != nil {
 		a.sources.applyErr = a.applyEndpoints(eps)
@@ -87,17 +89,9 @@ func (a *Agent) policyProblems(errs []error) []sourceProblem {
 	out := make([]sourceProblem, 0, len(errs))
 	for _, err := range errs {
 		p := sourceProblem{err: err}
-		found := false
-		for _, st := range a.policies.files {
-			if st.err != nil && st.err.Error() == err.Error() { // errors may be uncomparable (policy.ErrorList)
-				p.previous, found = st.good, true
-				break
-			}
-		}
-		if !found {
-			// Not one file's content (an unreadable file or directory):
-			// whatever is in force stays.
-			p.previous = len(a.policies.files) > 0
+		var fe *policyload.FileError
+		if errors.As(err, &fe) {
+			p.previous = fe.Previous
 		}
 		out = append(out, p)
 	}
@@ -198,6 +192,18 @@ func (a *Agent) applyEndpoints(f *policy.EndpointsFile) error {
 	return errors.Join(errs...)
 }
 
+// confirmApplied tells the compiler which plans are fully applied, so that
+// local identities they dropped may be reused. Only policyLoop calls it.
+func (a *Agent) confirmApplied() {
+	a.mu.RLock()
+	gen := a.proxy.applied
+	a.mu.RUnlock()
+	if gen > a.confirmedGen {
+		a.compiler.ConfirmApplied(gen)
+		a.confirmedGen = gen
+	}
+}
+
 // httpListeners returns the proxy listeners that the plan's redirects use.
 func httpListeners(p *policy.Plan) map[datapath.ProxyKey]bool {
 	need := map[datapath.ProxyKey]bool{}
@@ -232,6 +238,24 @@ type proxyState struct {
 	failed   string // why version fails closed ("" = it does not)
 	err      string
 	written  datapath.ProxyPorts // proxy ports of the last successful Sync
+	// syncedGen is the Generation of the plan the last successful Sync
+	// wrote; applied the latest Generation that both the maps and the
+	// proxy hold, for policyLoop to confirm to the compiler (which is not
+	// safe for concurrent use, so proxyLoop does not call it).
+	syncedGen, applied uint64
+}
+
+// markAppliedLocked records the plan in force as applied when its Sync
+// succeeded and the proxy ACKed its resources (or it has no redirects).
+func (a *Agent) markAppliedLocked() {
+	p := a.state.plan
+	if p == nil || a.proxy.syncedGen != p.Generation {
+		return
+	}
+	if len(a.proxy.need) > 0 && (a.proxy.failed != "" || a.proxy.acked != a.proxy.version) {
+		return
+	}
+	a.proxy.applied = max(a.proxy.applied, p.Generation)
 }
 
 // redirectPorts returns the proxy ports that redirect entries may carry now:
@@ -308,6 +332,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	} else {
 		a.mu.Lock()
 		a.proxy.written = proxies
+		a.proxy.syncedGen = plan.Generation
 		a.mu.Unlock()
 	}
 	a.syncMu.Unlock()
@@ -343,6 +368,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	if perr != nil {
 		a.proxy.err = perr.Error()
 	}
+	a.markAppliedLocked()
 	a.publishProxyLocked()
 	a.mu.Unlock()
 	if err == nil {
@@ -408,10 +434,12 @@ func (a *Agent) pushProxyConfig(ctx context.Context, plan *policy.Plan) error {
 		a.mu.Unlock()
 		return nil
 	}
+	pathMode, _ := httpnorm.ParseMode(a.cfg.HTTPPaths) // checked by Config.Validate
 	res, err := envoy.Translate(plan, envoy.Config{
 		NodeName:        a.cfg.NodeName,
 		EgressHTTPPort:  a.cfg.EgressHTTPPort,
 		IngressHTTPPort: a.cfg.IngressHTTPPort,
+		PathMode:        pathMode,
 	})
 	if err != nil {
 		return a.failProxy("", "translate", fmt.Errorf("translate http rules: %w", err))
@@ -484,6 +512,7 @@ func (a *Agent) resyncLocked() error {
 		return err
 	}
 	a.proxy.written = proxies
+	a.proxy.syncedGen = plan.Generation
 	return nil
 }
 
@@ -595,6 +624,7 @@ func (a *Agent) proxyACKed(version string) error {
 	if err != nil {
 		a.proxy.acked = "" // retry the write
 	}
+	a.markAppliedLocked()
 	a.publishProxyLocked()
 	return err
 }

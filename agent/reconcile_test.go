@@ -285,6 +285,12 @@ func newOrderHarness(t *testing.T, ackTimeout time.Duration) *orderHarness {
 	return h
 }
 
+func (h *orderHarness) appliedGen() uint64 {
+	h.a.mu.RLock()
+	defer h.a.mu.RUnlock()
+	return h.a.proxy.applied
+}
+
 // runProxyLoop runs proxyLoop until the test ends.
 func (h *orderHarness) runProxyLoop(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -358,6 +364,9 @@ func TestReconcileOrder(t *testing.T) {
 	if st := h.a.Status(); st.ProxyReady {
 		t.Errorf("status proxyReady before the ACK")
 	}
+	if applied := h.appliedGen(); applied != 0 {
+		t.Errorf("plan generation %d confirmed applied before the proxy ACKed", applied)
+	}
 
 	// The proxy never ACKs: an L3/L4 revocation and a new allow are
 	// written at once all the same.
@@ -378,6 +387,12 @@ func TestReconcileOrder(t *testing.T) {
 		t.Errorf("write after the ACK: ports=%v allowed=%v, want ingress http -> %d and the L3/L4 allow kept", w.ports, w.allowed, h.a.cfg.IngressHTTPPort)
 	}
 	waitStatus(t, h.a, "proxy ready", func(st Status) bool { return st.ProxyReady && st.ProxyError == "" })
+	h.a.mu.RLock()
+	gen := h.a.state.plan.Generation
+	h.a.mu.RUnlock()
+	if applied := h.appliedGen(); applied != gen {
+		t.Errorf("after the ACK: applied generation %d, want the plan's %d (its dropped identities may be reused)", applied, gen)
+	}
 
 	// A later L3/L4 change keeps the live listener's port: no drop of
 	// redirected traffic while the proxy takes the new version.

@@ -43,6 +43,7 @@ func newFlagSet(cfg *agent.Config) (fs *flag.FlagSet, configPath *string, noMetr
 	fs.BoolVar(&cfg.AllowHostIngress, "allow-host-ingress", cfg.AllowHostIngress, "let the node itself into every endpoint")
 	fs.StringVar(&cfg.Proxy, "proxy", cfg.Proxy, "HTTP proxy: embedded (default), envoy (run --envoy-binary) or external")
 	fs.StringVar(&cfg.EnvoyBinary, "envoy-binary", cfg.EnvoyBinary, "Envoy executable for --proxy envoy")
+	fs.StringVar(&cfg.HTTPPaths, "http-paths", cfg.HTTPPaths, "HTTP path handling: strict (default: ambiguous paths get 400) or envoy (Envoy's exact behaviour)")
 	fs.Var(uintFlag[uint16]{&cfg.EgressHTTPPort}, "egress-http-port", "port of the egress HTTP proxy listener (default 15001)")
 	fs.Var(uintFlag[uint16]{&cfg.IngressHTTPPort}, "ingress-http-port", "port of the ingress HTTP proxy listener (default 15002)")
 	fs.Var(durationFlag{&cfg.ACKTimeout}, "ack-timeout", "how long redirects wait for the proxy's ACK before they fail closed (default 5s)")
