@@ -4,6 +4,17 @@
 // datapath events and proxy access logs → flows → Hubble metrics, and the
 // local API that the moat CLI talks to.
 //
+// Ordering (reconcile.go): programs are attached before an endpoint is in
+// the maps; every map (ipcache, L3/L4 allows and denies) is written at once
+// and never waits on the proxy; a redirect entry carries its proxy port
+// only once the proxy has ACKed the listener (until then, and after a NACK
+// or ACKTimeout, it drops). The reconciler drives the datapath, endpoint
+// manager and xDS server through small interfaces (parts.go).
+//
+// One agent per pin root (lock.go): Run takes an exclusive flock before it
+// touches any pin; a second agent, or `moat-agent cleanup`, fails naming
+// the holder's pid.
+//
 // The agent owns lifecycles and ordering, nothing else: it holds no policy
 // semantics (policy), no kernel details (datapath) and no Envoy knowledge
 // (envoy, xds). Components meet here through their public APIs only.

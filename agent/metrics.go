@@ -36,7 +36,7 @@ func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
 		}, []string{"outcome"}),
 		reconcileSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "moat_policy_reconcile_duration_seconds",
-			Help:    "Time to bring the node in line with a new plan, including the wait for proxy ACKs.",
+			Help:    "Time to bring the node in line with a new plan (endpoints and every BPF map; the proxy ACK is not waited for).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
 		endpointRegenerations: prometheus.NewCounterVec(prometheus.CounterOpts{
