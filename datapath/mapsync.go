@@ -398,7 +398,9 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 	}
 	s.rules = liveRules
 	d.scrubSoon()
-	return nil
+	// An upgrade over maps of another layout swaps the programs now
+	// that the new maps hold the plan (upgrade.go).
+	return d.finishUpgrade()
 }
 
 // ensureCleanRules zeroes the freed rule indices now when the free indices
