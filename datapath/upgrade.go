@@ -43,14 +43,16 @@ import (
 //     made meanwhile are migrated too, and the new maps' pins replace the
 //     old ones (pinned beside them and renamed over them).
 //
-// State without a conversion starts empty. For moat_ct that means the
+// State without a conversion (upgrade_convert.go) starts empty. For moat_ct that means the
 // flows the old programs tracked are decided again by their next packet:
 // a UDP, ICMP or other flow makes a new entry then; a TCP packet past the
 // handshake is decided on its own by its direction's policy and leaves no
 // entry (bpf/moat.c), so the replies of an established TCP flow into a
 // direction whose policy does not allow them are dropped until the client
-// reconnects. A conversion exists when the key and value layouts are the
-// same (only the size or flags changed): then every entry is copied.
+// reconnects. Entries are copied as they are when the key and value
+// layouts are the same (only the size or flags changed), and converted when
+// a conversion from the pinned layout to this build's is defined
+// (upgrade_convert.go).
 // Counters of a changed layout restart at zero; a changed ringbuf loses the
 // events the old programs had not handed over yet.
 //
@@ -64,12 +66,13 @@ var planMaps = []string{"moat_endpoints", "moat_local_ep", "moat_policy", "moat_
 // upgrade is a staged upgrade: the new maps wait, unpinned, for the first
 // Sync.
 type upgrade struct {
-	stale map[string]string    // map name → why its pinned layout differs
-	maps  map[string]*ebpf.Map // new maps to pin at the swap, by name
-	old   map[string]*ebpf.Map // the pinned maps they replace
-	copy  map[string]bool      // maps whose entries are copied at the swap
-	tc    map[linkKey]bool     // legacy tc attach points whose swap waits
-	why   []string             // for the log
+	stale map[string]string      // map name → why its pinned layout differs
+	maps  map[string]*ebpf.Map   // new maps to pin at the swap, by name
+	old   map[string]*ebpf.Map   // the pinned maps they replace
+	copy  map[string]bool        // maps whose entries are copied at the swap
+	conv  map[string]*conversion // maps whose entries are converted at the swap
+	tc    map[linkKey]bool       // legacy tc attach points whose swap waits
+	why   []string               // for the log
 }
 
 // layoutDiff says how the pinned map m differs from spec ms: "" when the
@@ -204,7 +207,7 @@ func pinnedBTF(m *ebpf.Map) (key, value btf.Type, ok bool, err error) {
 // beside the pinned ones, and returns the staged upgrade; the caller
 // fills it with the new maps once loaded (adoptUpgradeMaps).
 func stageUpgrade(spec *ebpf.CollectionSpec, root string) (*upgrade, error) {
-	up := &upgrade{stale: map[string]string{}, maps: map[string]*ebpf.Map{}, old: map[string]*ebpf.Map{}, copy: map[string]bool{}, tc: map[linkKey]bool{}}
+	up := &upgrade{stale: map[string]string{}, maps: map[string]*ebpf.Map{}, old: map[string]*ebpf.Map{}, copy: map[string]bool{}, conv: map[string]*conversion{}, tc: map[linkKey]bool{}}
 	names := make([]string, 0, len(spec.Maps))
 	for name, ms := range spec.Maps {
 		if ms.Pinning == ebpf.PinByName {
@@ -254,8 +257,13 @@ func stageUpgrade(spec *ebpf.CollectionSpec, root string) (*upgrade, error) {
 		}
 		up.old[name] = m
 		spec.Maps[name].Pinning = ebpf.PinNone
-		if isStale && copyable(spec.Maps[name], m) {
+		if !isStale {
+			continue
+		}
+		if copyable(spec.Maps[name], m) {
 			up.copy[name] = true
+		} else if c := findConversion(name, spec.Maps[name], m); c != nil {
+			up.conv[name] = c
 		}
 	}
 	return up, nil
@@ -426,7 +434,15 @@ func (d *Datapath) finishUpgrade() error {
 				errs = append(errs, fmt.Errorf("upgrade: migrate %s: %w", name, err))
 				continue
 			}
-			d.log.Info("upgrade: migrated entries", "map", name, "entries", n, "second_pass", keep)
+			d.log.Info("upgrade: copied entries", "map", name, "entries", n, "second_pass", keep)
+		}
+		for name, c := range up.conv {
+			n, err := convertEntries(c, up.old[name], up.maps[name], keep)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("upgrade: convert %s: %w", name, err))
+				continue
+			}
+			d.log.Info("upgrade: converted entries", "map", name, "conversion", c.description, "entries", n, "second_pass", keep)
 		}
 	}
 	migrate(false)

@@ -207,10 +207,14 @@ func (s *pingStream) finish(t *testing.T, n int64, wantReplies bool) (lost []int
 
 // TestPrivilegedUpgradeFromOlderLayout upgrades over the pins of an agent
 // whose maps have another layout (the committed 4f12d15 object): b allows
-// ICMP and everything else from a, and denies c. While a pings b at 500 per
-// second and c pings b, the new datapath opens over the old pins, syncs the
-// same policy into new maps beside the old ones and swaps the programs:
-// not one of a's pings is lost, and c never gets a reply.
+// everything from a and denies c; a lets nothing in (its ingress is
+// enforced without entries), so replies to a pass only on a's tracked
+// flows. While a pings b at 500 per second and c pings b, the new datapath
+// opens over the old pins, syncs the same policy into new maps beside the
+// old ones and swaps the programs: not one of a's pings is lost, c never
+// gets a reply, and a TCP connection that a opened before the upgrade
+// still works after it (its tracked entries were converted: a TCP packet
+// past the handshake never makes a new entry).
 func TestPrivilegedUpgradeFromOlderLayout(t *testing.T) {
 	testutil.Privileged(t)
 	tp := newTwoPods(t)
@@ -222,7 +226,7 @@ func TestPrivilegedUpgradeFromOlderLayout(t *testing.T) {
 	be32 := bits.ReverseBytes32
 	startOldDatapath(t, root,
 		[]oldEndpointSetting{
-			{tp.a.HostIfIndex, oldEndpointConfig{Identity: uint32(tp.idA), IngressRev: 1, EgressRev: 2}},
+			{tp.a.HostIfIndex, oldEndpointConfig{Identity: uint32(tp.idA), Flags: oldEPIngressEnforced, IngressRev: 1, EgressRev: 2}},
 			{tp.b.HostIfIndex, oldEndpointConfig{Identity: uint32(tp.idB), Flags: oldEPIngressEnforced | oldEPIngressEntries, IngressRev: 3, EgressRev: 4}},
 			{c.HostIfIndex, oldEndpointConfig{Identity: uint32(idC), IngressRev: 5, EgressRev: 6}},
 		},
@@ -232,6 +236,15 @@ func TestPrivilegedUpgradeFromOlderLayout(t *testing.T) {
 			{Prefixlen: oldPolicyPrefix, Endpoint: uint32(tp.b.HostIfIndex), Identity: be32(uint32(idC))}:    {Verdict: uint8(policy.VerdictDeny)},
 		})
 	oldProgs := tcxProgramIDs(t, tp.b.HostIfIndex)
+	srv := startEcho(t, tp.b)
+	conn, err := dialTCP(tp.a, netip.AddrPortFrom(tp.b.Addr, srv.tcpPort))
+	if err != nil {
+		t.Fatalf("a->b tcp through the old programs: %v", err)
+	}
+	defer conn.Close()
+	if err := echoOnce(conn, "before the upgrade"); err != nil {
+		t.Fatalf("a->b tcp through the old programs: %v", err)
+	}
 
 	// The old programs enforce: a reaches b, c does not.
 	pg, err := tp.a.NewPinger()
@@ -291,6 +304,7 @@ func TestPrivilegedUpgradeFromOlderLayout(t *testing.T) {
 		{L4Key: policy.L4Key{Identity: tp.idA, Proto: policy.ProtoAny}, Verdict: policy.VerdictAllow},
 		{L4Key: policy.L4Key{Identity: idC, Proto: policy.ProtoAny}, Verdict: policy.VerdictDeny},
 	}})
+	plan.Endpoints[0].Ingress = policy.DirectionPlan{Enforced: true}
 	plan.Endpoints = append(plan.Endpoints, policy.EndpointPlan{Namespace: "t", Name: "c", Identity: idC, Addresses: []netip.Addr{c.Addr}})
 	plan.IPCache = append(plan.IPCache, policy.IPCacheEntry{Prefix: netip.PrefixFrom(c.Addr, 32), Identity: idC})
 	if err := d.Sync(plan, ifaces, nil); err != nil {
@@ -311,6 +325,13 @@ func TestPrivilegedUpgradeFromOlderLayout(t *testing.T) {
 	}
 	if denied.sent.Load() < 100 {
 		t.Errorf("only %d pings c->b: the check proves nothing", denied.sent.Load())
+	}
+
+	if err := echoOnce(conn, "after the upgrade"); err != nil {
+		t.Errorf("a tcp connection opened before the upgrade: %v", err)
+	}
+	if err := probeICMP(tp.b, tp.a.Addr); !errors.Is(err, testutil.ErrNoReply) {
+		t.Errorf("b->a ping after the upgrade: %v, want no reply (a lets nothing in)", err)
 	}
 
 	// The new programs, bound to the new maps, run; the pins are the new maps.
