@@ -28,7 +28,12 @@
 // zeroed in the background before a new rule takes it.
 //
 // Enforcement never stops on its own account: a restarted agent adopts the
-// pinned maps and links and swaps programs in place (link.Update); Sync
+// pinned maps and links and swaps programs in place (link.Update); over
+// pinned maps of another layout (an upgrade), Open builds new maps beside
+// them, the old programs keep enforcing until the first Sync has filled
+// the new maps, and then the links swap to the new programs and the new
+// maps' pins replace the old (upgrade.go, with the moat_ct conversions in
+// upgrade_convert.go); Sync
 // writes additions before deletions, so a flow that both the old and new
 // policy allow is never dropped and one that both deny never passes; a
 // redirect without a proxy listener drops (fail closed).
