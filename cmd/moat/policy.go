@@ -11,8 +11,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moatnet/moat/agent"
-	"github.com/moatnet/moat/datapath"
 	"github.com/moatnet/moat/policy"
+	"github.com/moatnet/moat/policyload"
 )
 
 func newPolicyCommand() *cobra.Command {
@@ -25,19 +25,48 @@ func newPolicyCommand() *cobra.Command {
 }
 
 func newPolicyValidateCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "validate PATH...",
-		Short: "Check policy files and directories; one line per error",
-		Args:  cobra.MinimumNArgs(1),
+	var endpoints string
+	cmd := &cobra.Command{
+		Use:   "validate [PATH...] [--endpoints FILE]",
+		Short: "Check policy files and directories and an endpoints file; one line per error",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			policies, err := policy.ParseFiles(args...)
-			if err != nil {
-				return reportPolicyErrors(cmd.ErrOrStderr(), err)
+			if len(args) == 0 && endpoints == "" {
+				return errors.New("nothing to validate: give policy files or directories, or --endpoints FILE")
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%d policies valid\n", len(policies))
+			var errs policy.ErrorList
+			var policies []policy.Policy
+			if len(args) > 0 {
+				var err error
+				policies, err = policyload.Load(args...)
+				if err != nil && !errors.As(err, &errs) {
+					return err
+				}
+			}
+			var eps *policy.EndpointsFile
+			if endpoints != "" {
+				var err error
+				eps, err = policyload.LoadEndpoints(endpoints)
+				var l policy.ErrorList
+				if errors.As(err, &l) {
+					errs = append(errs, l...)
+				} else if err != nil {
+					return err
+				}
+			}
+			if len(errs) > 0 {
+				return reportPolicyErrors(cmd.ErrOrStderr(), errs)
+			}
+			if len(args) > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "%d policies valid\n", len(policies))
+			}
+			if eps != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %d endpoints valid\n", endpoints, len(eps.Endpoints))
+			}
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&endpoints, "endpoints", "", "also validate this endpoints file (the standalone format)")
+	return cmd
 }
 
 // reportPolicyErrors prints one line per field error and returns an
@@ -67,20 +96,12 @@ func (in *planInputs) register(cmd *cobra.Command) {
 }
 
 func (in *planInputs) plan(stderr io.Writer) (*policy.Plan, error) {
-	policies, err := policy.ParseFiles(in.policies...)
-	if err != nil {
+	plan, err := agent.StandalonePlan(in.policies, in.endpoints)
+	var list policy.ErrorList
+	if errors.As(err, &list) {
 		return nil, reportPolicyErrors(stderr, err)
 	}
-	eps, err := policy.LoadEndpointsFile(in.endpoints)
-	if err != nil {
-		return nil, reportPolicyErrors(stderr, err)
-	}
-	return policy.Compile(policy.Input{
-		Policies:   policies,
-		Endpoints:  eps.Endpoints,
-		Namespaces: eps.Namespaces,
-		Node:       agent.StandaloneNode(eps.Node, datapath.DefaultEndpointConfig()),
-	})
+	return plan, err
 }
 
 func newPolicyCompileCommand() *cobra.Command {
@@ -265,7 +286,10 @@ func formatTrace(req policy.TraceRequest, res policy.TraceResult) string {
 			verdict = "denied"
 		}
 		fmt.Fprintf(&b, "  %s of %s: %s", s.Direction, s.Endpoint, verdict)
-		if s.Proxy != "" {
+		switch {
+		case s.Proxy == "dns" && !policy.DNSProxyRuns:
+			b.WriteString(", a DNS redirect, but no DNS proxy runs yet: dropped (fail closed)")
+		case s.Proxy != "":
 			fmt.Fprintf(&b, ", redirected to %s proxy", s.Proxy)
 		}
 		fmt.Fprintf(&b, " (%s)\n", s.Reason)
