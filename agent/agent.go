@@ -301,6 +301,10 @@ func (a *Agent) openKernel(ctx context.Context) (_ *nodeParts, err error) {
 	}
 	closers = append(closers, func() { eps.Close() })
 	node.plumb = eps
+	// A host-wide ip_forward change resets the veths' forwarding (datapath.KeepForwarding).
+	node.run = append(node.run, func(ctx context.Context) error {
+		return eps.KeepForwarding(ctx, a.log.With("component", "forwarding"))
+	})
 	if err := eps.EnsureProxyRouting(ctx); err != nil {
 		return nil, fmt.Errorf("install proxy routing: %w", err)
 	}
