@@ -338,6 +338,13 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	a.syncMu.Unlock()
 
 	perr := a.pushProxyConfig(ctx, plan)
+	a.mu.RLock()
+	if perr != nil && a.proxy.failed == "snapshot" {
+		// The xDS server refused the resources (a transient failure, unlike
+		// a translation error): the next poll reconciles again.
+		errs = append(errs, perr)
+	}
+	a.mu.RUnlock()
 
 	// Endpoints removed from the file: detach and delete after the maps no
 	// longer reference them.
