@@ -189,6 +189,9 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	proxies, ready, perr := a.pushProxyConfig(ctx, plan)
 	if err := a.dp.Sync(plan, ifaces, proxies); err != nil {
 		errs = append(errs, fmt.Errorf("sync policy maps: %w", err))
+	} else if ready && perr == nil {
+		// Maps and proxy hold this Plan: local identities it dropped may be reused.
+		a.compiler.ConfirmApplied(plan.Generation)
 	}
 
 	// Endpoints removed from the file: detach and delete after the maps no
