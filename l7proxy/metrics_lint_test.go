@@ -14,7 +14,7 @@ var envoyCompatCounters = map[string]bool{
 	"envoy_http_downstream_rq_xx": true, "envoy_http_downstream_rq_total": true,
 	"envoy_http_rbac_allowed": true, "envoy_http_rbac_denied": true,
 	"envoy_listener_downstream_cx_total": true,
-	"envoy_listener_manager_lds_update": true, "envoy_cluster_manager_cds_update": true,
+	"envoy_listener_manager_lds_update":  true, "envoy_cluster_manager_cds_update": true,
 }
 
 // TestEnvoyStatsLint runs promlint over the Envoy-compatible stats registry
