@@ -18,6 +18,7 @@ import (
 	"github.com/moatnet/moat/datapath"
 	"github.com/moatnet/moat/envoy"
 	"github.com/moatnet/moat/flow"
+	"github.com/moatnet/moat/internal/httpnorm"
 	"github.com/moatnet/moat/policy"
 	"github.com/moatnet/moat/xds"
 )
@@ -273,10 +274,12 @@ func (a *Agent) pushProxyConfig(ctx context.Context, plan *policy.Plan) (datapat
 	if !hasHTTPRedirects(plan) {
 		return proxies, true, nil
 	}
+	pathMode, _ := httpnorm.ParseMode(a.cfg.HTTPPaths) // checked by Config.Validate
 	res, err := envoy.Translate(plan, envoy.Config{
 		NodeName:        a.cfg.NodeName,
 		EgressHTTPPort:  a.cfg.EgressHTTPPort,
 		IngressHTTPPort: a.cfg.IngressHTTPPort,
+		PathMode:        pathMode,
 	})
 	if err != nil {
 		a.m.redirectsFailClosed.WithLabelValues("translate").Inc()

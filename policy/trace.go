@@ -33,6 +33,9 @@ type TraceHTTP struct {
 	Path    string            `json:"path"`
 	Host    string            `json:"host,omitempty"`
 	Headers map[string]string `json:"headers,omitempty"`
+	// PathMode is the proxy's path mode: "strict" (the default, also
+	// when empty) or "envoy" (see internal/httpnorm).
+	PathMode string `json:"pathMode,omitempty"`
 }
 
 // TraceRequest describes the flow to trace. Port is the destination port,
@@ -100,6 +103,7 @@ type TraceL7HTTP struct {
 	NormalizedPath string     `json:"normalizedPath,omitempty"`
 	Status         int        `json:"status"` // 0 when forwarded
 	Body           string     `json:"body,omitempty"`
+	Location       string     `json:"location,omitempty"` // of a redirect
 	Matched        *HTTPAllow `json:"matched,omitempty"`
 	Allowed        bool       `json:"allowed"`
 }

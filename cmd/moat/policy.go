@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moatnet/moat/agent"
+	"github.com/moatnet/moat/internal/httpnorm"
 	"github.com/moatnet/moat/policy"
 	"github.com/moatnet/moat/policyload"
 )
@@ -143,6 +144,7 @@ func newPolicyTraceCommand() *cobra.Command {
 		method, path, host string
 		headers            []string
 		dnsQuery, output   string
+		httpPaths          string
 	)
 	cmd := &cobra.Command{
 		Use:   "trace --policies PATH --endpoints FILE --from EP --to EP|IP --port 80/TCP",
@@ -152,6 +154,12 @@ func newPolicyTraceCommand() *cobra.Command {
 			req, err := buildTraceRequest(from, to, port, method, path, host, headers, dnsQuery)
 			if err != nil {
 				return err
+			}
+			if req.HTTP != nil {
+				if _, err := httpnorm.ParseMode(httpPaths); err != nil {
+					return fmt.Errorf("--http-paths: %w", err)
+				}
+				req.HTTP.PathMode = httpPaths
 			}
 			plan, err := in.plan(cmd.ErrOrStderr())
 			if err != nil {
@@ -186,6 +194,7 @@ func newPolicyTraceCommand() *cobra.Command {
 	f.StringVar(&path, "http-path", "", "HTTP request target, e.g. /v1/request-landing")
 	f.StringVar(&host, "http-host", "", "HTTP Host header")
 	f.StringArrayVar(&headers, "http-header", nil, "HTTP header 'Name: value' (repeatable)")
+	f.StringVar(&httpPaths, "http-paths", "", "the proxy's path handling: strict (default) or envoy, as the agent's httpPaths")
 	f.StringVar(&dnsQuery, "dns-query", "", "DNS query name (for port 53 redirects)")
 	f.StringVarP(&output, "output", "o", "text", "output format: text, json or yaml")
 	_ = cmd.MarkFlagRequired("from")
