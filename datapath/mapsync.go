@@ -200,7 +200,9 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 
 	// 3. Bookkeeping.
 	d.forget(want, liveRules)
-	return nil
+	// An upgrade over maps of another layout swaps the programs now that
+	// the new maps hold the plan (upgrade.go).
+	return d.finishUpgrade()
 }
 
 // assignRules gives want's policy values their rule indices: stable per
