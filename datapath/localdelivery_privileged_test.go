@@ -140,14 +140,34 @@ func TestPrivilegedLocalDeliveryNoSpoofing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	aBefore, err := d.EndpointCounters(tp.a.HostIfIndex, policy.Egress)
+	if err != nil {
+		t.Fatal(err)
+	}
 	spoofed := benchPacket(c.Addr, tp.b.Addr, policy.ProtoUDP, cPort, srv.udpPort, 0)[14:]
 	for range 5 {
 		if err := sendFrame(tp.a, unix.ETH_P_IP, spoofed); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// The first of them made a's egress entry; the others found it.
-	time.Sleep(200 * time.Millisecond)
+	// Positive control: a's egress program saw all five (the first made
+	// a's egress entry; the others found it) before b is checked for
+	// absence, so the check below cannot pass just because nothing ran.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		a, err := d.EndpointCounters(tp.a.HostIfIndex, policy.Egress)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := (a.AllowedPackets + a.DroppedPackets + a.RedirectedPackets) - (aBefore.AllowedPackets + aBefore.DroppedPackets + aBefore.RedirectedPackets)
+		if seen >= 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a's egress counted %d of the 5 spoofed packets within 5 s (%+v -> %+v)", seen, aBefore, a)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval of a deadline-bounded wait
+	}
 	after, err := d.EndpointCounters(tp.b.HostIfIndex, policy.Ingress)
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -59,8 +60,8 @@ func TestPrivilegedNetnsCreateDoDelete(t *testing.T) {
 		t.Fatal("netnsDo returned after a panic")
 	})
 	t.Run("missing netns", func(t *testing.T) {
-		if err := netnsDo(path+"-missing", func() error { return nil }); err == nil {
-			t.Fatal("netnsDo on a missing path succeeded")
+		if err := netnsDo(path+"-missing", func() error { return nil }); err == nil || !strings.Contains(err.Error(), "open netns "+path+"-missing") {
+			t.Fatalf("netnsDo on a missing path: %v, want the path named", err)
 		}
 	})
 

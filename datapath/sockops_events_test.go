@@ -3,7 +3,9 @@ package datapath
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -78,8 +80,8 @@ func TestDecodeTCPEvent(t *testing.T) {
 		})
 	}
 	t.Run("short", func(t *testing.T) {
-		if _, err := DecodeTCPEvent(make([]byte, tcpEventSize-1)); err == nil {
-			t.Error("decoded a short record")
+		if _, err := DecodeTCPEvent(make([]byte, tcpEventSize-1)); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%d bytes, want %d", tcpEventSize-1, tcpEventSize)) {
+			t.Errorf("short record: %v, want its length reported", err)
 		}
 	})
 }

@@ -11,7 +11,11 @@ func TestParseMetrics(t *testing.T) {
 # TYPE hubble_drop_total counter
 hubble_drop_total{protocol="TCP",reason="POLICY_DENIED"} 3
 hubble_drop_total{protocol="UDP",reason="POLICY_DENIED"} 1
-hubble_http_requests_total{method="GET",status="200"} 7 # {traceID="abc"} 1 1.7e9
+# TYPE hubble_http_request_duration_seconds histogram
+hubble_http_request_duration_seconds_bucket{method="GET",le="0.1"} 2
+hubble_http_request_duration_seconds_bucket{method="GET",le="+Inf"} 3
+hubble_http_request_duration_seconds_sum{method="GET"} 0.5
+hubble_http_request_duration_seconds_count{method="GET"} 3
 moat_policies 2
 escaped{path="a\"b,c"} 1.5e+00
 `
@@ -29,8 +33,9 @@ escaped{path="a\"b,c"} 1.5e+00
 		{name: "one series", metric: "hubble_drop_total", labels: map[string]string{"protocol": "TCP"}, want: 3, found: true},
 		{name: "sum of series", metric: "hubble_drop_total", labels: map[string]string{"reason": "POLICY_DENIED"}, want: 4, found: true},
 		{name: "no labels", metric: "moat_policies", want: 2, found: true},
-		{name: "exemplar ignored", metric: "hubble_http_requests_total", want: 7, found: true},
-		{name: "escaped quote", metric: "escaped", labels: map[string]string{"path": `a\"b,c`}, want: 1.5, found: true},
+		{name: "histogram count", metric: "hubble_http_request_duration_seconds_count", labels: map[string]string{"method": "GET"}, want: 3, found: true},
+		{name: "histogram bucket", metric: "hubble_http_request_duration_seconds_bucket", labels: map[string]string{"le": "0.1"}, want: 2, found: true},
+		{name: "escaped quote unescaped", metric: "escaped", labels: map[string]string{"path": `a"b,c`}, want: 1.5, found: true},
 		{name: "absent label value", metric: "hubble_drop_total", labels: map[string]string{"protocol": "ICMPv4"}},
 		{name: "absent metric", metric: "nope"},
 	}
@@ -42,10 +47,12 @@ escaped{path="a\"b,c"} 1.5e+00
 			}
 		})
 	}
-	if !slices.Equal(m[0].order, []string{"protocol", "reason"}) {
-		t.Errorf("label order %v, want [protocol reason]", m[0].order)
+	for _, s := range m {
+		if s.name == "hubble_drop_total" && !slices.Equal(s.order, []string{"protocol", "reason"}) {
+			t.Errorf("label order %v, want [protocol reason]", s.order)
+		}
 	}
-	if _, err := parseMetrics(strings.NewReader("bad{x=\"1\" 3\n")); err == nil {
-		t.Error("unbalanced braces parsed without error")
+	if _, err := parseMetrics(strings.NewReader("bad{x=\"1\" 3\n")); err == nil || !strings.Contains(err.Error(), "parse metrics") {
+		t.Errorf("unbalanced braces: err %v, want a parse error", err)
 	}
 }

@@ -1,15 +1,18 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
 	"io"
-	"regexp"
+	"maps"
+	"slices"
+	"sort"
 	"strconv"
-	"strings"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
-// sample is one line of the Prometheus text format.
+// sample is one sample of a scrape.
 type sample struct {
 	name   string
 	labels map[string]string
@@ -20,54 +23,62 @@ type sample struct {
 // metricSet is a scrape.
 type metricSet []sample
 
-var labelRE = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"`)
-
-// parseMetrics reads the Prometheus text exposition format (enough of it
-// for counters and gauges; exemplars and timestamps are ignored).
+// parseMetrics reads the Prometheus text exposition format with expfmt
+// (the parser Prometheus itself uses): counters, gauges and untyped
+// samples as they are; a histogram as its _bucket (with le), _sum and
+// _count samples; a summary as its quantiles, _sum and _count.
 func parseMetrics(r io.Reader) (metricSet, error) {
-	var out metricSet
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if i := strings.Index(line, " # "); i >= 0 { // exemplar
-			line = line[:i]
-		}
-		s := sample{labels: map[string]string{}}
-		rest := line
-		if i := strings.IndexByte(line, '{'); i >= 0 {
-			j := strings.LastIndexByte(line, '}')
-			if j < i {
-				return nil, fmt.Errorf("parse metrics line %q: unbalanced braces", line)
-			}
-			s.name = line[:i]
-			for _, m := range labelRE.FindAllStringSubmatch(line[i+1:j], -1) {
-				s.labels[m[1]] = m[2]
-				s.order = append(s.order, m[1])
-			}
-			rest = strings.TrimSpace(line[j+1:])
-		} else {
-			name, r, ok := strings.Cut(line, " ")
-			if !ok {
-				return nil, fmt.Errorf("parse metrics line %q: no value", line)
-			}
-			s.name, rest = name, strings.TrimSpace(r)
-		}
-		fields := strings.Fields(rest)
-		if len(fields) == 0 {
-			return nil, fmt.Errorf("parse metrics line %q: no value", line)
-		}
-		v, err := strconv.ParseFloat(fields[0], 64)
-		if err != nil {
-			return nil, fmt.Errorf("parse metrics line %q: %w", line, err)
-		}
-		s.value = v
-		out = append(out, s)
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(r)
+	if err != nil {
+		return nil, fmt.Errorf("parse metrics: %w", err)
 	}
-	return out, sc.Err()
+	names := make([]string, 0, len(fams))
+	for n := range fams {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var out metricSet
+	for _, n := range names {
+		for _, m := range fams[n].GetMetric() {
+			base := sample{labels: map[string]string{}}
+			for _, lp := range m.GetLabel() {
+				base.labels[lp.GetName()] = lp.GetValue()
+				base.order = append(base.order, lp.GetName())
+			}
+			add := func(suffix string, v float64, extra ...string) {
+				s := sample{name: n + suffix, labels: maps.Clone(base.labels), order: slices.Clone(base.order), value: v}
+				for i := 0; i+1 < len(extra); i += 2 {
+					s.labels[extra[i]] = extra[i+1]
+					s.order = append(s.order, extra[i])
+				}
+				out = append(out, s)
+			}
+			switch {
+			case m.Counter != nil:
+				add("", m.Counter.GetValue())
+			case m.Gauge != nil:
+				add("", m.Gauge.GetValue())
+			case m.Untyped != nil:
+				add("", m.Untyped.GetValue())
+			case m.Histogram != nil:
+				h := m.Histogram
+				for _, b := range h.GetBucket() {
+					add("_bucket", float64(b.GetCumulativeCount()), "le", strconv.FormatFloat(b.GetUpperBound(), 'g', -1, 64))
+				}
+				add("_sum", h.GetSampleSum())
+				add("_count", float64(h.GetSampleCount()))
+			case m.Summary != nil:
+				sm := m.Summary
+				for _, q := range sm.GetQuantile() {
+					add("", q.GetValue(), "quantile", strconv.FormatFloat(q.GetQuantile(), 'g', -1, 64))
+				}
+				add("_sum", sm.GetSampleSum())
+				add("_count", float64(sm.GetSampleCount()))
+			}
+		}
+	}
+	return out, nil
 }
 
 // sum adds the values of every sample named name whose labels include want;

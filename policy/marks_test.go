@@ -1,6 +1,9 @@
 package policy
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestProxyMark(t *testing.T) {
 	tests := []struct {
@@ -39,8 +42,8 @@ func TestProxyMark(t *testing.T) {
 }
 
 func TestProxyMarkRejects(t *testing.T) {
-	if _, err := ProxyMark(Egress, MaxMarkIdentity+1); err == nil {
-		t.Fatal("ProxyMark accepted a 29-bit identity")
+	if _, err := ProxyMark(Egress, MaxMarkIdentity+1); err == nil || !strings.Contains(err.Error(), "above the 28-bit limit") {
+		t.Fatalf("ProxyMark of a 29-bit identity: %v, want it refused as above the 28-bit limit", err)
 	}
 	for _, m := range []uint32{0, ToProxyMark(15001), 0x12340100, 0x1234FF00 &^ 0x0F00} {
 		if _, _, ok := DecodeProxyMark(m); ok {
@@ -62,8 +65,8 @@ func FuzzProxyMark(f *testing.F) {
 		}
 		m, err := ProxyMark(d, ID(v))
 		if ID(v) > MaxMarkIdentity {
-			if err == nil {
-				t.Fatal("accepted identity above the limit")
+			if err == nil || !strings.Contains(err.Error(), "above the 28-bit limit") {
+				t.Fatalf("identity above the limit: %v, want it refused as above the limit", err)
 			}
 			return
 		}

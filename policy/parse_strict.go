@@ -43,18 +43,22 @@ func decodeGeneric(data []byte) (any, error) {
 func decodeStrict(errs *docErrors, base string, v any, out any) bool {
 	before := len(errs.list)
 	root := reflect.TypeOf(out).Elem()
-	checkValue(errs, base, v, root)
-	if len(errs.list) > before {
-		return false
-	}
-	data, err := json.Marshal(v)
+	// Mistyped values become errors and nulls in clean, which then
+	// decodes, so that unknown fields are reported in the same pass.
+	clean := checkValue(errs, base, v, root)
+	typeErrs := len(errs.list) > before
+	data, err := json.Marshal(clean)
 	if err != nil {
 		errs.add(base, "decode: %v", err)
 		return false
 	}
 	strict, err := kjson.UnmarshalStrict(data, out)
 	if err != nil {
-		errs.add(base, "decode: %s", cleanDecodeError(err))
+		// With type errors already reported, a value nulled in a list
+		// may still fail to decode: that is the same error again.
+		if !typeErrs {
+			errs.add(base, "decode: %s", cleanDecodeError(err))
+		}
 		return false
 	}
 	for _, se := range strict {
@@ -71,7 +75,7 @@ func decodeStrict(errs *docErrors, base string, v any, out any) bool {
 		}
 		errs.add(joinPath(base, path), "%s", reason)
 	}
-	return len(strict) == 0
+	return !typeErrs && len(strict) == 0
 }
 
 // splitFieldPath splits "a.b[0].c" into "a.b[0]" and "c".
@@ -124,13 +128,23 @@ func typeAt(t reflect.Type, path string) reflect.Type {
 }
 
 // checkValue walks v (generic JSON) and t (the Go type it decodes into).
-func checkValue(errs *docErrors, path string, v any, t reflect.Type) {
+func checkValue(errs *docErrors, path string, v any, t reflect.Type) any {
 	if v == nil {
-		return // null decodes to the zero value
+		return nil // null decodes to the zero value
+	}
+	before := len(errs.list)
+	// keep returns v when nothing was wrong with it, else null, so that
+	// the cleaned document still decodes and sigs.k8s.io/json can report
+	// the unknown fields beside the mistyped ones.
+	keep := func() any {
+		if len(errs.list) > before {
+			return nil
+		}
+		return v
 	}
 	if reflect.PointerTo(t).Implements(jsonUnmarshalerType) {
 		if t == reflect.TypeFor[json.RawMessage]() {
-			return
+			return v
 		}
 		data, err := json.Marshal(v)
 		if err == nil {
@@ -139,55 +153,66 @@ func checkValue(errs *docErrors, path string, v any, t reflect.Type) {
 		if err != nil {
 			errs.add(path, "%s", cleanDecodeError(err))
 		}
-		return
+		return keep()
 	}
 	if reflect.PointerTo(t).Implements(textUnmarshalerType) {
 		s, ok := v.(string)
 		if !ok {
 			errs.add(path, "expected a string, got %s", describeJSON(v))
-			return
+			return nil
 		}
 		if err := reflect.New(t).Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(s)); err != nil {
 			errs.add(path, "%s", cleanDecodeError(err))
 		}
-		return
+		return keep()
 	}
 	switch t.Kind() {
 	case reflect.Pointer:
-		checkValue(errs, path, v, t.Elem())
+		return checkValue(errs, path, v, t.Elem())
 	case reflect.Interface:
-		// Any value fits.
+		return v // any value fits
 	case reflect.Struct:
 		m, ok := v.(map[string]any)
 		if !ok {
 			errs.add(path, "expected an object, got %s", describeJSON(v))
-			return
+			return nil
 		}
 		fields := jsonFields(t)
+		out := make(map[string]any, len(m))
 		for _, k := range sortedKeys(m) {
 			// Unknown fields are sigs.k8s.io/json's to report (decodeStrict).
 			if ft, ok := fields[k]; ok {
-				checkValue(errs, joinPath(path, k), m[k], ft)
+				// A rejected field is left out (decodes to its zero value).
+				if c := checkValue(errs, joinPath(path, k), m[k], ft); c != nil {
+					out[k] = c
+				}
+			} else {
+				out[k] = m[k]
 			}
 		}
+		return out
 	case reflect.Slice, reflect.Array:
 		l, ok := v.([]any)
 		if !ok {
 			errs.add(path, "expected a list, got %s", describeJSON(v))
-			return
+			return nil
 		}
+		out := make([]any, len(l))
 		for i, e := range l {
-			checkValue(errs, indexPath(path, i), e, t.Elem())
+			out[i] = checkValue(errs, indexPath(path, i), e, t.Elem())
 		}
+		return out
 	case reflect.Map:
 		m, ok := v.(map[string]any)
 		if !ok {
 			errs.add(path, "expected an object, got %s", describeJSON(v))
-			return
+			return nil
 		}
+		out := make(map[string]any, len(m))
 		for _, k := range sortedKeys(m) {
-			checkValue(errs, mapKeyPath(path, k), m[k], t.Elem())
+			out[k] = checkValue(errs, mapKeyPath(path, k), m[k], t.Elem())
 		}
+		return out
 	case reflect.String:
 		if _, ok := v.(string); !ok {
 			errs.add(path, "expected a string, got %s", describeJSON(v))
@@ -200,18 +225,14 @@ func checkValue(errs *docErrors, path string, v any, t reflect.Type) {
 		n, ok := v.(json.Number)
 		if !ok {
 			errs.add(path, "expected an integer, got %s", describeJSON(v))
-			return
-		}
-		if _, err := strconv.ParseInt(n.String(), 10, t.Bits()); err != nil {
+		} else if _, err := strconv.ParseInt(n.String(), 10, t.Bits()); err != nil {
 			errs.add(path, "expected an integer in range, got %s", n)
 		}
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		n, ok := v.(json.Number)
 		if !ok {
 			errs.add(path, "expected an integer, got %s", describeJSON(v))
-			return
-		}
-		if _, err := strconv.ParseUint(n.String(), 10, t.Bits()); err != nil {
+		} else if _, err := strconv.ParseUint(n.String(), 10, t.Bits()); err != nil {
 			errs.add(path, "expected a non-negative integer in range, got %s", n)
 		}
 	case reflect.Float32, reflect.Float64:
@@ -221,6 +242,7 @@ func checkValue(errs *docErrors, path string, v any, t reflect.Type) {
 	default:
 		errs.add(path, "cannot decode into %s", t)
 	}
+	return keep()
 }
 
 // jsonFields maps the JSON names of t's fields to their types, flattening

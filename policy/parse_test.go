@@ -3,6 +3,7 @@ package policy
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -74,5 +75,38 @@ func TestFieldErrorFormat(t *testing.T) {
 	}
 	if ErrorList(nil).Err() != nil {
 		t.Error("empty ErrorList.Err() != nil")
+	}
+}
+
+// TestStrictDecodeReportsEverything: one document with a mistyped value, an
+// unknown field, a case typo and an unknown field inside a list item gets
+// one error per problem, each at its field path (the type walk and
+// sigs.k8s.io/json's strict decoding run in the same pass).
+func TestStrictDecodeReportsEverything(t *testing.T) {
+	doc := cnpHeader + `metadata: {name: a}
+spec:
+  endpointSelector: {}
+  enableDefaultDeny: {ingress: "no"}
+  bogus: 1
+  egress:
+  - toports: []
+  - toEndpoints: [{matchLabels: {app: x}, matchlabels: {}}]
+`
+	_, err := ParseBytes("s.yaml", []byte(doc))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{
+		`s.yaml: doc 1: spec.enableDefaultDeny.ingress: expected a boolean, got string "no"`,
+		`s.yaml: doc 1: spec.bogus: unknown field`,
+		`s.yaml: doc 1: spec.egress[0].toports: unknown field (did you mean "toPorts"?)`,
+		`s.yaml: doc 1: spec.egress[1].toEndpoints[0].matchlabels: unknown field (did you mean "matchLabels"?)`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	if n := strings.Count(err.Error(), "\n") + 1; n != 4 {
+		t.Errorf("%d errors, want 4:\n%v", n, err)
 	}
 }

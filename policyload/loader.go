@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io/fs"
 	"os"
-	"reflect"
 	"strconv"
 
 	"github.com/moatnet/moat/policy"
@@ -200,9 +199,11 @@ func (l *Loader) Refresh() Result {
 				st.err = dups // retried on the next refresh too
 				continue
 			}
-			if !st.hasGood || !samePolicies(st.good, st.pending) {
-				changed[f] = true
-			}
+			// A newly accepted version counts as a change even when it
+			// parses to the same policies (a comment edit, or the good
+			// version back after a bad one): callers re-apply, which is
+			// cheap, and see that the edit was taken.
+			changed[f] = true
 			l.release(f, st.good)
 			st.good, st.hasGood, st.pending, st.err = st.pending, true, nil, nil
 			for i := range st.good {
@@ -282,7 +283,3 @@ func (l *Loader) Policies() []policy.Policy {
 	}
 	return out
 }
-
-// samePolicies reports whether two parsed versions of a file define the
-// same policies (an edited comment changes nothing in force).
-func samePolicies(a, b []policy.Policy) bool { return reflect.DeepEqual(a, b) }

@@ -194,9 +194,9 @@ func TestRefreshPerFileErrors(t *testing.T) {
 	if res := l.Refresh(); res.Changed || len(res.Errors) != 0 {
 		t.Fatalf("no-op refresh %+v", res)
 	}
-	// A comment-only edit changes nothing in force.
+	// A comment-only edit is a new accepted version of the file.
 	write(t, dir, "a.yaml", "# comment\n"+pol("a1", "web"))
-	if res := l.Refresh(); res.Changed || len(res.Errors) != 0 {
+	if res := l.Refresh(); !res.Changed || len(res.Errors) != 0 || !slices.Equal(res.ChangedFiles, []string{a}) {
 		t.Fatalf("comment edit %+v", res)
 	}
 	write(t, dir, "a.yaml", "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: a2}\nspec: {endpointSelector: {}, bogus: 1}\n")

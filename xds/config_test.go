@@ -51,13 +51,13 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 	t.Run("zero config without defaults", func(t *testing.T) {
-		if err := (Config{}).Validate(); err == nil {
-			t.Fatal("Validate() of a zero Config = nil, want an error")
+		if err := (Config{}).Validate(); err == nil || !strings.Contains(err.Error(), "socket: must not be empty") {
+			t.Fatalf("Validate() of a zero Config = %v, want the empty socket reported", err)
 		}
 	})
 	t.Run("New validates", func(t *testing.T) {
-		if _, err := New(Config{TCPAddr: "192.0.2.1:1"}, discardLogger(), newRegistry()); err == nil {
-			t.Fatal("New accepted a non-loopback TCP address")
+		if _, err := New(Config{TCPAddr: "192.0.2.1:1"}, discardLogger(), newRegistry()); err == nil || !strings.Contains(err.Error(), "is not a loopback address") {
+			t.Fatalf("New with a non-loopback TCP address: %v, want it refused as not loopback", err)
 		}
 	})
 }
@@ -74,8 +74,8 @@ func TestMetricsLint(t *testing.T) {
 	for _, p := range problems {
 		t.Errorf("%s: %s", p.Metric, p.Text)
 	}
-	if _, err := New(Config{}, discardLogger(), reg); err == nil {
-		t.Error("a second New on the same registry succeeded, want a registration error")
+	if _, err := New(Config{}, discardLogger(), reg); err == nil || !strings.Contains(err.Error(), "duplicate metrics collector registration") {
+		t.Errorf("a second New on the same registry: %v, want a duplicate registration error", err)
 	}
 }
 

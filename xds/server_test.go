@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -347,31 +348,33 @@ func TestSetResourcesRejects(t *testing.T) {
 		name    string
 		node    string
 		version string
+		wantErr string
 	}{
-		{name: "empty node", node: "", version: "v3"},
-		{name: "empty version", node: "n", version: ""},
-		{name: "current version reused", node: "n", version: "v2"},
-		{name: "older version reused", node: "n", version: "v1"},
+		{name: "empty node", node: "", version: "v3", wantErr: "set xds resources: empty node"},
+		{name: "empty version", node: "n", version: "", wantErr: `set xds resources for node "n": empty version`},
+		{name: "current version reused", node: "n", version: "v2", wantErr: `"v2"`},
+		{name: "older version reused", node: "n", version: "v1", wantErr: `"v1"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := s.SetResources(ctx, tt.node, tt.version, testResources(t, "x")); err == nil {
-				t.Fatal("SetResources succeeded, want an error")
+			err := s.SetResources(ctx, tt.node, tt.version, testResources(t, "x"))
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("SetResources: %v, want an error containing %q", err, tt.wantErr)
 			}
 		})
 	}
 	t.Run("inconsistent snapshot", func(t *testing.T) {
 		res := testResources(t, "v3")
 		res[resource.RouteType] = append(res[resource.RouteType], testRouteConfig("unreferenced"))
-		if err := s.SetResources(ctx, "n", "v3", res); err == nil {
-			t.Fatal("SetResources accepted a route that no listener references")
+		if err := s.SetResources(ctx, "n", "v3", res); err == nil || !strings.Contains(err.Error(), `check snapshot "v3" for node "n"`) || !strings.Contains(err.Error(), "RouteConfiguration\" reference and resource lengths") {
+			t.Fatalf("SetResources with a route that no listener references: %v, want the consistency check naming it", err)
 		}
 	})
 	t.Run("unknown type", func(t *testing.T) {
 		res := testResources(t, "v4")
 		res["type.googleapis.com/example.Unknown"] = nil
-		if err := s.SetResources(ctx, "n", "v4", res); err == nil {
-			t.Fatal("SetResources accepted an unknown type")
+		if err := s.SetResources(ctx, "n", "v4", res); err == nil || !strings.Contains(err.Error(), "example.Unknown") {
+			t.Fatalf("SetResources with an unknown type: %v, want an error naming it", err)
 		}
 	})
 }
