@@ -137,7 +137,11 @@ func (p *Proxy) newServer(name string) *http.Server {
 		ErrorLog:                     p.errLog,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if pc, ok := c.(*proxyConn); ok {
-				return context.WithValue(ctx, connKey{}, pc.info)
+				ctx = context.WithValue(ctx, connKey{}, pc.info)
+				if ld := p.cfg.LocalDestination; ld != nil && ld(pc.info.dest.Addr()) {
+					ctx = context.WithValue(ctx, localDestKey{}, true)
+				}
+				return ctx
 			}
 			return ctx
 		},

@@ -8,7 +8,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
+	"sync"
 	"syscall"
 	"time"
 
@@ -22,39 +24,15 @@ import (
 // for another.
 type upstream struct {
 	spec      *clusterSpec
-	transport *http.Transport
+	transport *sourceTransport
 	proxy     *httputil.ReverseProxy
 }
 
 func newUpstream(spec *clusterSpec, skipSockopts bool, errorLog *log.Logger, onError func(http.ResponseWriter, *http.Request, error)) *upstream {
-	d := &net.Dialer{Timeout: spec.connectTimeout, KeepAlive: 30 * time.Second}
-	if spec.hasMark && !skipSockopts {
-		mark := int(spec.mark)
-		d.Control = func(_, _ string, c syscall.RawConn) error {
-			var serr error
-			if err := c.Control(func(fd uintptr) {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, mark)
-			}); err != nil {
-				return err
-			}
-			if serr != nil {
-				return fmt.Errorf("set SO_MARK %#x (needs CAP_NET_ADMIN): %w", mark, serr)
-			}
-			return nil
-		}
-	}
-	tr := &http.Transport{
-		DialContext:           d.DialContext,
-		Proxy:                 nil,
-		MaxIdleConnsPerHost:   64,
-		IdleConnTimeout:       time.Hour,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true,
-		ForceAttemptHTTP2:     false,
-	}
-	u := &upstream{spec: spec, transport: tr}
+	st := &sourceTransport{spec: spec, sockopts: spec.hasMark && !skipSockopts, pools: map[netip.Addr]*http.Transport{}}
+	u := &upstream{spec: spec, transport: st}
 	u.proxy = &httputil.ReverseProxy{
-		Transport:    tr,
+		Transport:    st,
 		Rewrite:      rewriteUpstream,
 		ErrorLog:     errorLog,
 		ErrorHandler: onError,
@@ -63,6 +41,191 @@ func newUpstream(spec *clusterSpec, skipSockopts bool, errorLog *log.Logger, onE
 		FlushInterval:  -1, // stream as Envoy does
 	}
 	return u
+}
+
+// maxSourcePools bounds the per-source pools of one cluster; beyond it the
+// pools start afresh (their connections in use finish, idle ones close).
+const maxSourcePools = 4096
+
+// sourceTransport is the cluster's upstream connection pools, one per source
+// address. An upstream connection keeps the client's address (see
+// keepSource), so the server, and the policy of a remote node, see the
+// client and not the node: a transparent socket (IP_TRANSPARENT) bound to
+// the client's address, port chosen by the kernel. The server's replies,
+// addressed to the client, come back to this socket because the datapath
+// assigns them to it (bpf/proxy.h, proxy_return). A pool per source keeps a
+// connection opened for one client from carrying another's requests.
+// Connections that leave from the node's address share the pool of the zero
+// address.
+type sourceTransport struct {
+	spec     *clusterSpec
+	sockopts bool // apply SO_MARK and IP_TRANSPARENT (needs CAP_NET_ADMIN)
+
+	mu    sync.Mutex
+	pools map[netip.Addr]*http.Transport
+}
+
+// RoundTrip sends r through the pool of the source its exchange keeps.
+func (s *sourceTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	return s.pool(s.source(r.Context())).RoundTrip(r)
+}
+
+// CloseIdleConnections closes the idle connections of every pool.
+func (s *sourceTransport) CloseIdleConnections() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range s.pools {
+		t.CloseIdleConnections()
+	}
+}
+
+// source returns the address an upstream connection of the request leaves
+// from: the client's when keepSource says so, else the zero address (the
+// node's, chosen by routing).
+func (s *sourceTransport) source(ctx context.Context) netip.Addr {
+	if !s.sockopts {
+		return netip.Addr{}
+	}
+	ex := exchangeFrom(ctx)
+	local, _ := ctx.Value(localDestKey{}).(bool)
+	if ex == nil || !keepSource(s.spec.mark, local) || !ex.source.IsValid() || ex.source.Addr().Is4() != ex.dest.Addr().Is4() {
+		return netip.Addr{}
+	}
+	return ex.source.Addr()
+}
+
+func (s *sourceTransport) pool(src netip.Addr) *http.Transport {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t := s.pools[src]; t != nil {
+		return t
+	}
+	if len(s.pools) >= maxSourcePools {
+		for _, t := range s.pools {
+			t.CloseIdleConnections()
+		}
+		clear(s.pools)
+	}
+	t := &http.Transport{
+		DialContext:           s.dialer(src),
+		Proxy:                 nil,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       time.Hour,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+		ForceAttemptHTTP2:     false,
+	}
+	s.pools[src] = t
+	return t
+}
+
+// errClientPort: the kernel gave the upstream socket the client's own port.
+var errClientPort = errors.New("upstream source port is the client's own")
+
+// dialer returns the dial function of the pool of source src. With a
+// source, the socket is transparent and bound to it before it connects. Its
+// port must not be the client's own: at the server's veth the datapath
+// would take the upstream for the client's connection, which has the same
+// tuple there (it retries once with another port).
+func (s *sourceTransport) dialer(src netip.Addr) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	mark := int(s.spec.mark)
+	hasMark := s.sockopts
+	control := func(clientPort uint16) func(string, string, syscall.RawConn) error {
+		return func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				if hasMark {
+					if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, mark); err != nil {
+						serr = fmt.Errorf("set SO_MARK %#x (needs CAP_NET_ADMIN): %w", mark, err)
+						return
+					}
+				}
+				if src.IsValid() {
+					serr = bindTransparent(int(fd), src, clientPort)
+				}
+			}); err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var clientPort uint16
+		if ex := exchangeFrom(ctx); ex != nil {
+			clientPort = ex.source.Port()
+		}
+		if src.IsValid() {
+			network = "tcp6"
+			if src.Is4() {
+				network = "tcp4"
+			}
+		}
+		for attempt := 0; ; attempt++ {
+			d := &net.Dialer{Timeout: s.spec.connectTimeout, KeepAlive: 30 * time.Second, Control: control(clientPort)}
+			c, err := d.DialContext(ctx, network, addr)
+			if errors.Is(err, errClientPort) && attempt == 0 {
+				continue
+			}
+			return c, err
+		}
+	}
+}
+
+// bindTransparent makes the socket transparent (it may use an address that
+// is not the node's) and binds it to src with a port the kernel picks.
+func bindTransparent(fd int, src netip.Addr, clientPort uint16) error {
+	var err error
+	var sa unix.Sockaddr
+	if src.Is4() {
+		err = unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_TRANSPARENT, 1)
+		sa = &unix.SockaddrInet4{Addr: src.As4()}
+	} else {
+		err = unix.SetsockoptInt(fd, unix.SOL_IPV6, unix.IPV6_TRANSPARENT, 1)
+		sa = &unix.SockaddrInet6{Addr: src.As16()}
+	}
+	if err != nil {
+		return fmt.Errorf("set IP_TRANSPARENT on the upstream socket (needs CAP_NET_ADMIN): %w", err)
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return fmt.Errorf("bind upstream socket to the client's address %v: %w", src, err)
+	}
+	got, err := unix.Getsockname(fd)
+	if err != nil {
+		return fmt.Errorf("read upstream socket address: %w", err)
+	}
+	var port int
+	switch a := got.(type) {
+	case *unix.SockaddrInet4:
+		port = a.Port
+	case *unix.SockaddrInet6:
+		port = a.Port
+	}
+	if clientPort != 0 && port == int(clientPort) {
+		return errClientPort
+	}
+	return nil
+}
+
+// localDestKey carries, in a downstream connection's context, whether its
+// original destination is a local endpoint (Config.LocalDestination).
+type localDestKey struct{}
+
+// Mark nibbles of the clusters' SO_MARK (policy/marks.go).
+const (
+	markMagicMask   = 0x0F00
+	markFromIngress = 0x0A00
+)
+
+// keepSource says whether an upstream connection leaves from the client's
+// address. It does when the server's replies come back through an
+// endpoint's veth, whose program hands them to the proxy's socket: always
+// for the ingress proxy (its cluster's mark says so: the destination is the
+// local endpoint its chain matched), and for the egress proxy when the
+// destination is a local endpoint (localDest). A remote destination's
+// replies would arrive on a host interface that has no such program, so
+// the egress proxy reaches it from the node's address.
+func keepSource(mark uint32, localDest bool) bool {
+	return mark&markMagicMask == markFromIngress || localDest
 }
 
 // rewriteUpstream points the outgoing request at the original destination
