@@ -138,8 +138,8 @@ func (p *Proxy) newServer(name string) *http.Server {
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if pc, ok := c.(*proxyConn); ok {
 				ctx = context.WithValue(ctx, connKey{}, pc.info)
-				if ld := p.cfg.LocalDestination; ld != nil && ld(pc.info.dest.Addr()) {
-					ctx = context.WithValue(ctx, localDestKey{}, true)
+				if p.keepSource(pc.info) {
+					ctx = context.WithValue(ctx, keepSourceKey{}, true)
 				}
 				return ctx
 			}

@@ -48,8 +48,8 @@ func newUpstream(spec *clusterSpec, skipSockopts bool, errorLog *log.Logger, onE
 const maxSourcePools = 4096
 
 // sourceTransport is the cluster's upstream connection pools, one per source
-// address. An upstream connection keeps the client's address (see
-// keepSource), so the server, and the policy of a remote node, see the
+// address. An upstream connection keeps the client's address where
+// Proxy.keepSource says so, so the server, and the policy of a remote node, see the
 // client and not the node: a transparent socket (IP_TRANSPARENT) bound to
 // the client's address, port chosen by the kernel. The server's replies,
 // addressed to the client, come back to this socket because the datapath
@@ -87,8 +87,8 @@ func (s *sourceTransport) source(ctx context.Context) netip.Addr {
 		return netip.Addr{}
 	}
 	ex := exchangeFrom(ctx)
-	local, _ := ctx.Value(localDestKey{}).(bool)
-	if ex == nil || !keepSource(s.spec.mark, local) || !ex.source.IsValid() || ex.source.Addr().Is4() != ex.dest.Addr().Is4() {
+	keep, _ := ctx.Value(keepSourceKey{}).(bool)
+	if ex == nil || !keep || !ex.source.IsValid() || ex.source.Addr().Is4() != ex.dest.Addr().Is4() {
 		return netip.Addr{}
 	}
 	return ex.source.Addr()
@@ -206,26 +206,24 @@ func bindTransparent(fd int, src netip.Addr, clientPort uint16) error {
 	return nil
 }
 
-// localDestKey carries, in a downstream connection's context, whether its
-// original destination is a local endpoint (Config.LocalDestination).
-type localDestKey struct{}
+// keepSourceKey carries, in a downstream connection's context, whether its
+// upstream connections keep the client's address (Proxy.keepSource).
+type keepSourceKey struct{}
 
-// Mark nibbles of the clusters' SO_MARK (policy/marks.go).
-const (
-	markMagicMask   = 0x0F00
-	markFromIngress = 0x0A00
-)
-
-// keepSource says whether an upstream connection leaves from the client's
-// address. It does when the server's replies come back through an
-// endpoint's veth, whose program hands them to the proxy's socket: always
-// for the ingress proxy (its cluster's mark says so: the destination is the
-// local endpoint its chain matched), and for the egress proxy when the
-// destination is a local endpoint (localDest). A remote destination's
-// replies would arrive on a host interface that has no such program, so
-// the egress proxy reaches it from the node's address.
-func keepSource(mark uint32, localDest bool) bool {
-	return mark&markMagicMask == markFromIngress || localDest
+// keepSource says whether the upstream connections of a downstream
+// connection leave from the client's address. They do when the server's
+// replies come back through an endpoint's veth, whose program hands them to
+// the proxy's socket: on a listener with the original_src filter (envoy/
+// puts it on the ingress listener, whose destinations are the local
+// endpoints its chains match), and towards a local endpoint when
+// Config.LocalDestination says so (the egress proxy). A remote
+// destination's replies would arrive on a host interface that has no such
+// program, so it is reached from the node's address.
+func (p *Proxy) keepSource(ci *connInfo) bool {
+	if ls := p.snap.Load().listeners[ci.listener]; ls != nil && ls.originalSrc {
+		return true
+	}
+	return p.cfg.LocalDestination != nil && p.cfg.LocalDestination(ci.dest.Addr())
 }
 
 // rewriteUpstream points the outgoing request at the original destination
