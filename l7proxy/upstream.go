@@ -87,8 +87,8 @@ func (s *sourceTransport) source(ctx context.Context) netip.Addr {
 		return netip.Addr{}
 	}
 	ex := exchangeFrom(ctx)
-	keep, _ := ctx.Value(keepSourceKey{}).(bool)
-	if ex == nil || !keep || !ex.source.IsValid() || ex.source.Addr().Is4() != ex.dest.Addr().Is4() {
+	keep, _ := ctx.Value(keepSourceKey{}).(*clientTuples)
+	if ex == nil || keep == nil || !ex.source.IsValid() || ex.source.Addr().Is4() != ex.dest.Addr().Is4() {
 		return netip.Addr{}
 	}
 	return ex.source.Addr()
@@ -119,29 +119,35 @@ func (s *sourceTransport) pool(src netip.Addr) *http.Transport {
 	return t
 }
 
-// errClientPort: the kernel gave the upstream socket the client's own port.
-var errClientPort = errors.New("upstream source port is the client's own")
+// errClientTuple: the kernel gave the upstream socket a port that makes its
+// tuple a downstream connection's.
+var errClientTuple = errors.New("upstream source port makes the tuple of an open client connection")
+
+// dialAttempts bounds the binds that may hit a client connection's tuple.
+const dialAttempts = 4
 
 // dialer returns the dial function of the pool of source src. With a
 // source, the socket is transparent and bound to it before it connects. Its
-// port must not be the client's own: at the server's veth the datapath
-// would take the upstream for the client's connection, which has the same
-// tuple there (it retries once with another port).
+// tuple must not be that of an open client connection to the same
+// destination (the client's own, or another of its connections through this
+// listener): at the server's veth the datapath would take the upstream for
+// that connection, whose tuple is the same there. The kernel picks the
+// port; one that makes such a tuple is refused and another bind tried.
 func (s *sourceTransport) dialer(src netip.Addr) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	mark := int(s.spec.mark)
-	hasMark := s.sockopts
-	control := func(clientPort uint16) func(string, string, syscall.RawConn) error {
+	sockopts := s.sockopts
+	control := func(taken func(port uint16) bool) func(string, string, syscall.RawConn) error {
 		return func(_, _ string, c syscall.RawConn) error {
 			var serr error
 			if err := c.Control(func(fd uintptr) {
-				if hasMark {
+				if sockopts {
 					if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, mark); err != nil {
 						serr = fmt.Errorf("set SO_MARK %#x (needs CAP_NET_ADMIN): %w", mark, err)
 						return
 					}
 				}
 				if src.IsValid() {
-					serr = bindTransparent(int(fd), src, clientPort)
+					serr = bindTransparent(int(fd), src, taken)
 				}
 			}); err != nil {
 				return err
@@ -150,9 +156,12 @@ func (s *sourceTransport) dialer(src netip.Addr) func(ctx context.Context, netwo
 		}
 	}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var clientPort uint16
-		if ex := exchangeFrom(ctx); ex != nil {
-			clientPort = ex.source.Port()
+		taken := func(uint16) bool { return false }
+		if clients, _ := ctx.Value(keepSourceKey{}).(*clientTuples); clients != nil {
+			if dest, err := netip.ParseAddrPort(addr); err == nil {
+				dest = netip.AddrPortFrom(dest.Addr().Unmap(), dest.Port())
+				taken = func(port uint16) bool { return clients.has(netip.AddrPortFrom(src, port), dest) }
+			}
 		}
 		if src.IsValid() {
 			network = "tcp6"
@@ -160,10 +169,10 @@ func (s *sourceTransport) dialer(src netip.Addr) func(ctx context.Context, netwo
 				network = "tcp4"
 			}
 		}
-		for attempt := 0; ; attempt++ {
-			d := &net.Dialer{Timeout: s.spec.connectTimeout, KeepAlive: 30 * time.Second, Control: control(clientPort)}
+		for attempt := 1; ; attempt++ {
+			d := &net.Dialer{Timeout: s.spec.connectTimeout, KeepAlive: 30 * time.Second, Control: control(taken)}
 			c, err := d.DialContext(ctx, network, addr)
-			if errors.Is(err, errClientPort) && attempt == 0 {
+			if errors.Is(err, errClientTuple) && attempt < dialAttempts {
 				continue
 			}
 			return c, err
@@ -173,7 +182,7 @@ func (s *sourceTransport) dialer(src netip.Addr) func(ctx context.Context, netwo
 
 // bindTransparent makes the socket transparent (it may use an address that
 // is not the node's) and binds it to src with a port the kernel picks.
-func bindTransparent(fd int, src netip.Addr, clientPort uint16) error {
+func bindTransparent(fd int, src netip.Addr, taken func(port uint16) bool) error {
 	var err error
 	var sa unix.Sockaddr
 	if src.Is4() {
@@ -200,14 +209,15 @@ func bindTransparent(fd int, src netip.Addr, clientPort uint16) error {
 	case *unix.SockaddrInet6:
 		port = a.Port
 	}
-	if clientPort != 0 && port == int(clientPort) {
-		return errClientPort
+	if taken(uint16(port)) {
+		return errClientTuple
 	}
 	return nil
 }
 
 // keepSourceKey carries, in a downstream connection's context, whether its
-// upstream connections keep the client's address (Proxy.keepSource).
+// upstream connections keep the client's address (Proxy.keepSource): the
+// listener's *clientTuples when they do.
 type keepSourceKey struct{}
 
 // keepSource says whether the upstream connections of a downstream

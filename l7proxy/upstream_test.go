@@ -61,7 +61,7 @@ func TestSourceTransportSource(t *testing.T) {
 	ctx := func(src, dst netip.AddrPort, keep bool) context.Context {
 		c := context.WithValue(context.Background(), exchangeKey{}, &exchange{connInfo: &connInfo{source: src, dest: dst}})
 		if keep {
-			c = context.WithValue(c, keepSourceKey{}, true)
+			c = context.WithValue(c, keepSourceKey{}, newClientTuples())
 		}
 		return c
 	}
@@ -75,7 +75,7 @@ func TestSourceTransportSource(t *testing.T) {
 		{"not kept: node address", true, ctx(v4, dst4, false), netip.Addr{}},
 		{"no socket options", false, ctx(v4, dst4, true), netip.Addr{}},
 		{"families differ", true, ctx(v6, dst4, true), netip.Addr{}},
-		{"no exchange", true, context.WithValue(context.Background(), keepSourceKey{}, true), netip.Addr{}},
+		{"no exchange", true, context.WithValue(context.Background(), keepSourceKey{}, newClientTuples()), netip.Addr{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -84,5 +84,29 @@ func TestSourceTransportSource(t *testing.T) {
 				t.Errorf("source = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// clientTuples counts open client connections per tuple: an upstream bind
+// that would take the tuple of one still open is refused, and a closed one
+// frees its tuple.
+func TestClientTuples(t *testing.T) {
+	c := newClientTuples()
+	client := netip.MustParseAddrPort("10.0.0.20:40000")
+	dest := netip.MustParseAddrPort("10.0.0.10:80")
+	other := netip.MustParseAddrPort("10.0.0.11:80")
+	k := [2]netip.AddrPort{client, dest}
+	c.add(k)
+	c.add(k) // a second connection on the same tuple (after TIME_WAIT reuse)
+	if !c.has(client, dest) || c.has(client, other) {
+		t.Fatalf("has: want only %v -> %v", client, dest)
+	}
+	c.remove(k)
+	if !c.has(client, dest) {
+		t.Fatal("one of two connections closed: the tuple is still open")
+	}
+	c.remove(k)
+	if c.has(client, dest) || len(c.n) != 0 {
+		t.Fatalf("all closed: tuples %v, want none", c.n)
 	}
 }
