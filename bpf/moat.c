@@ -24,6 +24,11 @@
  * host's routing and to_endpoint; a flow's first packet and any packet after
  * a map change take the long way.
  *
+ * The proxies' upstream legs keep the client's address: a reply of one,
+ * leaving the server's endpoint addressed to the client, is handed to the
+ * proxy's socket in the host netns (pass_reply, proxy_return in proxy.h),
+ * never routed on to the client.
+ *
  * A fragmented datagram's later fragments have no ports: they take those
  * of its first fragment (frag.h) and are then policied like any packet of
  * the flow. One whose first fragment was not seen is decided on its own by
