@@ -110,15 +110,21 @@ func (s *seenPeers) last() netip.Addr {
 	return s.addrs[len(s.addrs)-1]
 }
 
-// serveDeathstar answers every request on port 80 with "landing granted"
-// and records the peer address each request came from.
+// serveDeathstar answers every request on port 80 (IPv4) with "landing
+// granted" and records the peer address each request came from.
 func serveDeathstar(t *testing.T, p peer) *seenPeers {
+	t.Helper()
+	return serveDeathstarOn(t, p, "tcp4", "0.0.0.0:80")
+}
+
+// serveDeathstarOn is serveDeathstar on the given network and address.
+func serveDeathstarOn(t *testing.T, p peer, network, addr string) *seenPeers {
 	t.Helper()
 	seen := &seenPeers{}
 	var ln net.Listener
 	if err := p.do(func() error {
 		var err error
-		ln, err = net.Listen("tcp4", "0.0.0.0:80")
+		ln, err = net.Listen(network, addr)
 		return err
 	}); err != nil {
 		t.Fatalf("listen in %s: %v", p.name, err)
@@ -156,7 +162,11 @@ func shipRequest(src, dst peer, method, path string) (int, string, error) {
 		},
 	}
 	defer client.CloseIdleConnections()
-	req, err := http.NewRequest(method, "http://"+dst.addr.String()+path, nil)
+	host := dst.addr.String()
+	if dst.addr.Is6() {
+		host = "[" + host + "]"
+	}
+	req, err := http.NewRequest(method, "http://"+host+path, nil)
 	if err != nil {
 		return 0, "", err
 	}

@@ -3,6 +3,7 @@ package envoy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -68,7 +69,25 @@ func httpListener(cfg Config, d policy.Direction, chains []*listenerv3.FilterCha
 	for _, a := range cfg.ListenAddresses[1:] {
 		l.AdditionalAddresses = append(l.AdditionalAddresses, &listenerv3.AdditionalAddress{Address: socketAddress(a, port)})
 	}
+	if chainsMatchIPv6(chains) && !slices.ContainsFunc(cfg.ListenAddresses, netip.Addr.Is6) {
+		// The datapath hands an IPv6 flow to the listener on [::]:port;
+		// without it, redirected IPv6 traffic would fail closed.
+		l.AdditionalAddresses = append(l.AdditionalAddresses, &listenerv3.AdditionalAddress{Address: socketAddress(netip.IPv6Unspecified(), port)})
+	}
 	return l, nil
+}
+
+// chainsMatchIPv6 says whether a chain matches an endpoint's IPv6 address.
+func chainsMatchIPv6(chains []*listenerv3.FilterChain) bool {
+	for _, fc := range chains {
+		m := fc.GetFilterChainMatch()
+		for _, r := range append(slices.Clone(m.GetPrefixRanges()), m.GetSourcePrefixRanges()...) {
+			if a, err := netip.ParseAddr(r.GetAddressPrefix()); err == nil && a.Is6() && !a.Is4In6() {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func socketAddress(a netip.Addr, port uint16) *corev3.Address {

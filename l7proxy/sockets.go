@@ -140,9 +140,11 @@ func (p *Proxy) newServer(name string, clients *clientTuples) *http.Server {
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if pc, ok := c.(*proxyConn); ok {
 				ctx = context.WithValue(ctx, connKey{}, pc.info)
-				if p.keepSource(pc.info) {
-					ctx = context.WithValue(ctx, keepSourceKey{}, clients)
-				}
+				info := pc.info
+				ctx = context.WithValue(ctx, keepSourceKey{}, &keepSourceInfo{
+					clients: clients,
+					keep:    func() bool { return p.keepSource(info) },
+				})
 				return ctx
 			}
 			return ctx

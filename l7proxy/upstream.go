@@ -87,8 +87,8 @@ func (s *sourceTransport) source(ctx context.Context) netip.Addr {
 		return netip.Addr{}
 	}
 	ex := exchangeFrom(ctx)
-	keep, _ := ctx.Value(keepSourceKey{}).(*clientTuples)
-	if ex == nil || keep == nil || !ex.source.IsValid() || ex.source.Addr().Is4() != ex.dest.Addr().Is4() {
+	ks, _ := ctx.Value(keepSourceKey{}).(*keepSourceInfo)
+	if ex == nil || ks == nil || !ks.keep() || !ex.source.IsValid() || ex.source.Addr().Is4() != ex.dest.Addr().Is4() {
 		return netip.Addr{}
 	}
 	return ex.source.Addr()
@@ -157,7 +157,8 @@ func (s *sourceTransport) dialer(src netip.Addr) func(ctx context.Context, netwo
 	}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		taken := func(uint16) bool { return false }
-		if clients, _ := ctx.Value(keepSourceKey{}).(*clientTuples); clients != nil {
+		if ks, _ := ctx.Value(keepSourceKey{}).(*keepSourceInfo); ks != nil {
+			clients := ks.clients
 			if dest, err := netip.ParseAddrPort(addr); err == nil {
 				dest = netip.AddrPortFrom(dest.Addr().Unmap(), dest.Port())
 				taken = func(port uint16) bool { return clients.has(netip.AddrPortFrom(src, port), dest) }
@@ -215,25 +216,48 @@ func bindTransparent(fd int, src netip.Addr, taken func(port uint16) bool) error
 	return nil
 }
 
-// keepSourceKey carries, in a downstream connection's context, whether its
-// upstream connections keep the client's address (Proxy.keepSource): the
-// listener's *clientTuples when they do.
+// keepSourceKey carries, in a downstream connection's context, a
+// *keepSourceInfo when its upstream connections may keep the client's
+// address.
 type keepSourceKey struct{}
+
+// keepSourceInfo: the listener's open client tuples and whether, now, an
+// upstream connection of the downstream connection keeps the client's
+// address (asked per request: the proxy's configuration may change).
+type keepSourceInfo struct {
+	clients *clientTuples
+	keep    func() bool
+}
 
 // keepSource says whether the upstream connections of a downstream
 // connection leave from the client's address. They do when the server's
 // replies come back through an endpoint's veth, whose program hands them to
-// the proxy's socket: on a listener with the original_src filter (envoy/
-// puts it on the ingress listener, whose destinations are the local
-// endpoints its chains match), and towards a local endpoint when
-// Config.LocalDestination says so (the egress proxy). A remote
-// destination's replies would arrive on a host interface that has no such
-// program, so it is reached from the node's address.
+// the proxy's socket:
+//   - on a listener with the original_src filter (envoy/ puts it on the
+//     ingress listener, whose destinations are the local endpoints its
+//     chains match);
+//   - towards a local endpoint (Config.LocalDestination: the egress proxy),
+//     unless the ingress listener takes that destination: the ingress
+//     proxy's answers to the upstream are then made in the host itself,
+//     and routing would send them to the client's veth, not back to this
+//     socket.
+//
+// A remote destination's replies would arrive on a host interface that has
+// no return program, so it is reached from the node's address.
 func (p *Proxy) keepSource(ci *connInfo) bool {
-	if ls := p.snap.Load().listeners[ci.listener]; ls != nil && ls.originalSrc {
+	snap := p.snap.Load()
+	if ls := snap.listeners[ci.listener]; ls != nil && ls.originalSrc {
 		return true
 	}
-	return p.cfg.LocalDestination != nil && p.cfg.LocalDestination(ci.dest.Addr())
+	if p.cfg.LocalDestination == nil || !p.cfg.LocalDestination(ci.dest.Addr()) {
+		return false
+	}
+	for _, ls := range snap.listeners {
+		if ls.originalSrc && ls.matchChain(ci.source.Addr(), ci.dest.Addr()) != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // rewriteUpstream points the outgoing request at the original destination

@@ -61,7 +61,7 @@ func TestSourceTransportSource(t *testing.T) {
 	ctx := func(src, dst netip.AddrPort, keep bool) context.Context {
 		c := context.WithValue(context.Background(), exchangeKey{}, &exchange{connInfo: &connInfo{source: src, dest: dst}})
 		if keep {
-			c = context.WithValue(c, keepSourceKey{}, newClientTuples())
+			c = context.WithValue(c, keepSourceKey{}, &keepSourceInfo{clients: newClientTuples(), keep: func() bool { return true }})
 		}
 		return c
 	}
@@ -73,9 +73,10 @@ func TestSourceTransportSource(t *testing.T) {
 	}{
 		{"kept", true, ctx(v4, dst4, true), v4.Addr()},
 		{"not kept: node address", true, ctx(v4, dst4, false), netip.Addr{}},
+		{"not kept now", true, context.WithValue(ctx(v4, dst4, false), keepSourceKey{}, &keepSourceInfo{clients: newClientTuples(), keep: func() bool { return false }}), netip.Addr{}},
 		{"no socket options", false, ctx(v4, dst4, true), netip.Addr{}},
 		{"families differ", true, ctx(v6, dst4, true), netip.Addr{}},
-		{"no exchange", true, context.WithValue(context.Background(), keepSourceKey{}, newClientTuples()), netip.Addr{}},
+		{"no exchange", true, context.WithValue(context.Background(), keepSourceKey{}, &keepSourceInfo{clients: newClientTuples(), keep: func() bool { return true }}), netip.Addr{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
