@@ -49,7 +49,7 @@ const maxSourcePools = 4096
 
 // sourceTransport is the cluster's upstream connection pools, one per source
 // address. An upstream connection keeps the client's address where
-// Proxy.keepSource says so, so the server, and the policy of a remote node, see the
+// Proxy.keepSource says so, so that the server and its policy see the
 // client and not the node: a transparent socket (IP_TRANSPARENT) bound to
 // the client's address, port chosen by the kernel. The server's replies,
 // addressed to the client, come back to this socket because the datapath
