@@ -199,13 +199,28 @@ static __always_inline __u32 ep_shapes(const struct endpoint_config *cfg, __u8 d
  * to the proxy, then the proxy's L7 rules), so it is never redirected again
  * and needs no allow entry of its own; only an explicit deny still drops it.
  * Its mark may carry identity 0 (unknown: Envoy's ingress cluster cannot
- * know the source per connection, see envoy/cluster.go), which matches no
- * identity-specific entry.
+ * know the source per connection, see envoy/cluster.go); the upstream keeps
+ * the client's address, so the ipcache names the source (proxy_identity).
  */
 static __always_inline void from_ingress_proxy(struct policy_res *res, __u32 from_proxy)
 {
 	if (from_proxy == MARK_FROM_INGRESS_PROXY && res->verdict != VERDICT_DENY)
 		res->verdict = VERDICT_ALLOW;
+}
+
+/*
+ * proxy_identity returns the source identity of a proxy's packet: the one
+ * its mark carries. The ingress proxy's mark may carry 0 (unknown, see
+ * from_ingress_proxy); its upstream keeps the client's address, which the
+ * ipcache then names.
+ */
+static __always_inline __u32 proxy_identity(const struct ctx *c, __u32 mark, __u32 from_proxy)
+{
+	__u32 id = mark_identity(mark);
+
+	if (id == ID_ANY && from_proxy == MARK_FROM_INGRESS_PROXY)
+		id = ipcache_identity(c->p.key.saddr);
+	return id;
 }
 
 /*
@@ -223,7 +238,7 @@ static __always_inline int decide_fragment(struct ctx *c, const struct endpoint_
 	struct policy_res res = {};
 
 	if (from_proxy)
-		c->remote = mark_identity(mark);
+		c->remote = proxy_identity(c, mark, from_proxy);
 	else
 		c->remote = ipcache_identity(c->dir == DIR_EGRESS ? c->p.key.daddr : c->p.key.saddr);
 	if (ep_has_entries(cfg, c->dir))
@@ -522,7 +537,7 @@ static __always_inline int decide_flow(struct ctx *c, const struct endpoint_conf
 				       struct policy_res *res)
 {
 	if (f->from_proxy)
-		c->remote = mark_identity(f->mark);
+		c->remote = proxy_identity(c, f->mark, f->from_proxy);
 	else
 		c->remote = ipcache_identity(c->dir == DIR_EGRESS ? c->p.key.daddr : c->p.key.saddr);
 	if (ep_has_entries(cfg, c->dir))

@@ -63,7 +63,14 @@ func TestPrivilegedProxyUpstreamKeepsClientAddress(t *testing.T) {
 				e.sync(t)(rc.plan(e, srv.port, proxy.port))
 				dst := netip.AddrPortFrom(fam.server, srv.port)
 
-				up, err := e.dialTransparent(fam.client, dst, mustProxyMark(t, rc.dir, e.idA), rdTimeout)
+				// Egress: the mark carries the client's identity; ingress:
+				// it carries 0, like Envoy's ingress cluster, and the
+				// ipcache names the client's address.
+				mark := mustProxyMark(t, rc.dir, e.idA)
+				if rc.dir == policy.Ingress {
+					mark = mustProxyMark(t, rc.dir, policy.IDUnknown)
+				}
+				up, err := e.dialTransparent(fam.client, dst, mark, rdTimeout)
 				if err != nil {
 					t.Fatalf("upstream dial %v from the client's address %v: %v", dst, fam.client, err)
 				}
@@ -81,8 +88,8 @@ func TestPrivilegedProxyUpstreamKeepsClientAddress(t *testing.T) {
 				if ev.Src != got.remote || ev.Direction != policy.Ingress || ev.Verdict != policy.VerdictAllow {
 					t.Errorf("upstream verdict event = %+v, want allow of %v at b's ingress", ev, got.remote)
 				}
-				if rc.dir == policy.Egress && ev.SrcIdentity != e.idA {
-					t.Errorf("upstream verdict source identity %d, want the client's %d (from the mark)", ev.SrcIdentity, e.idA)
+				if ev.SrcIdentity != e.idA {
+					t.Errorf("upstream verdict source identity %d, want the client's %d", ev.SrcIdentity, e.idA)
 				}
 				proxy.none(t, "proxy listener, for its own upstream")
 			})
