@@ -1,9 +1,13 @@
 # Targets mirror the README. `make test` is what CI runs (through .ci/run).
 GO      ?= go
+# Recipes run in bash with pipefail, so that `go test -json | testreport`
+# fails when either side fails.
+SHELL       := bash
+.SHELLFLAGS := -o pipefail -c
 PKGS    ?= ./...
 EXAMPLE ?= examples/starwars
 
-.PHONY: all build demo policy-demo bench-l4 e2e test test-unit vet generate generate-check bench clean
+.PHONY: all build demo policy-demo bench-l4 e2e test test-unit vet tidy-check generate generate-check bench clean
 
 all: build
 
@@ -27,12 +31,20 @@ policy-demo: build
 vet:
 	$(GO) vet $(PKGS)
 
-## test: unit tests, fuzz seeds, and (with MOAT_PRIVILEGED_TESTS=1, as root) privileged tests
+## tidy-check: fail when go.mod or go.sum is not what `go mod tidy` makes
+tidy-check:
+	$(GO) mod tidy -diff
+
+## test: tidy go.mod, vet, unit tests, fuzz seeds, and (with MOAT_PRIVILEGED_TESTS=1, as root) privileged tests
 # -p 1: the privileged tests of datapath, e2e and e2e/benchl4 share the host's
 # root netns, cgroup and tc state; run packages one at a time so that they do
 # not disturb each other's timing-sensitive checks (restart without loss).
-test: vet
-	$(GO) test -race -count=1 -p 1 -timeout 20m $(PKGS)
+# The output goes through internal/cmd/testreport: failed tests with their
+# output, every skip with its reason, and a last line "N passed, N failed,
+# N skipped"; it fails on a skip outside its short allowlist.
+test: tidy-check vet
+	$(GO) build -o bin/testreport ./internal/cmd/testreport
+	$(GO) test -json -race -count=1 -p 1 -timeout 20m $(PKGS) | bin/testreport
 
 ## e2e: the netns end-to-end suite alone (root)
 e2e:

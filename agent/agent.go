@@ -211,6 +211,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	})
 	g.Go(func() error { return a.policyLoop(ctx) })
 	g.Go(func() error { return ct.run(ctx) })
+	// A host-wide ip_forward change resets the veths' forwarding (datapath.KeepForwarding).
+	g.Go(func() error { return eps.KeepForwarding(ctx, a.log.With("component", "forwarding")) })
 	if readTCP != nil {
 		g.Go(func() error { return readTCP(ctx) })
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/moatnet/moat/datapath"
 	"github.com/moatnet/moat/flow"
+	"github.com/moatnet/moat/internal/httpnorm"
 )
 
 // Config is the agent's configuration. The config file (YAML) and the
@@ -83,6 +84,11 @@ type Config struct {
 	// Proxy ports of the transparent listeners.
 	EgressHTTPPort  uint16 `json:"egressHTTPPort,omitempty"`
 	IngressHTTPPort uint16 `json:"ingressHTTPPort,omitempty"`
+	// HTTPPaths is how the HTTP proxy treats request paths: "strict" (the
+	// default, also when empty) rejects with 400 every path that is
+	// ambiguous across common back ends; "envoy" is Envoy's exact
+	// behaviour (see internal/httpnorm and the README's proxy section).
+	HTTPPaths string `json:"httpPaths,omitempty"`
 	// ACKTimeout bounds the wait for the proxy to ACK new listeners; after
 	// it, redirects stay absent and their traffic is dropped (fail closed).
 	ACKTimeout Duration `json:"ackTimeout,omitempty"`
@@ -238,6 +244,9 @@ func (c Config) Validate() error {
 	}
 	if c.EgressHTTPPort == c.IngressHTTPPort {
 		bad("ingressHTTPPort", "must differ from egressHTTPPort (%d)", c.EgressHTTPPort)
+	}
+	if _, err := httpnorm.ParseMode(c.HTTPPaths); err != nil {
+		bad("httpPaths", "%q: want strict, envoy or empty (strict)", c.HTTPPaths)
 	}
 	if c.ACKTimeout <= 0 {
 		bad("ackTimeout", "must be positive")

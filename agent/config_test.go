@@ -30,6 +30,7 @@ func TestConfigValidate(t *testing.T) {
 		{"bad metrics address", func(c *Config) { c.MetricsAddress = "nope" }, "metricsAddress:"},
 		{"unknown hubble handler", func(c *Config) { c.Metrics = []string{"bogus"} }, "metrics:"},
 		{"empty flow buffer", func(c *Config) { c.FlowBuffer = -1 }, "flowBuffer:"},
+		{"bad http paths", func(c *Config) { c.HTTPPaths = "loose" }, `httpPaths: "loose": want strict, envoy`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

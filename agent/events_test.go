@@ -90,6 +90,7 @@ func TestTCPEventFlows(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := &Agent{cfg: Config{NodeName: "n1"}, m: newAgentMetrics(reg), ring: ring, flows: fm}
+	a.state.enricher = map[string]flow.Endpoint{"10.1.0.1": {Namespace: "default", PodName: "client", Identity: 300}}
 	local := netip.MustParseAddrPort("10.1.0.1:40000")
 	remote := netip.MustParseAddrPort("10.1.0.2:80")
 	for _, ev := range []datapath.TCPEvent{
@@ -125,5 +126,89 @@ hubble_tcp_flags_total{family="IPv4",flag="SYN-ACK"} 1
 	}
 	if got := promtestutil.ToFloat64(a.m.tcpEvents.WithLabelValues("established")); got != 2 {
 		t.Fatalf("moat_tcp_events_total{kind=established} = %v, want 2", got)
+	}
+}
+
+// TestTCPEventScopeAndDirection: sock-ops flows are recorded only when one
+// side is a moat endpoint, with the direction seen from that endpoint, for
+// SYN-ACKs and FINs too.
+func TestTCPEventScopeAndDirection(t *testing.T) {
+	ring, err := flow.NewRing(flow.RingConfig{Capacity: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fm, err := flow.NewMetrics(nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Agent{cfg: Config{NodeName: "n1"}, m: newAgentMetrics(prometheus.NewRegistry()), ring: ring, flows: fm}
+	a.state.enricher = map[string]flow.Endpoint{
+		"10.1.0.1": {Namespace: "default", PodName: "client", Identity: 300},
+		"10.1.0.2": {Namespace: "default", PodName: "server", Identity: 301},
+	}
+	client := netip.MustParseAddrPort("10.1.0.1:40000")
+	server := netip.MustParseAddrPort("10.1.0.2:80")
+	outside := netip.MustParseAddrPort("192.0.2.7:443")
+	host := netip.MustParseAddrPort("127.0.0.1:5432")
+	tests := []struct {
+		name  string
+		ev    datapath.TCPEvent
+		want  flow.TrafficDirection
+		reply flow.ReplyState
+		kept  bool
+	}{
+		{"client SYN out", datapath.TCPEvent{Kind: datapath.TCPEstablished, Active: true, Local: client, Remote: outside}, flow.Egress, flow.ReplyUnknown, true},
+		{"SYN-ACK of an outside server to the client", datapath.TCPEvent{Kind: datapath.TCPEstablished, Active: false, Local: outside, Remote: client}, flow.Egress, flow.ReplyYes, true},
+		{"SYN-ACK of the server to an outside client", datapath.TCPEvent{Kind: datapath.TCPEstablished, Active: false, Local: server, Remote: outside}, flow.Ingress, flow.ReplyYes, true},
+		{"FIN on the server's side", datapath.TCPEvent{Kind: datapath.TCPClosed, Active: false, Local: server, Remote: outside}, flow.Ingress, flow.ReplyUnknown, true},
+		{"FIN on the client's side", datapath.TCPEvent{Kind: datapath.TCPClosed, Active: true, Local: client, Remote: server}, flow.Egress, flow.ReplyUnknown, true},
+		{"RST between host processes", datapath.TCPEvent{Kind: datapath.TCPReset, Active: true, Local: host, Remote: outside}, 0, 0, false},
+		{"host SYN-ACK", datapath.TCPEvent{Kind: datapath.TCPEstablished, Active: false, Local: host, Remote: outside}, 0, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := ring.Len()
+			a.onTCPEvent(tt.ev)
+			if kept := ring.Len() > n; kept != tt.kept {
+				t.Fatalf("recorded %v, want %v", kept, tt.kept)
+			}
+			if !tt.kept {
+				return
+			}
+			f := ring.Last(1, flow.Filter{})[0]
+			if f.TrafficDirection != tt.want || f.Reply != tt.reply {
+				t.Errorf("direction %v reply %v, want %v %v", f.TrafficDirection, f.Reply, tt.want, tt.reply)
+			}
+		})
+	}
+}
+
+// TestEventFlowProxyLeg: a packet of the proxy's upstream leg (from-proxy
+// mark, the proxy's own source address) is shown with the client's
+// endpoint, found by the identity the mark carries.
+func TestEventFlowProxyLeg(t *testing.T) {
+	a := &Agent{cfg: Config{NodeName: "n1"}}
+	a.state.enricher = map[string]flow.Endpoint{
+		"10.1.0.1": {Namespace: "default", PodName: "client", Identity: 300},
+		"10.1.0.2": {Namespace: "default", PodName: "server", Identity: 301},
+		"10.1.0.3": {Namespace: "default", PodName: "twin-a", Identity: 302},
+		"10.1.0.4": {Namespace: "default", PodName: "twin-b", Identity: 302},
+	}
+	ev := datapath.Event{
+		Kind: datapath.EventVerdict, Verdict: policy.VerdictAllow, Direction: policy.Ingress, FromProxy: true,
+		SrcIdentity: 300, DstIdentity: 301, Proto: policy.ProtoTCP, PolicyPort: 80,
+		Src: netip.MustParseAddrPort("169.254.42.1:41000"), Dst: netip.MustParseAddrPort("10.1.0.2:80"),
+	}
+	f := a.eventFlow(ev)
+	if f.Source.PodName != "client" || f.Source.IP.String() != "169.254.42.1" || f.Source.Identity != 300 {
+		t.Errorf("source %+v, want the client's endpoint with the packet's address", f.Source)
+	}
+	ev.SrcIdentity = 302 // two endpoints share it: no guess
+	if f = a.eventFlow(ev); f.Source.PodName != "" || f.Source.Identity != 302 {
+		t.Errorf("source %+v, want a bare address with identity 302", f.Source)
+	}
+	ev.SrcIdentity, ev.FromProxy = 300, false // not the proxy's leg
+	if f = a.eventFlow(ev); f.Source.PodName != "" {
+		t.Errorf("source %+v, want a bare address without the from-proxy mark", f.Source)
 	}
 }

@@ -82,7 +82,7 @@ func (a *Agent) onTCPEvent(ev datapath.TCPEvent) {
 	f.Source = a.endpointInfo(src.Addr(), 0)
 	f.Destination = a.endpointInfo(dst.Addr(), 0)
 	f.Source.Identity, f.Destination.Identity = a.identityOf(src.Addr()), a.identityOf(dst.Addr())
-	a.record(f)
+	a.recordTCP(f)
 }
 
 // identityOf returns the identity of an address from the plan in force.

@@ -19,7 +19,7 @@ type agentMetrics struct {
 func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
 	m := &agentMetrics{
 		policies: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "moat_policy_count",
+			Name: "moat_policies",
 			Help: "Policies in force.",
 		}),
 		policyErrors: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -27,7 +27,7 @@ func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
 			Help: "Policy or endpoint sources whose latest content failed validation (their previous version stays in force).",
 		}),
 		endpoints: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "moat_endpoint_count",
+			Name: "moat_endpoints",
 			Help: "Local endpoints with programs attached.",
 		}),
 		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -18,6 +18,7 @@ import (
 	"github.com/moatnet/moat/datapath"
 	"github.com/moatnet/moat/envoy"
 	"github.com/moatnet/moat/flow"
+	"github.com/moatnet/moat/internal/httpnorm"
 	"github.com/moatnet/moat/policy"
 	"github.com/moatnet/moat/xds"
 )
@@ -189,6 +190,9 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	proxies, ready, perr := a.pushProxyConfig(ctx, plan)
 	if err := a.dp.Sync(plan, ifaces, proxies); err != nil {
 		errs = append(errs, fmt.Errorf("sync policy maps: %w", err))
+	} else if ready && perr == nil {
+		// Maps and proxy hold this Plan: local identities it dropped may be reused.
+		a.compiler.ConfirmApplied(plan.Generation)
 	}
 
 	// Endpoints removed from the file: detach and delete after the maps no
@@ -270,10 +274,12 @@ func (a *Agent) pushProxyConfig(ctx context.Context, plan *policy.Plan) (datapat
 	if !hasHTTPRedirects(plan) {
 		return proxies, true, nil
 	}
+	pathMode, _ := httpnorm.ParseMode(a.cfg.HTTPPaths) // checked by Config.Validate
 	res, err := envoy.Translate(plan, envoy.Config{
 		NodeName:        a.cfg.NodeName,
 		EgressHTTPPort:  a.cfg.EgressHTTPPort,
 		IngressHTTPPort: a.cfg.IngressHTTPPort,
+		PathMode:        pathMode,
 	})
 	if err != nil {
 		a.m.redirectsFailClosed.WithLabelValues("translate").Inc()

@@ -1,153 +1,55 @@
 package agent
 
 import (
-	"crypto/sha256"
 	"errors"
-	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"sort"
-	"strings"
 
+	"github.com/moatnet/moat/datapath"
 	"github.com/moatnet/moat/policy"
+	"github.com/moatnet/moat/policyload"
 )
 
-// policySource reads the policy path (a file or a directory) and keeps, per
-// file, the last version that parsed cleanly: a file that fails validation
-// keeps its previous policies in force until it is fixed, and its errors are
-// reported. A deleted file's policies go away.
+// policySource reads the policy path (a file or a directory) through
+// policyload, the loader the CLI uses too: per file, the last version that
+// parsed cleanly stays in force; a policy defined by two files is an error
+// of the later one and the earlier definition stays in force; hidden and
+// editor files are ignored. A deleted file's policies go away.
 type policySource struct {
-	path  string
-	files map[string]fileState
-}
-
-type fileState struct {
-	sum      [32]byte
-	policies []policy.Policy // last good
-	err      error           // current error, if the latest content is bad
+	loader *policyload.Loader
+	last   policyload.Result
 }
 
 func newPolicySource(path string) *policySource {
-	return &policySource{path: path, files: map[string]fileState{}}
-}
-
-// policyFiles lists the policy files under the path, sorted.
-func (s *policySource) policyFiles() ([]string, error) {
-	st, err := os.Stat(s.path)
-	if err != nil {
-		return nil, fmt.Errorf("read policies: %w", err)
-	}
-	if !st.IsDir() {
-		return []string{s.path}, nil
-	}
-	var out []string
-	err = filepath.WalkDir(s.path, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() && p != s.path && strings.HasPrefix(d.Name(), ".") {
-			return filepath.SkipDir
-		}
-		switch strings.ToLower(filepath.Ext(p)) {
-		case ".yaml", ".yml", ".json":
-			if !d.IsDir() {
-				out = append(out, p)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read policies: %w", err)
-	}
-	sort.Strings(out)
-	return out, nil
+	return &policySource{loader: policyload.New(path)}
 }
 
 // refresh re-reads what changed. It returns whether the effective policy
-// set changed and the current errors (one per bad file).
+// set changed and the current errors, one *policyload.FileError per bad
+// file (its Previous field says whether an older version stays in force).
 func (s *policySource) refresh() (changed bool, errs []error) {
-	files, err := s.policyFiles()
-	if err != nil {
-		// Keep everything in force: a vanished directory is more likely a
-		// mistake than a wish to drop every policy.
-		return false, []error{err}
+	s.last = s.loader.Refresh()
+	for _, fe := range s.last.Errors {
+		errs = append(errs, fe)
 	}
-	seen := make(map[string]bool, len(files))
-	for _, f := range files {
-		seen[f] = true
-		data, err := os.ReadFile(f)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("read %s: %w", f, err))
-			continue
-		}
-		sum := sha256.Sum256(data)
-		old, had := s.files[f]
-		if had && old.sum == sum {
-			if old.err != nil {
-				errs = append(errs, old.err)
-			}
-			continue
-		}
-		pols, perr := policy.ParseBytes(f, data)
-		if perr != nil {
-			old.sum = sum
-			old.err = perr
-			s.files[f] = old // previous policies stay in force
-			errs = append(errs, perr)
-			continue
-		}
-		s.files[f] = fileState{sum: sum, policies: pols}
-		changed = true
-	}
-	for f := range s.files {
-		if !seen[f] {
-			delete(s.files, f)
-			changed = true
-		}
-	}
-	return changed, errs
+	return s.last.Changed, errs
 }
 
-// policies returns the policies in force, in file order.
-func (s *policySource) policies() []policy.Policy {
-	names := make([]string, 0, len(s.files))
-	for f := range s.files {
-		names = append(names, f)
-	}
-	sort.Strings(names)
-	var out []policy.Policy
-	for _, f := range names {
-		out = append(out, s.files[f].policies...)
-	}
-	return out
-}
+// policies returns the policies in force, in load order, each defined once.
+func (s *policySource) policies() []policy.Policy { return s.loader.Policies() }
 
-// endpointsSource reads the endpoints file, keeping the last good content.
+// endpointsSource reads the endpoints file at path through policyload,
+// keeping the last good content.
 type endpointsSource struct {
-	path string
-	sum  [32]byte
-	good *policy.EndpointsFile
+	path   string
+	reader *policyload.Endpoints
 }
 
 // refresh returns the current endpoints file when it changed; a bad file
 // keeps the previous endpoints and returns the error.
 func (s *endpointsSource) refresh() (*policy.EndpointsFile, bool, error) {
-	data, err := os.ReadFile(s.path)
-	if err != nil {
-		return s.good, false, fmt.Errorf("read endpoints: %w", err)
+	if s.reader == nil {
+		s.reader = policyload.NewEndpoints(s.path)
 	}
-	sum := sha256.Sum256(data)
-	if s.good != nil && sum == s.sum {
-		return s.good, false, nil
-	}
-	eps, err := policy.ParseEndpoints(s.path, data)
-	s.sum = sum
-	if err != nil {
-		return s.good, false, err
-	}
-	s.good = eps
-	return eps, true, nil
+	return s.reader.Refresh()
 }
 
 // policyKey identifies a policy across reloads.
@@ -158,5 +60,29 @@ type policyKey struct {
 
 func keyOf(p *policy.Policy) policyKey { return policyKey{p.Kind, p.Namespace, p.Name} }
 
-// errDuplicatePolicy reports two documents defining the same policy.
-var errDuplicatePolicy = errors.New("defined more than once; the later file wins")
+// errDuplicatePolicy reports two documents defining the same policy. The
+// loader rejects such a file (the earlier definition stays in force), so
+// applyPolicies never sees a duplicate; the error is a safety net.
+var errDuplicatePolicy = errors.New("defined more than once; the loader should have rejected the later file")
+
+// StandalonePlan loads policies and an endpoints file exactly as the agent
+// does (policyload) and compiles them for a node with the default endpoint
+// config: what `moat policy compile|trace` explain. Any bad file is an
+// error (a policy.ErrorList naming file, document and field): the CLI
+// explains only a policy set that loads cleanly.
+func StandalonePlan(policyPaths []string, endpointsFile string) (*policy.Plan, error) {
+	policies, err := policyload.Load(policyPaths...)
+	if err != nil {
+		return nil, err
+	}
+	eps, err := policyload.LoadEndpoints(endpointsFile)
+	if err != nil {
+		return nil, err
+	}
+	return policy.Compile(policy.Input{
+		Policies:   policies,
+		Endpoints:  eps.Endpoints,
+		Namespaces: eps.Namespaces,
+		Node:       StandaloneNode(eps.Node, datapath.DefaultEndpointConfig()),
+	})
+}

@@ -1,10 +1,16 @@
 package agent
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/moatnet/moat/datapath"
+	"github.com/moatnet/moat/policy"
 )
 
 const goodPolicy = `apiVersion: cilium.io/v2
@@ -108,5 +114,127 @@ func TestEndpointsSourceKeepsLastGood(t *testing.T) {
 	eps, changed, err = s.refresh()
 	if err == nil || changed || eps == nil || eps.Endpoints[0].IPv4.String() != "10.9.0.1" {
 		t.Fatalf("bad file: eps=%v changed=%v err=%v; want previous endpoints and an error", eps, changed, err)
+	}
+}
+
+// allowAlliance lets the alliance reach the deathstar on port 80 without
+// HTTP rules: a file that, loaded or not, changes the Plan.
+const allowAlliance = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: %s}
+spec:
+  endpointSelector: {matchLabels: {class: deathstar}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {org: alliance}}]
+    toPorts: [{ports: [{port: "80", protocol: TCP}]}]
+`
+
+// agentPlan builds the Plan the agent would run from a policy directory:
+// its policySource and endpointsSource feed an incremental compiler in the
+// order refreshSources uses.
+func agentPlan(t *testing.T, dir, endpoints string) (*policy.Plan, []error) {
+	t.Helper()
+	ps := newPolicySource(dir)
+	_, errs := ps.refresh()
+	es := endpointsSource{path: endpoints}
+	eps, _, err := es.refresh()
+	if err != nil {
+		t.Fatalf("agent endpoints: %v", err)
+	}
+	c := policy.NewCompiler(policy.Options{}, policy.NewMemoryAllocator())
+	for _, p := range ps.policies() {
+		c.UpsertPolicy(p)
+	}
+	c.SetNode(StandaloneNode(eps.Node, datapath.DefaultEndpointConfig()))
+	for _, ns := range eps.Namespaces {
+		if err := c.UpsertNamespace(ns); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, ep := range eps.Endpoints {
+		if err := c.UpsertEndpoint(ep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c.Plan(), errs
+}
+
+func planJSON(t *testing.T, p *policy.Plan) string {
+	t.Helper()
+	b, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestOneLoaderSamePlan: the CLI (StandalonePlan, what `moat policy
+// compile|trace` run) and the agent give the same Plan for the same
+// directory, including the cases where their old loaders disagreed (the
+// agent read hidden files; for a policy defined twice it let the later
+// file win where the CLI failed).
+func TestOneLoaderSamePlan(t *testing.T) {
+	example := filepath.Join("..", "examples", "starwars")
+	base, err := os.ReadFile(filepath.Join(example, "policies", "policy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	endpoints := filepath.Join(example, "endpoints.yaml")
+	cases := []struct {
+		name  string
+		extra map[string]string
+		// dupFile: the CLI refuses and the agent keeps the earlier
+		// definition: both errors name both files, and the agent's Plan
+		// equals the CLI's Plan without the duplicate file.
+		dupFile string
+	}{
+		{name: "plain example"},
+		{name: "hidden file", extra: map[string]string{".alliance.yaml": fmt.Sprintf(allowAlliance, "alliance")}},
+		{name: "editor backup and lock files", extra: map[string]string{".#policy.yaml": fmt.Sprintf(allowAlliance, "lock"), "policy.yaml~": fmt.Sprintf(allowAlliance, "backup")}},
+		{name: "hidden directory", extra: map[string]string{"..data/alliance.yaml": fmt.Sprintf(allowAlliance, "alliance")}},
+		{name: "same name in a later file", extra: map[string]string{"zz.yaml": fmt.Sprintf(allowAlliance, "deathstar-landing")}, dupFile: "zz.yaml"},
+		{name: "same name in an earlier file", extra: map[string]string{"aa.yaml": fmt.Sprintf(allowAlliance, "deathstar-landing")}, dupFile: "policy.yaml"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFile(t, filepath.Join(dir, "policy.yaml"), string(base))
+			for rel, body := range tc.extra {
+				if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, rel)), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				writeFile(t, filepath.Join(dir, rel), body)
+			}
+			got, agentErrs := agentPlan(t, dir, endpoints)
+			cliPlan, cliErr := StandalonePlan([]string{dir}, endpoints)
+			if tc.dupFile == "" {
+				if cliErr != nil || len(agentErrs) != 0 {
+					t.Fatalf("errors: cli %v, agent %v", cliErr, agentErrs)
+				}
+				if a, c := planJSON(t, got), planJSON(t, cliPlan); a != c {
+					t.Fatalf("agent and CLI Plans differ:\nagent %s\ncli   %s", a, c)
+				}
+				return
+			}
+			for what, err := range map[string]error{"cli": cliErr, "agent": errors.Join(agentErrs...)} {
+				if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, tc.dupFile)+": doc 1: metadata.name: duplicate CiliumNetworkPolicy default/deathstar-landing") {
+					t.Errorf("%s error %v: want the duplicate reported on %s", what, err, tc.dupFile)
+				} else if other := strings.Count(err.Error(), dir); other != 2 {
+					t.Errorf("%s error %v names %d files, want both", what, err, other)
+				}
+			}
+			// The agent runs the earlier definition: the Plan of the
+			// directory without the rejected file.
+			if err := os.Remove(filepath.Join(dir, tc.dupFile)); err != nil {
+				t.Fatal(err)
+			}
+			want, err := StandalonePlan([]string{dir}, endpoints)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a, c := planJSON(t, got), planJSON(t, want); a != c {
+				t.Fatalf("agent Plan is not the earlier definition's:\nagent %s\nwant  %s", a, c)
+			}
+		})
 	}
 }

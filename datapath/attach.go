@@ -78,7 +78,12 @@ func (d *Datapath) pins() linkPins[linkKey] {
 // adoptLinks loads the links a previous instance pinned and points them at
 // the programs just loaded. Links whose interface is gone are removed.
 func (d *Datapath) adoptLinks() error {
-	return d.pins().adopt(d.links, func(k linkKey) *ebpf.Program { return d.program(k.hook) })
+	return d.pins().adopt(d.links, func(k linkKey) *ebpf.Program {
+		if d.upgrade != nil {
+			return nil // the old programs serve until the upgrade's swap
+		}
+		return d.program(k.hook)
+	})
 }
 
 // Attach attaches the programs to the host-side veth with index ifindex:
@@ -98,6 +103,9 @@ func (d *Datapath) Attach(ifindex int) error {
 
 func (d *Datapath) attachHook(k linkKey) error {
 	prog := d.program(k.hook)
+	if d.upgrade != nil && d.upgrade.waits(k, d.links) {
+		return nil // the upgrade's swap attaches it (finishUpgrade)
+	}
 	if found, err := d.pins().update(d.links, k, prog, k.where()); found {
 		return err
 	}

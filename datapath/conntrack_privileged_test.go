@@ -3,9 +3,11 @@ package datapath
 import (
 	"encoding/binary"
 	"net/netip"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/moatnet/moat/internal/testutil"
 	"github.com/moatnet/moat/policy"
 )
@@ -172,8 +174,8 @@ func TestPrivilegedConntrackGC(t *testing.T) {
 }
 
 // TestPrivilegedConntrackSize: CTMaxEntries sizes a new moat_ct; over a
-// pinned map of another size the pinned one is kept with its flows, and
-// the new size applies after a cleanup.
+// pinned map of another size the configured size applies from the first
+// Sync (an upgrade), which copies the tracked flows into the new map.
 func TestPrivilegedConntrackSize(t *testing.T) {
 	testutil.Privileged(t)
 	root := testPinRoot(t)
@@ -203,20 +205,23 @@ func TestPrivilegedConntrackSize(t *testing.T) {
 	d.Close()
 
 	d = open(8192)
-	if got := capacity(d); got != 4096 {
-		t.Errorf("restart with another size: capacity %d, want the pinned 4096", got)
+	defer func() { _ = d.Cleanup() }()
+	if err := d.Sync(&policy.Plan{}, nil, nil); err != nil {
+		t.Fatalf("first sync (the upgrade's swap): %v", err)
+	}
+	if got := capacity(d); got != 8192 {
+		t.Errorf("restart with another size: capacity %d, want the configured 8192", got)
 	}
 	var e moatCtEntry
 	if err := d.objs.MoatCt.Lookup(&key, &e); err != nil {
 		t.Errorf("restart with another size lost the tracked flow: %v", err)
 	}
-	if err := d.Cleanup(); err != nil {
+	pinned, err := ebpf.LoadPinnedMap(filepath.Join(root, "moat_ct"), nil)
+	if err != nil {
 		t.Fatal(err)
 	}
-
-	d = open(8192)
-	defer func() { _ = d.Cleanup() }()
-	if got := capacity(d); got != 8192 {
-		t.Errorf("after cleanup: capacity %d, want 8192", got)
+	defer pinned.Close()
+	if got := pinned.MaxEntries(); got != 8192 {
+		t.Errorf("pinned moat_ct after the upgrade: %d entries, want 8192", got)
 	}
 }

@@ -28,10 +28,16 @@
 // zeroed in the background before a new rule takes it.
 //
 // Enforcement never stops on its own account: a restarted agent adopts the
-// pinned maps and links and swaps programs in place (link.Update); Sync
-// writes additions before deletions, so a flow that both the old and new
-// policy allow is never dropped and one that both deny never passes; a
-// redirect without a proxy listener drops (fail closed).
+// pinned maps and links and swaps programs in place (link.Update); over
+// pinned maps of another layout (an upgrade), Open builds new maps beside
+// them, the old programs keep enforcing until the first Sync has filled
+// the new maps, and then the links swap to the new programs and the new
+// maps' pins replace the old (upgrade.go, with the moat_ct conversions in
+// upgrade_convert.go). Sync is make-before-break: after each of its map
+// writes every packet's decision is its decision under the old Plan or
+// under the new one (syncplan.go computes the ordered writes, purely, and
+// states why; mapsync.go applies them); a redirect without a proxy
+// listener drops (fail closed).
 //
 // A flow's entry lives as long as its packets keep coming (CT lifetimes in
 // Config); the programs never delete it when the flow ends. A TCP SYN on

@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -155,6 +156,22 @@ func TestPrivilegedRestartKeepsEnforcing(t *testing.T) {
 	plan := tp.plan(policy.DirectionPlan{}, policy.DirectionPlan{Enforced: true, Entries: []policy.Entry{
 		{L4Key: policy.L4Key{Identity: tp.idA, Proto: policy.ProtoAny}, Verdict: policy.VerdictAllow},
 	}})
+
+	// The agent keeps the host veths' forwarding on (KeepForwarding): a
+	// host-wide ip_forward change by another program on a shared host
+	// switched it off and made the new flows of this test go unanswered
+	// while the tracked ones went on (TestPrivilegedForwardingToggle).
+	keepCtx, stopKeep := context.WithCancel(t.Context())
+	keepDone := make(chan error, 1)
+	go func() {
+		keepDone <- KeepForwarding(keepCtx, func() []string { return []string{tp.a.HostIf, tp.b.HostIf} }, nil)
+	}()
+	defer func() {
+		stopKeep()
+		if err := <-keepDone; err != nil {
+			t.Errorf("keep forwarding: %v", err)
+		}
+	}()
 
 	d1 := openTestDatapath(t, root)
 	if err := d1.Sync(plan, tp.ifaces(), nil); err != nil {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -31,6 +32,10 @@ type Datapath struct {
 	// Close waits for it.
 	scrubbing bool
 	scrubs    sync.WaitGroup
+
+	// upgrade, while set, is an upgrade over pinned maps of another
+	// layout that waits for the first Sync (upgrade.go).
+	upgrade *upgrade
 
 	// putEndpointHook, when set (tests only), runs before every endpoint
 	// config write of Sync and fails it by returning an error.
@@ -64,28 +69,11 @@ func Open(cfg Config) (*Datapath, error) {
 	return d, err
 }
 
-// sizeCT gives moat_ct the configured size, unless a pinned moat_ct of
-// another size exists: that one is kept (replacing it would forget every
-// tracked flow, and replies into default-deny directions would then be
-// dropped), and the configured size waits for a fresh start.
-func sizeCT(spec *ebpf.CollectionSpec, cfg Config) error {
-	ms := spec.Maps["moat_ct"]
-	want := uint32(cfg.CTMaxEntries)
-	ms.MaxEntries = want
-	pinned, err := ebpf.LoadPinnedMap(filepath.Join(cfg.PinRoot, "moat_ct"), &ebpf.LoadPinOptions{ReadOnly: true})
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read the pinned moat_ct: %w", err)
-	}
-	defer pinned.Close()
-	if have := pinned.MaxEntries(); have != want {
-		ms.MaxEntries = have
-		cfg.Logger.Warn("connection-tracking map keeps its pinned size; the configured size applies after `moat-agent cleanup`",
-			"pinned_max_entries", have, "configured_max_entries", want)
-	}
-	return nil
+// sizeCT gives moat_ct the configured size. A pinned moat_ct of another
+// size is migrated into a new map of the configured size by an upgrade
+// (see upgrade.go): its entries are copied, so no tracked flow is lost.
+func sizeCT(spec *ebpf.CollectionSpec, cfg Config) {
+	spec.Maps["moat_ct"].MaxEntries = uint32(cfg.CTMaxEntries)
 }
 
 // openFault, when set (by tests), fails open after the maps are pinned.
@@ -105,34 +93,71 @@ func open(cfg Config) (*Datapath, error) {
 		links:    map[linkKey]link.Link{},
 		tcFilter: map[linkKey]bool{},
 	}
-	if err := sizeCT(spec, cfg); err != nil {
+	sizeCT(spec, cfg)
+	up, err := stageUpgrade(spec, cfg.PinRoot)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*Datapath, error) {
+		d.objs.Close()
+		if up != nil {
+			up.close()
+		}
 		return nil, err
 	}
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinRoot}}
 	if err := spec.LoadAndAssign(&d.objs, opts); err != nil {
+		if up != nil {
+			up.close()
+		}
 		return nil, explainLoadError(err)
+	}
+	if up != nil {
+		if err := up.adoptUpgradeMaps(mapsByName(&d.objs.moatMaps)); err != nil {
+			return fail(err)
+		}
 	}
 	if openFault != nil {
 		if err := openFault(); err != nil {
-			d.objs.Close()
-			return nil, err
+			return fail(err)
 		}
 	}
 	if err := d.state.load(&d.objs); err != nil {
-		d.objs.Close()
-		return nil, err
+		return fail(err)
+	}
+	if up != nil {
+		// Tracked flows carry the old endpoint map's revisions: the new
+		// map's must not repeat them.
+		if old, ok := up.old["moat_endpoints"]; ok {
+			d.state.nextRev = max(d.state.nextRev, maxRevision(old)+1)
+		}
+		d.upgrade = up
+		cfg.Logger.Warn("pinned maps have another layout: new maps wait beside them; the programs swap after the first sync",
+			"maps", strings.Join(up.why, "; "))
 	}
 	// CT entries made by earlier programs (or before this start) go through
 	// the endpoint check once more.
 	if err := d.bumpGeneration(); err != nil {
-		d.objs.Close()
-		return nil, err
+		return fail(err)
 	}
 	if err := d.adoptLinks(); err != nil {
 		d.Close()
 		return nil, err
 	}
 	return d, nil
+}
+
+// mapsByName returns the loaded maps by their names in the object.
+func mapsByName(m *moatMaps) map[string]*ebpf.Map {
+	out := map[string]*ebpf.Map{}
+	v := reflect.ValueOf(m).Elem()
+	for i := range v.NumField() {
+		name := v.Type().Field(i).Tag.Get("ebpf")
+		if mp, ok := v.Field(i).Interface().(*ebpf.Map); ok && name != "" && mp != nil {
+			out[name] = mp
+		}
+	}
+	return out
 }
 
 // Close releases file descriptors. Pinned maps and links stay: the programs
@@ -148,6 +173,11 @@ func (d *Datapath) Close() error {
 	d.scrubs.Wait() // it uses the maps' descriptors without d.mu
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.upgrade != nil {
+		// The old programs and pins stay: they keep enforcing.
+		d.upgrade.close()
+		d.upgrade = nil
+	}
 	return errors.Join(closeLinks(d.links), d.objs.Close())
 }
 
@@ -226,7 +256,7 @@ func explainLoadError(err error) error {
 		return fmt.Errorf("load bpf programs: kernel verifier refused (%v); log tail:\n%s", ve.Cause, strings.Join(log, "\n"))
 	}
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
-		return fmt.Errorf("load bpf programs: a pinned map has another layout than this build (run `moat-agent cleanup` to start afresh): %w", err)
+		return fmt.Errorf("load bpf programs: a pinned map has another layout than the upgrade check found (run `moat-agent cleanup` to start afresh): %w", err)
 	}
 	if errors.Is(err, unix.EPERM) {
 		return fmt.Errorf("load bpf programs: permission denied (needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON or root): %w", err)

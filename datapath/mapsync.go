@@ -161,11 +161,15 @@ type dirKey struct {
 }
 
 // Sync writes plan into the maps for the endpoints in ifaces (endpoint ->
-// host-side veth ifindex). The order keeps enforcement consistent while it
-// runs: ipcache and policy additions and changes first, then endpoint
-// flags, then deletions, then a revision bump that makes tracked flows of
-// the changed endpoints re-check the final policy once, and last a new
-// generation, which sends every tracked flow through that check.
+// host-side veth ifindex), in three steps: (1) compute the desired state
+// and give it rule indices and counter slots; (2) compute the ordered map
+// operations from what the maps hold to that state (planSync, pure: its
+// phases and their invariant are in syncplan.go; every packet's decision
+// stays its old or its new one after each operation) and apply them in
+// order, the endpoints' final configs taking new revisions where entries
+// changed so that their tracked flows re-check the final policy once;
+// (3) bookkeeping; and last, also after a failure, a new generation, which
+// sends every tracked flow through that check.
 func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies ProxyPorts) (err error) {
 	want, err := DesiredState(plan, ifaces, proxies)
 	if err != nil {
@@ -178,15 +182,38 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 			err = errors.Join(err, gerr)
 		}
 	}()
-	s := &d.state
-	o := &d.objs
-
-	// Rule indices: stable per (endpoint, direction, L4 key); a new rule
-	// takes the lowest index that no current rule holds and that is not
-	// waiting to be zeroed (freed indices are zeroed after the Sync, see
-	// scrubSoon), zeroing it first unless it is known to be zero.
-	if err := d.ensureCleanRules(want); err != nil {
+	// 1. Desired state: rule indices and counter slots.
+	liveRules, err := d.assignRules(want)
+	if err != nil {
 		return fmt.Errorf("sync datapath: %w", err)
+	}
+	slots, err := d.assignSlots(want)
+	if err != nil {
+		return fmt.Errorf("sync datapath: %w", err)
+	}
+
+	// 2. The map operations, in the order that keeps every packet's
+	// decision its old or its new one (syncplan.go), applied in order.
+	if err := d.apply(planSync(&d.state, want, slots), want); err != nil {
+		return err
+	}
+
+	// 3. Bookkeeping.
+	d.forget(want, liveRules)
+	// An upgrade over maps of another layout swaps the programs now that
+	// the new maps hold the plan (upgrade.go).
+	return d.finishUpgrade()
+}
+
+// assignRules gives want's policy values their rule indices: stable per
+// (endpoint, direction, L4 key); a new rule takes the lowest index that no
+// current rule holds and that is not waiting to be zeroed (freed indices
+// are zeroed after the Sync, see scrubSoon), zeroing it first unless it is
+// known to be zero. It returns the rule indices in use after the Sync.
+func (d *Datapath) assignRules(want *MapState) (map[RuleKey]uint32, error) {
+	s := &d.state
+	if err := d.ensureCleanRules(want); err != nil {
+		return nil, err
 	}
 	var freshRules []uint32
 	liveRules := map[RuleKey]uint32{}
@@ -202,7 +229,7 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 		if !ok {
 			if idx, ok = s.rules[de.Rule]; !ok {
 				if idx, ok = ruleAlloc.take(); !ok {
-					return fmt.Errorf("sync datapath: allocate rule index: all %d in use", ruleSlots-1)
+					return nil, fmt.Errorf("allocate rule index: all %d in use", ruleSlots-1)
 				}
 				if s.scrubbedRules[idx] {
 					delete(s.scrubbedRules, idx)
@@ -216,175 +243,20 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 		de.Value.Rule = idx
 		want.Policy[k] = de
 	}
-	if err := zeroCounters[moatRuleStats](o.MoatRuleStats, freshRules); err != nil {
-		return fmt.Errorf("sync datapath: %w", err)
+	if err := zeroCounters[moatRuleStats](d.objs.MoatRuleStats, freshRules); err != nil {
+		return nil, err
 	}
-
-	slots, err := d.assignSlots(want)
-	if err != nil {
-		return fmt.Errorf("sync datapath: %w", err)
-	}
-
 	if s.owed == nil {
 		s.owed = map[dirKey]bool{}
 	}
+	return liveRules, nil
+}
 
-	// 1. Additions and changes.
-	var ip ipcacheBatch
-	for p, id := range want.IPCache {
-		if cur, ok := s.ipcache[p]; ok && cur == id {
-			continue
-		}
-		ip.add(p, id)
-	}
-	if err := ip.put(o, s, want.IPCache); err != nil {
-		return fmt.Errorf("sync ipcache: %w", err)
-	}
-	var changed policyBatch
-	shapes := map[uint32]uint32{}
-	for k, de := range want.Policy {
-		if f := k.lookupFlags(); shapes[k.Endpoint]&f != f {
-			shapes[k.Endpoint] |= f
-		}
-		if cur, ok := s.policy[k]; ok && cur == de.Value {
-			continue
-		}
-		changed.add(k, de.Value)
-		// Owed before the write: a write that fails partway may
-		// still have changed the map.
-		if dk := (dirKey{k.Endpoint, k.Direction}); !s.owed[dk] {
-			s.owed[dk] = true
-		}
-	}
-	if err := changed.put(o, func(k PolicyKey) { s.policy[k] = want.Policy[k].Value }); err != nil {
-		return fmt.Errorf("sync policy: %w", err)
-	}
-	var polGone []PolicyKey
-	for k := range s.policy {
-		if _, ok := want.Policy[k]; !ok {
-			polGone = append(polGone, k)
-		}
-	}
-
-	// 2. Endpoint config: flags, and new revisions where entries changed.
-	for id, es := range want.Endpoints {
-		cur, exists := s.endpoints[id]
-		flags := es.Flags | shapes[id] | epFlagShapes
-		next := moatEndpointConfig{Identity: uint32(es.Identity), Flags: flags, IngressRev: cur.IngressRev, EgressRev: cur.EgressRev, Slot: slots[id]}
-		if !exists || s.names[id] != es.Endpoint {
-			next.IngressRev, next.EgressRev = d.rev(), d.rev()
-		}
-		in, eg := dirKey{id, policy.Ingress}, dirKey{id, policy.Egress}
-		if s.owed[in] || next.Flags&^cur.Flags&epFlagIngressEnforced != 0 {
-			next.IngressRev = d.rev()
-		}
-		if s.owed[eg] || next.Flags&^cur.Flags&epFlagEgressEnforced != 0 {
-			next.EgressRev = d.rev()
-		}
-		if exists && cur == next {
-			s.names[id] = es.Endpoint
-			continue
-		}
-		if err := d.putEndpoint(id, &next); err != nil {
-			return fmt.Errorf("sync endpoint %s (ifindex %d): %w", es.Endpoint, id, err)
-		}
-		s.endpoints[id] = next
-		s.names[id] = es.Endpoint
-		delete(s.owed, in)
-		delete(s.owed, eg)
-	}
-
-	// The local endpoints' addresses, for local_delivery (which also needs
-	// the destination's own CT entry, so a new address is never used before
-	// that endpoint's programs have let a flow in).
-	for a, id := range want.Local {
-		if cur, ok := s.local[a]; ok && cur == id {
-			continue
-		}
-		if err := o.MoatLocalEp.Put(moatIpcacheHostKey{Addr: a.As16()}, id); err != nil {
-			return fmt.Errorf("sync local endpoint %s (ifindex %d): %w", a, id, err)
-		}
-		s.local[a] = id
-	}
-	for a := range s.local {
-		if _, ok := want.Local[a]; ok {
-			continue
-		}
-		if err := o.MoatLocalEp.Delete(moatIpcacheHostKey{Addr: a.As16()}); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("sync: delete local endpoint %s: %w", a, err)
-		}
-		delete(s.local, a)
-	}
-
-	// 3. Deletions (owed a revision bump before they start), then the
-	// entries an older version left in the trie (their replacements were
-	// written in step 1).
-	var gone policyBatch
-	for _, k := range polGone {
-		gone.add(k, PolicyValue{})
-		if dk := (dirKey{k.Endpoint, k.Direction}); !s.owed[dk] {
-			s.owed[dk] = true
-		}
-	}
-	if err := gone.delete(o, func(k PolicyKey) { delete(s.policy, k) }); err != nil {
-		return fmt.Errorf("sync: delete policy: %w", err)
-	}
-	if len(s.misplaced) > 0 {
-		keys := make([]moatPolicyKey, len(s.misplaced))
-		for i, k := range s.misplaced {
-			keys[i] = k.bpf()
-		}
-		n, err := deleteMany(o.MoatPolicy, keys)
-		s.misplaced = s.misplaced[n:]
-		if err != nil {
-			return fmt.Errorf("sync: delete policy entries of an older layout: %w", err)
-		}
-	}
-	ip = ipcacheBatch{}
-	for p, id := range s.ipcache {
-		if _, ok := want.IPCache[p]; !ok {
-			ip.add(p, id)
-		}
-	}
-	if err := ip.delete(o, s); err != nil {
-		return fmt.Errorf("sync: delete ipcache: %w", err)
-	}
-
-	// 4. Revision bump after deletions, so re-checks see the final policy.
-	for id := range want.Endpoints {
-		in, eg := dirKey{id, policy.Ingress}, dirKey{id, policy.Egress}
-		if !s.owed[in] && !s.owed[eg] {
-			continue
-		}
-		next := s.endpoints[id]
-		if s.owed[in] {
-			next.IngressRev = d.rev()
-		}
-		if s.owed[eg] {
-			next.EgressRev = d.rev()
-		}
-		if err := d.putEndpoint(id, &next); err != nil {
-			return fmt.Errorf("sync endpoint %s (ifindex %d): %w", want.Endpoints[id].Endpoint, id, err)
-		}
-		s.endpoints[id] = next
-		delete(s.owed, in)
-		delete(s.owed, eg)
-	}
-
-	// 5. Endpoints gone (their counter slots are free again, and zeroed
-	// when handed out), and rules gone.
-	for id := range s.endpoints {
-		if _, ok := want.Endpoints[id]; ok {
-			continue
-		}
-		if err := o.MoatEndpoints.Delete(&id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("sync: delete endpoint ifindex %d: %w", id, err)
-		}
-		delete(s.endpoints, id)
-		delete(s.names, id)
-	}
-	// An endpoint gone owes nothing (a new one on its ifindex starts
-	// with fresh revisions).
+// forget drops what a successful Sync made stale: an endpoint gone owes
+// nothing (a new one on its ifindex starts with fresh revisions), and the
+// rule indices no entry uses any more are zeroed soon, then reused.
+func (d *Datapath) forget(want *MapState, liveRules map[RuleKey]uint32) {
+	s := &d.state
 	for dk := range s.owed {
 		if _, ok := want.Endpoints[dk.ep]; !ok {
 			delete(s.owed, dk)
@@ -398,6 +270,162 @@ func (d *Datapath) Sync(plan *policy.Plan, ifaces map[EndpointKey]int, proxies P
 	}
 	s.rules = liveRules
 	d.scrubSoon()
+}
+
+// batchable reports whether b can go into one map batch after a: the same
+// operation on the same map in the same phase (a batch keeps its order).
+func batchable(a, b *syncOp) bool {
+	if a.Kind != b.Kind || a.Phase != b.Phase {
+		return false
+	}
+	switch a.Kind {
+	case opPutPolicy, opDeletePolicy:
+		return a.Key.inHash() == b.Key.inHash()
+	case opPutIPCache, opDeleteIPCache:
+		return isHostPrefix(a.Prefix) == isHostPrefix(b.Prefix)
+	case opDeleteMisplaced:
+		return true
+	}
+	return false
+}
+
+// apply performs ops in order and keeps d.state in step with what was
+// written, also when a write fails partway. Entries written or deleted owe
+// their endpoint direction a new revision, which the endpoint's final
+// write takes (and a failed Sync leaves owed for the next one).
+func (d *Datapath) apply(ops []syncOp, want *MapState) error {
+	s := &d.state
+	o := &d.objs
+	for i := 0; i < len(ops); {
+		j := i + 1
+		for j < len(ops) && batchable(&ops[i], &ops[j]) {
+			j++
+		}
+		run := ops[i:j]
+		i = j
+		switch run[0].Kind {
+		case opPutPolicy, opDeletePolicy:
+			var b policyBatch
+			vals := make(map[PolicyKey]PolicyValue, len(run))
+			for _, op := range run {
+				b.add(op.Key, op.Value)
+				vals[op.Key] = op.Value
+				s.owed[dirKey{op.Key.Endpoint, op.Key.Direction}] = true // before: a failed write may have changed the map
+			}
+			if run[0].Kind == opPutPolicy {
+				if err := b.put(o, func(k PolicyKey) { s.policy[k] = vals[k] }); err != nil {
+					return fmt.Errorf("sync policy (%s): %w", run[0].Phase, err)
+				}
+			} else if err := b.delete(o, func(k PolicyKey) { delete(s.policy, k) }); err != nil {
+				return fmt.Errorf("sync: delete policy (%s): %w", run[0].Phase, err)
+			}
+		case opDeleteMisplaced:
+			keys := make([]moatPolicyKey, len(run))
+			for n, op := range run {
+				keys[n] = op.Key.bpf()
+			}
+			n, err := deleteMany(o.MoatPolicy, keys)
+			s.misplaced = s.misplaced[n:]
+			if err != nil {
+				return fmt.Errorf("sync: delete policy entries of an older layout: %w", err)
+			}
+		case opPutIPCache, opDeleteIPCache:
+			var b ipcacheBatch
+			vals := make(map[netip.Prefix]policy.ID, len(run))
+			for _, op := range run {
+				b.add(op.Prefix, op.Identity)
+				vals[op.Prefix] = op.Identity
+			}
+			if run[0].Kind == opPutIPCache {
+				if err := b.put(o, s, vals); err != nil {
+					return fmt.Errorf("sync ipcache: %w", err)
+				}
+			} else if err := b.delete(o, s); err != nil {
+				return fmt.Errorf("sync: delete ipcache: %w", err)
+			}
+		case opPutEndpoint:
+			for _, op := range run {
+				if err := d.applyEndpoint(op, want); err != nil {
+					return err
+				}
+			}
+		case opDeleteEndpoint:
+			for _, op := range run {
+				id := op.Endpoint
+				if err := o.MoatEndpoints.Delete(&id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+					return fmt.Errorf("sync: delete endpoint ifindex %d: %w", id, err)
+				}
+				delete(s.endpoints, id)
+				delete(s.names, id)
+			}
+		case opPutLocal:
+			// The local endpoints' addresses, for local_delivery (which
+			// also needs the destination's own CT entry, so a new address
+			// is never used before that endpoint's programs have let a
+			// flow in).
+			for _, op := range run {
+				if err := o.MoatLocalEp.Put(moatIpcacheHostKey{Addr: op.Addr.As16()}, op.Endpoint); err != nil {
+					return fmt.Errorf("sync local endpoint %s (ifindex %d): %w", op.Addr, op.Endpoint, err)
+				}
+				s.local[op.Addr] = op.Endpoint
+			}
+		case opDeleteLocal:
+			for _, op := range run {
+				if err := o.MoatLocalEp.Delete(moatIpcacheHostKey{Addr: op.Addr.As16()}); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+					return fmt.Errorf("sync: delete local endpoint %s: %w", op.Addr, err)
+				}
+				delete(s.local, op.Addr)
+			}
+		}
+	}
+	return nil
+}
+
+// applyEndpoint writes an endpoint config. A write before the final one
+// keeps the current revisions (turning enforcement on owes the direction
+// a new one). The final write takes fresh revisions for a new endpoint
+// (or a new one on a reused ifindex) and for every owed direction, which
+// makes the endpoint's tracked flows re-check the final policy once.
+func (d *Datapath) applyEndpoint(op syncOp, want *MapState) error {
+	s := &d.state
+	id := op.Endpoint
+	es := want.Endpoints[id]
+	cur, exists := s.endpoints[id]
+	next := op.Config
+	next.IngressRev, next.EgressRev = cur.IngressRev, cur.EgressRev
+	in, eg := dirKey{id, policy.Ingress}, dirKey{id, policy.Egress}
+	if next.Flags&^cur.Flags&epFlagIngressEnforced != 0 {
+		s.owed[in] = true
+	}
+	if next.Flags&^cur.Flags&epFlagEgressEnforced != 0 {
+		s.owed[eg] = true
+	}
+	if op.Final {
+		if !exists || s.names[id] != es.Endpoint {
+			next.IngressRev, next.EgressRev = d.rev(), d.rev()
+		}
+		if s.owed[in] {
+			next.IngressRev = d.rev()
+		}
+		if s.owed[eg] {
+			next.EgressRev = d.rev()
+		}
+	}
+	if exists && cur == next {
+		if op.Final {
+			s.names[id] = es.Endpoint
+		}
+		return nil
+	}
+	if err := d.putEndpoint(id, &next); err != nil {
+		return fmt.Errorf("sync endpoint %s (ifindex %d, %s): %w", es.Endpoint, id, op.Phase, err)
+	}
+	s.endpoints[id] = next
+	if op.Final {
+		s.names[id] = es.Endpoint
+		delete(s.owed, in)
+		delete(s.owed, eg)
+	}
 	return nil
 }
 
@@ -606,7 +634,8 @@ func (b *ipcacheBatch) add(p netip.Prefix, id policy.ID) {
 	b.triePrefixes = append(b.triePrefixes, p)
 }
 
-// put writes the batch and records in s what it wrote.
+// put writes the batch (whose values are vals) and records in s what it
+// wrote.
 func (b *ipcacheBatch) put(o *moatObjects, s *syncState, want map[netip.Prefix]policy.ID) error {
 	n, err := putMany(o.MoatIpcacheH, b.hostKeys, b.hostVals)
 	for _, p := range b.hostPrefixes[:n] {

@@ -7,8 +7,9 @@ import (
 	"path/filepath"
 	"runtime"
 
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	moatns "github.com/moatnet/moat/internal/netns"
 )
 
 // netnsCreate makes a named network namespace at path the way `ip netns add`
@@ -112,50 +113,8 @@ func netnsDelete(path string) error {
 	return nil
 }
 
-// netnsDo runs fn on a locked OS thread that has entered the netns at path.
-// Sockets that fn opens stay in that netns after it returns. fn runs on its
-// own goroutine; a panic in fn is re-raised in the caller.
+// netnsDo runs fn inside the netns at path: see internal/netns.Do, the one
+// implementation production code and tests share.
 func netnsDo(path string, fn func() error) error {
-	target, err := netns.GetFromPath(path)
-	if err != nil {
-		return fmt.Errorf("open netns %s: %w", path, err)
-	}
-	defer target.Close()
-
-	type result struct {
-		err   error
-		panic any
-	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- result{err: fmt.Errorf("open current netns: %w", err)}
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			done <- result{err: fmt.Errorf("enter netns %s: %w", path, err)}
-			return
-		}
-		var res result
-		func() {
-			defer func() { res.panic = recover() }()
-			res.err = fn()
-		}()
-		// Hand the thread back to the scheduler only if it is back home;
-		// otherwise it stays locked and dies with this goroutine.
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		done <- res
-	}()
-	res := <-done
-	if res.panic != nil {
-		panic(res.panic)
-	}
-	return res.err
+	return moatns.Do(path, fn)
 }

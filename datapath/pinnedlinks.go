@@ -33,8 +33,9 @@ type linkPins[K comparable] struct {
 func linksDir(pinRoot string) string { return filepath.Join(pinRoot, "links") }
 
 // adopt loads the links a previous instance pinned into links and points
-// each at prog(key). A pin that does not load is removed; a link whose
-// program cannot be replaced (its attach point is gone) is unpinned.
+// each at prog(key); a nil prog(key) leaves the link's program as it is
+// (an upgrade swaps it later). A pin that does not load is removed; a link
+// whose program cannot be replaced (its attach point is gone) is unpinned.
 func (p linkPins[K]) adopt(links map[K]link.Link, prog func(K) *ebpf.Program) error {
 	entries, err := os.ReadDir(p.dir)
 	if err != nil {
@@ -52,11 +53,13 @@ func (p linkPins[K]) adopt(links map[K]link.Link, prog func(K) *ebpf.Program) er
 			_ = os.Remove(path)
 			continue
 		}
-		if err := l.Update(prog(k)); err != nil {
-			p.log.Warn("dropping stale pinned "+p.kind+" link", "path", path, "err", err)
-			_ = l.Unpin()
-			_ = l.Close()
-			continue
+		if pg := prog(k); pg != nil {
+			if err := l.Update(pg); err != nil {
+				p.log.Warn("dropping stale pinned "+p.kind+" link", "path", path, "err", err)
+				_ = l.Unpin()
+				_ = l.Close()
+				continue
+			}
 		}
 		links[k] = l
 	}

@@ -20,13 +20,14 @@ import (
 	"github.com/moatnet/moat/internal/testutil"
 )
 
-// sockopsHelperEnv makes TestSockOpsHelperProcess act as a tiny TCP client:
+// sockopsHelperEnv makes the test binary act as a tiny TCP client:
 // "<mode> <addr>". The privileged tests run it in a test cgroup, so that
 // only its sockets are watched.
 const sockopsHelperEnv = "MOAT_SOCKOPS_HELPER"
 
-// TestSockOpsHelperProcess is not a test: it is the client process of
-// TestPrivilegedSockOps, started with sockopsHelperEnv set. Modes:
+// runSockopsHelper is not a test: it is the client process of
+// TestPrivilegedSockOps, started with sockopsHelperEnv set, and TestMain
+// dispatches to it before any test runs. Modes:
 //
 //	echo   dial, write "ping", read it back, close
 //	dial   dial with a 3s timeout, then exit
@@ -35,18 +36,13 @@ const sockopsHelperEnv = "MOAT_SOCKOPS_HELPER"
 //	       read until EOF or error
 //	serve  listen on addr, print the address, echo 4 bytes of one
 //	       connection, close
-func TestSockOpsHelperProcess(t *testing.T) {
-	arg := os.Getenv(sockopsHelperEnv)
-	if arg == "" {
-		t.Skip("helper process for TestPrivilegedSockOps")
-	}
+func runSockopsHelper(arg string) int {
 	mode, addr, _ := strings.Cut(arg, " ")
-	err := sockopsHelper(mode, addr)
-	if err != nil {
+	if err := sockopsHelper(mode, addr); err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return 1
 	}
-	os.Exit(0)
+	return 0
 }
 
 func sockopsHelper(mode, addr string) error {
@@ -150,7 +146,7 @@ type sockopsClient struct {
 
 func startSockopsClient(t *testing.T, cgroupFD int, mode string, addr netip.AddrPort) *sockopsClient {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestSockOpsHelperProcess$", "-test.count=1")
+	cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.count=1")
 	cmd.Env = append(os.Environ(), sockopsHelperEnv+"="+mode+" "+addr.String())
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgroupFD}
 	cmd.Stderr = os.Stderr

@@ -68,8 +68,8 @@ func TestPrivilegedDropsVisible(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, ok := m0.sum("moat_policy_count", nil); !ok || v != 1 {
-		t.Errorf("moat_policy_count = %v (present %v), want 1", v, ok)
+	if v, ok := m0.sum("moat_policies", nil); !ok || v != 1 {
+		t.Errorf("moat_policies = %v (present %v), want 1", v, ok)
 	}
 	// The allowed flow is tracked at a's egress and b's ingress (closing
 	// for 10 s); the suite's agent runs its CT GC every second.
@@ -168,8 +168,8 @@ func TestPrivilegedDropsVisible(t *testing.T) {
 			if v, _ := after.sum("hubble_flows_processed_total", map[string]string{"verdict": "DROPPED"}); v <= processedBefore {
 				t.Errorf("hubble_flows_processed_total{verdict=DROPPED} = %v, want more than %v", v, processedBefore)
 			}
-			if v, ok := after.sum("moat_policy_count", nil); !ok || v != 1 {
-				t.Errorf("moat_policy_count = %v (present %v), want 1", v, ok)
+			if v, ok := after.sum("moat_policies", nil); !ok || v != 1 {
+				t.Errorf("moat_policies = %v (present %v), want 1", v, ok)
 			}
 		})
 	}

@@ -37,6 +37,7 @@ import (
 	"github.com/moatnet/moat/flow"
 	"github.com/moatnet/moat/internal/adsclient"
 	"github.com/moatnet/moat/policy"
+	"github.com/moatnet/moat/policyload"
 	"github.com/moatnet/moat/xds"
 )
 
@@ -282,11 +283,11 @@ type envoyFixture struct {
 func newEnvoyFixture(t *testing.T) *envoyFixture {
 	t.Helper()
 	dir := t.TempDir()
-	policies, err := policy.ParseFiles(filepath.Join("..", "examples", "starwars", "policies"))
+	policies, err := policyload.Load(filepath.Join("..", "examples", "starwars", "policies"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	eps, err := policy.LoadEndpointsFile(filepath.Join("..", "examples", "starwars", "endpoints.yaml"))
+	eps, err := policyload.LoadEndpoints(filepath.Join("..", "examples", "starwars", "endpoints.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

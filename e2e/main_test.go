@@ -30,6 +30,10 @@ type suite struct {
 var theSuite = &suite{}
 
 func TestMain(m *testing.M) {
+	// Helper processes that tests start by re-executing this binary.
+	if raw := os.Getenv(pushServerEnv); raw != "" {
+		os.Exit(runPushServerProcess(raw))
+	}
 	dir, err := os.MkdirTemp("", "moat-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "create binary dir:", err)

@@ -12,7 +12,7 @@ func TestParseMetrics(t *testing.T) {
 hubble_drop_total{protocol="TCP",reason="POLICY_DENIED"} 3
 hubble_drop_total{protocol="UDP",reason="POLICY_DENIED"} 1
 hubble_http_requests_total{method="GET",status="200"} 7 # {traceID="abc"} 1 1.7e9
-moat_policy_count 2
+moat_policies 2
 escaped{path="a\"b,c"} 1.5e+00
 `
 	m, err := parseMetrics(strings.NewReader(text))
@@ -28,7 +28,7 @@ escaped{path="a\"b,c"} 1.5e+00
 	}{
 		{name: "one series", metric: "hubble_drop_total", labels: map[string]string{"protocol": "TCP"}, want: 3, found: true},
 		{name: "sum of series", metric: "hubble_drop_total", labels: map[string]string{"reason": "POLICY_DENIED"}, want: 4, found: true},
-		{name: "no labels", metric: "moat_policy_count", want: 2, found: true},
+		{name: "no labels", metric: "moat_policies", want: 2, found: true},
 		{name: "exemplar ignored", metric: "hubble_http_requests_total", want: 7, found: true},
 		{name: "escaped quote", metric: "escaped", labels: map[string]string{"path": `a\"b,c`}, want: 1.5, found: true},
 		{name: "absent label value", metric: "hubble_drop_total", labels: map[string]string{"protocol": "ICMPv4"}},

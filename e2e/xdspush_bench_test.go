@@ -55,7 +55,7 @@ type pushScenario struct {
 // Each scenario and protocol runs in two variants:
 //
 // server-process: the xds.Server runs as in production, in a process of its
-// own (this test binary re-executed as TestXDSPushServerProcess), which
+// own (this test binary re-executed, dispatched by TestMain), which
 // builds the plan, translates and serves it; this process runs only the
 // clients and drives the pushes. Metrics: p50-ms and p99-ms (push start to
 // a node's ACK, over all nodes and iterations); nodes-translate-ms

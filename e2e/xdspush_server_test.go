@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"runtime"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/moatnet/moat/envoy"
 	"github.com/moatnet/moat/xds"
@@ -66,29 +68,27 @@ type pushReply struct {
 	HeapMiB     float64    `json:"heapMiB,omitempty"`     // gc: live Go heap
 }
 
-// TestXDSPushServerProcess is NOT a test: it is the entry point of the xDS
-// server process of BenchmarkPushTranslated, which re-executes the test
-// binary with -test.run=^TestXDSPushServerProcess$ and pushServerEnv set,
-// so that the server's memory can be measured apart from the 500 clients.
-// Without pushServerEnv it skips at once.
+// runPushServerProcess is the entry point of the xDS server process of
+// BenchmarkPushTranslated, which re-executes the test binary with
+// pushServerEnv set, so that the server's memory can be measured apart from
+// the 500 clients. TestMain dispatches here before any test runs (a helper
+// process is not a test, so it never shows up as a skipped one).
 //
 // The process builds the benchmark's plan itself (envoy.BenchPlan, split
 // over the nodes), serves version 0 on the socket, writes a ready reply,
 // then answers pushCommands from stdin until stdin closes.
-func TestXDSPushServerProcess(t *testing.T) {
-	raw := os.Getenv(pushServerEnv)
-	if raw == "" {
-		t.Skip("not a test: the xDS server process of BenchmarkPushTranslated, run only by it with " + pushServerEnv + " set")
-	}
+func runPushServerProcess(raw string) int {
 	replies := json.NewEncoder(os.NewFile(3, "replies"))
-	if err := servePushes(t, raw, os.Stdin, replies); err != nil {
+	if err := servePushes(raw, os.Stdin, replies); err != nil {
 		_ = replies.Encode(pushReply{Err: err.Error()})
-		t.Fatal(err)
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
+	return 0
 }
 
-// servePushes is the server process: see TestXDSPushServerProcess.
-func servePushes(t *testing.T, raw string, commands io.Reader, replies *json.Encoder) error {
+// servePushes is the server process: see runPushServerProcess.
+func servePushes(raw string, commands io.Reader, replies *json.Encoder) error {
 	var cfg pushServerConfig
 	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
 		return fmt.Errorf("parse %s: %w", pushServerEnv, err)
@@ -111,8 +111,12 @@ func servePushes(t *testing.T, raw string, commands io.Reader, replies *json.Enc
 		}
 		return out, nil
 	}
-	ctx := t.Context()
-	s := runXDSServer(t, cfg.Socket)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := startXDSServer(ctx, cfg.Socket)
+	if err != nil {
+		return err
+	}
 	version := 0
 	set := func(res []map[resource.Type][]types.Resource) error {
 		v := strconv.Itoa(version)
@@ -281,7 +285,7 @@ func startPushServer(tb testing.TB, cfg pushServerConfig) *pushServerProc {
 	tb.Cleanup(func() { _ = replyR.Close() })
 	// Bounded: the child ends when its stdin closes, at the latest when its
 	// own test timeout fires.
-	cmd := exec.Command(os.Args[0], "-test.run=^TestXDSPushServerProcess$", "-test.count=1", "-test.timeout=30m")
+	cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.count=1", "-test.timeout=30m")
 	cmd.Env = append(os.Environ(), pushServerEnv+"="+string(raw))
 	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -412,4 +416,23 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// startXDSServer runs an xDS server on socket until ctx ends and returns it
+// once it is ready (the helper process has no testing.T).
+func startXDSServer(ctx context.Context, socket string) (*xds.Server, error) {
+	s, err := xds.New(xds.Config{Socket: socket}, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		return nil, fmt.Errorf("create xds server: %w", err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.Run(ctx) }()
+	select {
+	case <-s.Ready():
+		return s, nil
+	case err := <-errc:
+		return nil, fmt.Errorf("run xds server: %w", err)
+	case <-time.After(xdsWaitTimeout):
+		return nil, errors.New("xds server not ready")
+	}
 }

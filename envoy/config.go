@@ -6,6 +6,9 @@ import (
 	"net/netip"
 	"time"
 
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+
+	"github.com/moatnet/moat/internal/httpnorm"
 	"github.com/moatnet/moat/policy"
 )
 
@@ -45,6 +48,16 @@ type Config struct {
 	// more instructions (an estimate of Envoy's RE2 program size). Default
 	// DefaultMaxRegexProgramSize; negative turns the check off.
 	MaxRegexProgramSize int
+	// PathMode is how strictly the proxy treats request targets (see
+	// internal/httpnorm). httpnorm.ModeStrict, the default, rejects with
+	// 400 every path that is ambiguous across common back ends; the
+	// connection manager then says path_with_escaped_slashes_action
+	// REJECT_REQUEST, which l7proxy reads as "strict". httpnorm.ModeEnvoy
+	// is Envoy's exact behaviour: UNESCAPE_AND_REDIRECT, and paths such as
+	// "/public/..;/admin" reach the upstream as they are. With Envoy as the
+	// data plane, strict mode rejects escaped slashes only: the other
+	// ambiguity checks are l7proxy's.
+	PathMode httpnorm.Mode
 }
 
 // WithDefaults returns c with zero fields set to their defaults.
@@ -91,6 +104,9 @@ func (c Config) Validate() error {
 	if c.AccessLogCluster == "" {
 		return errors.New("validate envoy config: access-log cluster must be set")
 	}
+	if c.PathMode != httpnorm.ModeStrict && c.PathMode != httpnorm.ModeEnvoy {
+		return fmt.Errorf("validate envoy config: unknown path mode %v", c.PathMode)
+	}
 	if c.ConnectTimeout < 0 {
 		return fmt.Errorf("validate envoy config: negative connect timeout %s", c.ConnectTimeout)
 	}
@@ -102,4 +118,14 @@ func (c Config) port(d policy.Direction) uint16 {
 		return c.EgressHTTPPort
 	}
 	return c.IngressHTTPPort
+}
+
+// escapedSlashesAction is the connection manager's
+// path_with_escaped_slashes_action for the path mode; l7proxy reads
+// REJECT_REQUEST as httpnorm.ModeStrict.
+func (c Config) escapedSlashesAction() hcmv3.HttpConnectionManager_PathWithEscapedSlashesAction {
+	if c.PathMode == httpnorm.ModeEnvoy {
+		return hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT
+	}
+	return hcmv3.HttpConnectionManager_REJECT_REQUEST
 }

@@ -183,7 +183,7 @@ func httpConnectionManager(cfg Config, d policy.Direction, rbac *rbacfilterv3.RB
 		}},
 		NormalizePath:                wrapperspb.Bool(true),
 		MergeSlashes:                 true,
-		PathWithEscapedSlashesAction: hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT,
+		PathWithEscapedSlashesAction: cfg.escapedSlashesAction(),
 		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{
 			HeadersWithUnderscoresAction: corev3.HttpProtocolOptions_REJECT_REQUEST,
 		},

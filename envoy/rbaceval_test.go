@@ -2,147 +2,38 @@ package envoy
 
 import (
 	"net/netip"
-	"regexp"
-	"strconv"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+
+	"github.com/moatnet/moat/envoy/rbaceval"
 )
 
-// request is what the test RBAC evaluator looks at. Headers hold lowercase
-// names, including :method and :authority.
+// request is what the reference RBAC evaluator looks at. Headers hold
+// lowercase names, including :method and :authority.
 type request struct {
 	src, dst netip.AddrPort
 	path     string // without query
 	headers  map[string]string
 }
 
-// rbacAllows is a small reading of Envoy's RBAC semantics, covering exactly
-// the matchers Translate emits; it fails the test on anything else so that
-// a new matcher cannot slip through untested.
+// rbacAllows evaluates cfg with the reference evaluator (envoy/rbaceval),
+// failing the test on a matcher it does not know.
 func rbacAllows(t *testing.T, cfg *rbacfilterv3.RBAC, r request) bool {
 	t.Helper()
-	if cfg.GetRules().GetAction() != rbacv3.RBAC_ALLOW {
-		t.Fatalf("RBAC action %v, want ALLOW", cfg.GetRules().GetAction())
+	ok, err := rbaceval.Allows(cfg, rbaceval.Request{Src: r.src, Dst: r.dst, Path: r.path, Headers: r.headers})
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, p := range cfg.GetRules().GetPolicies() {
-		perm, prin := false, false
-		for _, x := range p.GetPermissions() {
-			perm = perm || evalPermission(t, x, r)
-		}
-		for _, x := range p.GetPrincipals() {
-			prin = prin || evalPrincipal(t, x, r)
-		}
-		if perm && prin {
-			return true
-		}
-	}
-	return false
+	return ok
 }
 
 func cidrContains(t *testing.T, c *corev3.CidrRange, a netip.Addr) bool {
 	t.Helper()
-	p, err := netip.ParsePrefix(c.GetAddressPrefix() + "/" + strconv.FormatUint(uint64(c.GetPrefixLen().GetValue()), 10))
-	if err != nil {
-		t.Fatalf("bad cidr %v: %v", c, err)
-	}
-	return p.Contains(a)
-}
-
-func evalPrincipal(t *testing.T, p *rbacv3.Principal, r request) bool {
-	t.Helper()
-	switch id := p.GetIdentifier().(type) {
-	case *rbacv3.Principal_Any:
-		return true
-	case *rbacv3.Principal_DirectRemoteIp:
-		return cidrContains(t, id.DirectRemoteIp, r.src.Addr())
-	case *rbacv3.Principal_AndIds:
-		for _, x := range id.AndIds.GetIds() {
-			if !evalPrincipal(t, x, r) {
-				return false
-			}
-		}
-		return true
-	case *rbacv3.Principal_OrIds:
-		for _, x := range id.OrIds.GetIds() {
-			if evalPrincipal(t, x, r) {
-				return true
-			}
-		}
-		return false
-	case *rbacv3.Principal_NotId:
-		return !evalPrincipal(t, id.NotId, r)
-	}
-	t.Fatalf("evaluator does not know principal %T", p.GetIdentifier())
-	return false
-}
-
-func evalPermission(t *testing.T, p *rbacv3.Permission, r request) bool {
-	t.Helper()
-	switch rule := p.GetRule().(type) {
-	case *rbacv3.Permission_Any:
-		return true
-	case *rbacv3.Permission_DestinationIp:
-		return cidrContains(t, rule.DestinationIp, r.dst.Addr())
-	case *rbacv3.Permission_DestinationPort:
-		return uint32(r.dst.Port()) == rule.DestinationPort
-	case *rbacv3.Permission_DestinationPortRange:
-		p := int32(r.dst.Port())
-		return p >= rule.DestinationPortRange.GetStart() && p < rule.DestinationPortRange.GetEnd()
-	case *rbacv3.Permission_UrlPath:
-		return stringMatches(t, rule.UrlPath.GetPath(), r.path)
-	case *rbacv3.Permission_Header:
-		return headerMatches(t, rule.Header, r)
-	case *rbacv3.Permission_AndRules:
-		for _, x := range rule.AndRules.GetRules() {
-			if !evalPermission(t, x, r) {
-				return false
-			}
-		}
-		return true
-	case *rbacv3.Permission_OrRules:
-		for _, x := range rule.OrRules.GetRules() {
-			if evalPermission(t, x, r) {
-				return true
-			}
-		}
-		return false
-	case *rbacv3.Permission_NotRule:
-		return !evalPermission(t, rule.NotRule, r)
-	}
-	t.Fatalf("evaluator does not know permission %T", p.GetRule())
-	return false
-}
-
-func headerMatches(t *testing.T, h *routev3.HeaderMatcher, r request) bool {
-	t.Helper()
-	v, ok := r.headers[h.GetName()]
-	switch h.GetHeaderMatchSpecifier().(type) {
-	case *routev3.HeaderMatcher_PresentMatch:
-		return ok == h.GetPresentMatch()
-	case *routev3.HeaderMatcher_StringMatch:
-		return ok && stringMatches(t, h.GetStringMatch(), v)
-	}
-	t.Fatalf("evaluator does not know header matcher %T", h.GetHeaderMatchSpecifier())
-	return false
-}
-
-func stringMatches(t *testing.T, m *matcherv3.StringMatcher, v string) bool {
-	t.Helper()
-	switch m.GetMatchPattern().(type) {
-	case *matcherv3.StringMatcher_Exact:
-		return v == m.GetExact()
-	case *matcherv3.StringMatcher_SafeRegex:
-		// Envoy's safe_regex matches the whole value.
-		return regexp.MustCompile(`\A(?:` + m.GetSafeRegex().GetRegex() + `)\z`).MatchString(v)
-	}
-	t.Fatalf("evaluator does not know string matcher %T", m.GetMatchPattern())
-	return false
+	return rbaceval.CIDRContains(c, a)
 }
 
 // chainFor finds the filter chain Envoy would pick for the connection (by
@@ -289,4 +180,22 @@ func TestTranslateSemantics(t *testing.T) {
 			})
 		}
 	}
+}
+
+func evalPrincipal(t *testing.T, p *rbacv3.Principal, r request) bool {
+	t.Helper()
+	ok, err := rbaceval.PrincipalMatches(p, rbaceval.Request{Src: r.src, Dst: r.dst, Path: r.path, Headers: r.headers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
+func evalPermission(t *testing.T, p *rbacv3.Permission, r request) bool {
+	t.Helper()
+	ok, err := rbaceval.PermissionMatches(p, rbaceval.Request{Src: r.src, Dst: r.dst, Path: r.path, Headers: r.headers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ok
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/moatnet/moat/internal/httpnorm"
 	"github.com/moatnet/moat/policy"
 )
 
@@ -159,7 +160,7 @@ func TestTranslateSafeDefaults(t *testing.T) {
 	}{
 		{"normalize_path", hcm.GetNormalizePath().GetValue()},
 		{"merge_slashes", hcm.GetMergeSlashes()},
-		{"escaped slashes", hcm.GetPathWithEscapedSlashesAction() == hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT},
+		{"escaped slashes rejected (strict paths)", hcm.GetPathWithEscapedSlashesAction() == hcmv3.HttpConnectionManager_REJECT_REQUEST},
 		{"underscores", hcm.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction().String() == "REJECT_REQUEST"},
 		{"codec auto", hcm.GetCodecType() == hcmv3.HttpConnectionManager_AUTO},
 		{"denied body", hcm.GetLocalReplyConfig().GetMappers()[0].GetBody().GetInlineString() == "Access denied"},
@@ -172,6 +173,30 @@ func TestTranslateSafeDefaults(t *testing.T) {
 		if !c.ok {
 			t.Errorf("%s: not set as required", c.name)
 		}
+	}
+}
+
+// TestTranslatePathMode: the Envoy-exact path mode asks for Envoy's
+// unescape-and-redirect; the default (strict) asks for rejection.
+func TestTranslatePathMode(t *testing.T) {
+	for mode, want := range map[httpnorm.Mode]hcmv3.HttpConnectionManager_PathWithEscapedSlashesAction{
+		httpnorm.ModeStrict: hcmv3.HttpConnectionManager_REJECT_REQUEST,
+		httpnorm.ModeEnvoy:  hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT,
+	} {
+		res, err := Translate(goldenCases()[0].plan(), Config{PathMode: mode})
+		if err != nil {
+			t.Fatalf("Translate: %v", err)
+		}
+		hcm := &hcmv3.HttpConnectionManager{}
+		if err := res.Listeners[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(hcm); err != nil {
+			t.Fatalf("unpack hcm: %v", err)
+		}
+		if got := hcm.GetPathWithEscapedSlashesAction(); got != want {
+			t.Errorf("mode %v: path_with_escaped_slashes_action %v, want %v", mode, got, want)
+		}
+	}
+	if _, err := Translate(goldenCases()[0].plan(), Config{PathMode: 9}); err == nil || !strings.Contains(err.Error(), "unknown path mode") {
+		t.Errorf("Translate with path mode 9: error %v, want unknown path mode", err)
 	}
 }
 

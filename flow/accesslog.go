@@ -32,17 +32,40 @@ import (
 // local address the server (proxy listeners are transparent, so the local
 // address is the original destination). Both are resolved with the Enricher.
 //
-// Policy denials: an entry is a denial, and its request flow DROPPED with
-// reason POLICY_DENIED, when its response flags carry unauthorized details,
-// its response code details start with "rbac_access_denied", or it is a 403
-// whose response code details are "direct_response", "upgrade_failed" or
-// "filter_chain_not_found".
+// Verdicts: the request flow says what became of the request, from the
+// entry's response code details (Envoy's names, which l7proxy uses too). A
+// request the proxy answered itself is never FORWARDED:
+//
+//   - Policy denials are DROPPED with reason POLICY_DENIED: response flags
+//     with unauthorized details, details starting with "rbac_access_denied",
+//     or a 403 whose details are "direct_response", "upgrade_failed",
+//     "connect_not_allowed" or "filter_chain_not_found". This is what Hubble
+//     shows for a request Cilium's proxy denies.
+//   - Requests the connection manager refuses before any policy (400 for an
+//     ambiguous or malformed path or Host, a header name with an
+//     underscore, a codec error: any other details) are DROPPED with reason
+//     INVALID_PACKET_DROPPED: the request never reached the server because
+//     it was malformed, which is what that Hubble reason means for packets.
+//   - Answers the proxy makes in place of the server without a denial (the
+//     307 for an escaped slash, "..._redirected", and a route's
+//     "direct_response") are REDIRECTED: like Hubble's REDIRECTED, the flow
+//     went to the proxy and not to its destination.
+//   - Failures to reach the upstream ("upstream_..." before the response
+//     started, "cluster_not_found", "route_not_found", a refused upgrade
+//     on a status other than 403) are ERROR.
+//   - "via_upstream" (and entries without details, from producers that do
+//     not set them) are FORWARDED.
+//
+// The response flow is FORWARDED in every case: the answer, whoever made
+// it, went back to the client (and a denial is counted once in
+// hubble_drop_total).
 type AccessLogServer struct {
 	alsv3.UnimplementedAccessLogServiceServer
 
 	enricher Enricher
 	sink     func(Flow)
 	log      *slog.Logger
+	legs     proxyLegs
 }
 
 // NewAccessLogServer returns an access-log service that enriches entries
@@ -83,6 +106,7 @@ func (s *AccessLogServer) StreamAccessLogs(stream alsv3.AccessLogService_StreamA
 		switch e := msg.GetLogEntries().(type) {
 		case *alsv3.StreamAccessLogsMessage_HttpLogs:
 			for _, entry := range e.HttpLogs.GetLogEntry() {
+				s.rememberLeg(entry)
 				req, resp := HTTPFlows(entry, dir, node, s.enricher)
 				s.sink(req)
 				s.sink(resp)
@@ -90,6 +114,16 @@ func (s *AccessLogServer) StreamAccessLogs(stream alsv3.AccessLogService_StreamA
 		case *alsv3.StreamAccessLogsMessage_TcpLogs:
 			// TCP proxying is not an L7 flow; the datapath reports it.
 		}
+	}
+}
+
+// rememberLeg records the entry's upstream connection (see ClientOf).
+func (s *AccessLogServer) rememberLeg(e *accesslogv3.HTTPAccessLogEntry) {
+	c := e.GetCommonProperties()
+	up, upPort := socketAddr(c.GetUpstreamLocalAddress())
+	client, clientPort := socketAddr(c.GetDownstreamRemoteAddress())
+	if up.IsValid() && client.IsValid() {
+		s.legs.add(netip.AddrPortFrom(up, upPort), netip.AddrPortFrom(client, clientPort))
 	}
 }
 
@@ -165,10 +199,7 @@ func HTTPFlows(e *accesslogv3.HTTPAccessLogEntry, dir TrafficDirection, node str
 		TraceID:  traceID,
 		NodeName: node,
 	}
-	if denied(e) {
-		request.Verdict = Dropped
-		request.DropReason = DropPolicyDenied
-	}
+	request.Verdict, request.DropReason = requestVerdict(e)
 	Enrich(enr, &request)
 
 	response = request
@@ -182,6 +213,30 @@ func HTTPFlows(e *accesslogv3.HTTPAccessLogEntry, dir TrafficDirection, node str
 		Code: code, Method: method, URL: url, Host: req.GetAuthority(), Protocol: proto,
 	}}
 	return request, response
+}
+
+// requestVerdict says what became of the request: forwarded to the
+// upstream, or answered by the proxy itself (see AccessLogServer).
+func requestVerdict(e *accesslogv3.HTTPAccessLogEntry) (Verdict, DropReason) {
+	if denied(e) {
+		return Dropped, DropPolicyDenied
+	}
+	details := e.GetResponse().GetResponseCodeDetails()
+	switch {
+	case details == "" || details == "via_upstream" || strings.HasPrefix(details, "upstream_reset_after_response_started"):
+		// Entries without details come from producers that do not set
+		// them; the response came from the upstream as far as we know.
+		return Forwarded, ""
+	case details == "direct_response" || strings.HasSuffix(details, "_redirected"):
+		return Redirected, ""
+	case strings.HasPrefix(details, "upstream_") || strings.HasPrefix(details, "cluster_not_found") ||
+		strings.HasPrefix(details, "route_not_found") || strings.HasPrefix(details, "no_healthy_upstream") ||
+		details == "upgrade_failed":
+		return VerdictError, ""
+	}
+	// The connection manager refused the request itself: a codec error,
+	// an ambiguous path or Host, a header it does not accept.
+	return Dropped, DropInvalidPacket
 }
 
 func denied(e *accesslogv3.HTTPAccessLogEntry) bool {
@@ -198,6 +253,7 @@ func denied(e *accesslogv3.HTTPAccessLogEntry) bool {
 	switch details {
 	case "direct_response", // a route that answers 403 itself
 		"upgrade_failed",         // an Upgrade the listener does not allow
+		"connect_not_allowed",    // CONNECT is never allowed
 		"filter_chain_not_found": // the connection's endpoint has no HTTP policy any more
 		return true
 	}

@@ -185,6 +185,7 @@ func TestHTTPFlowsDenied(t *testing.T) {
 		name   string
 		mutate func(e *accesslogv3.HTTPAccessLogEntry)
 		want   Verdict
+		reason DropReason // for Dropped; default POLICY_DENIED
 	}{
 		{name: "upstream 403 is forwarded", mutate: func(e *accesslogv3.HTTPAccessLogEntry) {
 			e.Response.ResponseCode = wrapperspb.UInt32(403)
@@ -208,7 +209,46 @@ func TestHTTPFlowsDenied(t *testing.T) {
 		{name: "upgrade_failed on another status is not a denial", mutate: func(e *accesslogv3.HTTPAccessLogEntry) {
 			e.Response.ResponseCode = wrapperspb.UInt32(503)
 			e.Response.ResponseCodeDetails = "upgrade_failed"
+		}, want: VerdictError},
+		{name: "via upstream", mutate: func(e *accesslogv3.HTTPAccessLogEntry) {
+			e.Response.ResponseCode = wrapperspb.UInt32(400)
+			e.Response.ResponseCodeDetails = "via_upstream"
 		}, want: Forwarded},
+		{name: "upstream reset after the response started", mutate: func(e *accesslogv3.HTTPAccessLogEntry) {
+			e.Response.ResponseCodeDetails = "upstream_reset_after_response_started"
+		}, want: Forwarded},
+		{name: "ambiguous path rejected", mutate: func(e *accesslogv3.HTTPAccessLogEntry) {
+			e.Response.ResponseCode = wrapperspb.UInt32(400)
+			e.Response.ResponseCodeDetails = "path_ambiguous_rejected"
+		}, want: Dropped, reason: DropInvalidPacket},
+		{name: "path normalisation failed", mutate: func(e *accesslogv3.HTTPAccessLogEntry) {
+			e.Response.ResponseCode = wrapperspb.UInt32(400)
+			e.Response.ResponseCodeDetails = "path_normalization_failed"
+		}, want: Dropped, reason: DropInvalidPacket},
+		{name: "underscore header", mutate: func(e *accesslogv3.HTTPAccessLogEntry) {
+			e.Response.ResponseCode = wrapperspb.UInt32(400)
+			e.Response.ResponseCodeDetails = "http1.unexpected_underscore"
+		}, want: Dropped, reason: DropInvalidPacket},
+		{name: "connect refused", mutate: func(e *accesslogv3.HTTPAccessLogEntry) {
+			e.Response.ResponseCode = wrapperspb.UInt32(403)
+			e.Response.ResponseCodeDetails = "connect_not_allowed"
+		}, want: Dropped},
+		{name: "escaped slash redirect", mutate: func(e *accesslogv3.HTTPAccessLogEntry) {
+			e.Response.ResponseCode = wrapperspb.UInt32(307)
+			e.Response.ResponseCodeDetails = "path_with_escaped_slashes_redirected"
+		}, want: Redirected},
+		{name: "direct response", mutate: func(e *accesslogv3.HTTPAccessLogEntry) {
+			e.Response.ResponseCode = wrapperspb.UInt32(200)
+			e.Response.ResponseCodeDetails = "direct_response"
+		}, want: Redirected},
+		{name: "upstream connect failure", mutate: func(e *accesslogv3.HTTPAccessLogEntry) {
+			e.Response.ResponseCode = wrapperspb.UInt32(503)
+			e.Response.ResponseCodeDetails = "upstream_reset_before_response_started{connection_failure}"
+		}, want: VerdictError},
+		{name: "no cluster", mutate: func(e *accesslogv3.HTTPAccessLogEntry) {
+			e.Response.ResponseCode = wrapperspb.UInt32(503)
+			e.Response.ResponseCodeDetails = "cluster_not_found"
+		}, want: VerdictError},
 		{name: "unauthorized flag", mutate: func(e *accesslogv3.HTTPAccessLogEntry) {
 			e.CommonProperties.ResponseFlags = &accesslogv3.ResponseFlags{UnauthorizedDetails: &accesslogv3.ResponseFlags_Unauthorized{}}
 		}, want: Dropped},
@@ -221,8 +261,15 @@ func TestHTTPFlowsDenied(t *testing.T) {
 			if req.Verdict != tt.want {
 				t.Errorf("request verdict = %v, want %v", req.Verdict, tt.want)
 			}
-			if tt.want == Dropped && req.DropReason != DropPolicyDenied {
-				t.Errorf("drop reason = %q, want %q", req.DropReason, DropPolicyDenied)
+			wantReason := DropReason("")
+			if tt.want == Dropped {
+				wantReason = DropPolicyDenied
+				if tt.reason != "" {
+					wantReason = tt.reason
+				}
+			}
+			if req.DropReason != wantReason {
+				t.Errorf("drop reason = %q, want %q", req.DropReason, wantReason)
 			}
 			if resp.Verdict != Forwarded {
 				t.Errorf("response verdict = %v, want FORWARDED", resp.Verdict)

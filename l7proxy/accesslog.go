@@ -73,6 +73,9 @@ func buildEntry(ex *exchange, r *http.Request, rec *recorder, status int, end ti
 			common.UpstreamRemoteAddress = addrProto(ap)
 		}
 	}
+	if ex.upLocal.IsValid() {
+		common.UpstreamLocalAddress = addrProto(ex.upLocal)
+	}
 	req := &accesslogv3.HTTPRequestProperties{
 		RequestMethod:       corev3.RequestMethod(corev3.RequestMethod_value[r.Method]),
 		Scheme:              "http",

@@ -3,13 +3,15 @@
 // envoy package emits, so that a node without Envoy enforces the same L7
 // policy from the same resources.
 //
-// It owns: the ADS stream (state of the world; listeners, their RDS route
+// It owns: the ADS stream (state of the world, through internal/adsclient; listeners, their RDS route
 // configurations and clusters), the validation of every resource against
 // that subset (anything else is NACKed with a reason naming the resource and
 // field), the transparent listeners with Envoy's filter-chain match, an
 // HTTP/1.1 (and h2c with prior knowledge) server that applies the HTTP
 // connection manager's options (path normalisation through
-// internal/httpnorm, underscore and smuggling rejection), the RBAC HTTP
+// internal/httpnorm, in its strict mode when path_with_escaped_slashes_action
+// is REJECT_REQUEST and in Envoy's exact mode for UNESCAPE_AND_REDIRECT;
+// underscore and smuggling rejection), the RBAC HTTP
 // filter, routes to ORIGINAL_DST clusters with the cluster's SO_MARK, one
 // gRPC access-log entry per exchange, and an admin interface (/ready,
 // /config_dump, /stats/prometheus) that `moat envoy` reads like Envoy's.

@@ -11,7 +11,8 @@ import (
 // what Envoy's codec refuses but net/http tolerates: a request with both
 // Transfer-Encoding and Content-Length (net/http drops Content-Length), and
 // a request with more than one Content-Length (net/http merges equal
-// values). Such a request is replaced by a malformed request line, so that
+// values), and a header continued by obsolete line folding (net/http
+// unfolds it). Such a request is replaced by a malformed request line, so that
 // net/http answers 400 and closes the connection in order with any response
 // it is writing.
 //
@@ -200,6 +201,11 @@ func (g *frameGuard) head() bool {
 	}
 	var cls, tes []string
 	for _, l := range lines[1:] {
+		if l != "" && (l[0] == ' ' || l[0] == '\t') {
+			// Obsolete line folding (RFC 9112 5.2): a server must reject
+			// it or unfold it; back ends disagree on how, so reject.
+			return g.refuse()
+		}
 		name, value, ok := strings.Cut(l, ":")
 		if !ok {
 			continue
@@ -213,10 +219,7 @@ func (g *frameGuard) head() bool {
 		}
 	}
 	if len(cls) > 1 || (len(cls) > 0 && len(tes) > 0) {
-		g.ready = append(g.ready[:0], badRequest...)
-		g.pending = nil
-		g.state = stateDone
-		return true
+		return g.refuse()
 	}
 	g.release(end)
 	g.after = stateHead
@@ -241,5 +244,14 @@ func (g *frameGuard) head() bool {
 	default:
 		g.state = g.after
 	}
+	return true
+}
+
+// refuse replaces the request with one net/http answers with 400, and
+// stops reading the connection.
+func (g *frameGuard) refuse() bool {
+	g.ready = append(g.ready[:0], badRequest...)
+	g.pending = nil
+	g.state = stateDone
 	return true
 }

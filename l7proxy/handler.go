@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -34,6 +35,7 @@ type exchange struct {
 	route   string
 	cluster string
 	upAddr  string
+	upLocal netip.AddrPort // the upstream connection's local address
 }
 
 type exchangeKey struct{}
@@ -45,15 +47,21 @@ func exchangeFrom(ctx context.Context) *exchange {
 }
 
 // serveHTTP runs the HTTP connection manager of the connection's filter
-// chain: header and path checks, RBAC, route, upstream.
+// chain, as named phases. Each phase either passes the request on or
+// answers it itself (a local reply, recorded in ex.details); only the last
+// phase talks to the upstream. Every request is logged once, whichever
+// phase answered it.
 //
-// Every request runs the configuration current when it arrives: the filter
-// chain is matched again, from the connection's listener and addresses, in
-// the latest snapshot. A tightened policy therefore applies to the next
-// request of a keep-alive or HTTP/2 connection, not only to new
-// connections. (Envoy drains such connections instead and may serve them
-// with the old configuration until they close; this is stricter.) A
-// connection whose listener or filter chain is gone gets 403 and is closed.
+//  1. chain: the request runs the configuration current when it arrives,
+//     not the one its connection was accepted with (see currentChain).
+//  2. codec: what Envoy's HTTP/1 codec refuses never reaches a filter.
+//  3. target: the request target is normalised once (internal/httpnorm);
+//     from here on ex.req.path is the only path anyone looks at.
+//  4. upgrade: no connection manager this proxy accepts allows upgrades.
+//  5. authorize: RBAC judges ex.req.
+//  6. route: the route for ex.req, which may answer directly.
+//  7. forward: the upstream receives exactly ex.req.path and ex.req.query,
+//     the request RBAC judged (rewriteUpstream).
 func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	ci, _ := r.Context().Value(connKey{}).(*connInfo)
 	if ci == nil {
@@ -64,47 +72,78 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	snap := p.snap.Load()
 	rec := &recorder{ResponseWriter: w}
 	ex := &exchange{connInfo: ci, chain: currentChain(snap, ci), start: p.cfg.Clock()}
+	ex.req = request{method: r.Method, authority: r.Host, path: r.URL.Path, source: ci.source, dest: ci.dest}
 	if ex.chain == nil {
 		// Logged and counted under the chain the connection was accepted
 		// with: the one the client last knew.
 		ex.chain = ci.accepted
-		defer func() { p.finish(ex, r, rec) }()
-		ex.req = request{method: r.Method, authority: r.Host, path: r.URL.Path, source: ci.source, dest: ci.dest}
-		p.localReply(rec, ex, ex.chain.hcm, http.StatusForbidden, "", "filter_chain_not_found",
-			http.Header{"Connection": {"close"}})
-		return
 	}
 	defer func() { p.finish(ex, r, rec) }()
-	hcm := ex.chain.hcm
 
-	// Codec-level checks, before any filter.
+	if !p.chainPhase(rec, ex, snap) ||
+		!p.codecPhase(rec, ex, r) ||
+		!p.targetPhase(rec, ex, r) ||
+		!p.upgradePhase(rec, ex, r) ||
+		!p.authorizePhase(rec, ex) {
+		return
+	}
+	route := p.routePhase(rec, ex, snap, r)
+	if route == nil {
+		return
+	}
+	p.forwardPhase(rec, ex, snap, route, r)
+}
+
+// chainPhase: a connection whose listener or filter chain is gone gets 403
+// and is closed (invariant: no request runs a chain that no longer exists).
+func (p *Proxy) chainPhase(rec *recorder, ex *exchange, snap *snapshot) bool {
+	if currentChain(snap, ex.connInfo) != nil {
+		return true
+	}
+	p.localReply(rec, ex, ex.chain.hcm, http.StatusForbidden, "", "filter_chain_not_found",
+		http.Header{"Connection": {"close"}})
+	return false
+}
+
+// codecPhase refuses what Envoy's codec refuses before any filter runs:
+// header names with underscores or non-token bytes, and CONNECT (closed:
+// what follows a CONNECT head is not HTTP/1 framing the frame guard can
+// follow).
+func (p *Proxy) codecPhase(rec *recorder, ex *exchange, r *http.Request) bool {
+	hcm := ex.chain.hcm
 	for name := range r.Header {
 		if !httpnorm.HeaderName(name) {
 			p.localReply(rec, ex, hcm, http.StatusBadRequest, "Bad Request", "http1.unexpected_underscore", nil)
-			return
+			return false
 		}
 	}
-	upgrade := upgradeOf(r.Header)
 	if r.Method == http.MethodConnect {
-		// Closed: what follows a CONNECT head is not HTTP/1 framing the
-		// frame guard can follow.
 		p.localReply(rec, ex, hcm, http.StatusForbidden, "", "connect_not_allowed", http.Header{"Connection": {"close"}})
-		return
+		return false
 	}
+	if hcm.pathMode == httpnorm.ModeStrict && !httpnorm.Host(r.Host) {
+		p.localReply(rec, ex, hcm, http.StatusBadRequest, "Bad Request", "host_ambiguous_rejected", nil)
+		return false
+	}
+	return true
+}
+
+// targetPhase normalises the request target in the connection manager's
+// path mode (invariant: afterwards ex.req.path is the normalised path that
+// RBAC, the route and the upstream all see; a rejected or redirected target
+// never reaches them).
+func (p *Proxy) targetPhase(rec *recorder, ex *exchange, r *http.Request) bool {
+	hcm := ex.chain.hcm
 	target := r.RequestURI
 	if r.ProtoMajor == 2 || target == "" {
 		target = r.URL.RequestURI()
 	}
-	norm, action := httpnorm.Path(target)
-	query := ""
-	if i := strings.IndexByte(target, '?'); i >= 0 {
-		query = target[i+1:]
-	}
+	n := httpnorm.Normalize(target, hcm.pathMode)
 	ex.req = request{
 		method:    r.Method,
 		authority: r.Host,
-		path:      norm,
-		query:     query,
+		path:      n.Path,
+		query:     n.Query,
 		header: func(name string) (string, bool) {
 			vs, ok := r.Header[http.CanonicalHeaderKey(name)]
 			if !ok {
@@ -112,51 +151,69 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			return strings.Join(vs, ","), true
 		},
-		source: ci.source,
-		dest:   ci.dest,
+		source: ex.source,
+		dest:   ex.dest,
 	}
-	switch {
-	case action == httpnorm.Reject:
-		ex.req.path = target
-		p.localReply(rec, ex, hcm, http.StatusBadRequest, "Bad Request", "path_normalization_failed", nil)
-		return
-	case action == httpnorm.Redirect && hcm.rejectEscapedSlashes:
-		p.localReply(rec, ex, hcm, http.StatusBadRequest, "Bad Request", "path_with_escaped_slashes_rejected", nil)
-		return
-	case action == httpnorm.Redirect:
-		loc := norm
-		if query != "" {
-			loc += "?" + query
+	switch n.Action {
+	case httpnorm.Forward:
+		return true
+	case httpnorm.Redirect:
+		if hcm.pathMode == httpnorm.ModeEnvoy {
+			loc := n.Path
+			if n.Query != "" {
+				loc += "?" + n.Query
+			}
+			p.localReply(rec, ex, hcm, http.StatusTemporaryRedirect, "", n.Reason, http.Header{"Location": {loc}})
+			return false
 		}
-		p.localReply(rec, ex, hcm, http.StatusTemporaryRedirect, "", "path_with_escaped_slashes_redirected",
-			http.Header{"Location": {loc}})
-		return
 	}
-
-	if upgrade {
-		// No connection manager this proxy accepts has upgrade_configs:
-		// Envoy refuses every upgrade before the filters. The connection
-		// closes: the bytes after an upgrade request are not HTTP/1.
-		p.localReply(rec, ex, hcm, http.StatusForbidden, "", "upgrade_failed", http.Header{"Connection": {"close"}})
-		return
+	// Rejected (or a redirect in a mode that does not redirect): the log
+	// shows the target as the client sent it.
+	ex.req.path, ex.req.query = target, ""
+	reason := n.Reason
+	if n.Action == httpnorm.Redirect {
+		reason = httpnorm.ReasonEscapedSlash
 	}
+	p.localReply(rec, ex, hcm, http.StatusBadRequest, "Bad Request", reason, nil)
+	return false
+}
 
+// upgradePhase: no connection manager this proxy accepts has
+// upgrade_configs, so Envoy refuses every upgrade before the filters. The
+// connection closes: the bytes after an upgrade request are not HTTP/1.
+func (p *Proxy) upgradePhase(rec *recorder, ex *exchange, r *http.Request) bool {
+	if !upgradeOf(r.Header) {
+		return true
+	}
+	p.localReply(rec, ex, ex.chain.hcm, http.StatusForbidden, "", "upgrade_failed", http.Header{"Connection": {"close"}})
+	return false
+}
+
+// authorizePhase runs the RBAC filter on ex.req (invariant: only a request
+// some policy allows goes past it).
+func (p *Proxy) authorizePhase(rec *recorder, ex *exchange) bool {
+	hcm := ex.chain.hcm
 	if ok, policy := hcm.rbac.evaluate(&ex.req); !ok {
 		p.stats.rbac(hcm.statPrefix, false)
 		p.localReply(rec, ex, hcm, http.StatusForbidden, "RBAC: access denied", "rbac_access_denied_matched_policy["+policy+"]", nil)
-		return
+		return false
 	} else if hcm.rbac != nil {
 		p.stats.rbac(hcm.statPrefix, true)
 	}
+	return true
+}
 
-	rs := snap.routes[hcm.routeName]
+// routePhase finds the route for ex.req and answers a direct response; it
+// returns the route to forward on, or nil when the request was answered.
+func (p *Proxy) routePhase(rec *recorder, ex *exchange, snap *snapshot, r *http.Request) *routeEntry {
+	hcm := ex.chain.hcm
 	var route *routeEntry
-	if rs != nil {
-		route = rs.match(r.Host, norm)
+	if rs := snap.routes[hcm.routeName]; rs != nil {
+		route = rs.match(r.Host, ex.req.path)
 	}
 	if route == nil {
 		p.localReply(rec, ex, hcm, http.StatusNotFound, "", "route_not_found", nil)
-		return
+		return nil
 	}
 	ex.route = route.name
 	if d := route.direct; d != nil {
@@ -165,22 +222,34 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		rec.WriteHeader(d.status)
 		_, _ = rec.Write([]byte(d.body))
 		ex.details = "direct_response"
-		return
+		return nil
 	}
+	return route
+}
+
+// forwardPhase sends the request to the route's cluster. Upstream sockets
+// come from the transport; the request's own fields (path, headers) were
+// checked above and rewriteUpstream sends ex.req's path and query.
+func (p *Proxy) forwardPhase(rec *recorder, ex *exchange, snap *snapshot, route *routeEntry, r *http.Request) {
 	up := snap.clusters[route.cluster]
 	if up == nil {
-		p.localReply(rec, ex, hcm, http.StatusServiceUnavailable, "no healthy upstream", "cluster_not_found", nil)
+		p.localReply(rec, ex, ex.chain.hcm, http.StatusServiceUnavailable, "no healthy upstream", "cluster_not_found", nil)
 		return
 	}
-	ex.cluster, ex.upAddr, ex.details = route.cluster, ci.dest.String(), "via_upstream"
+	ex.cluster, ex.upAddr, ex.details = route.cluster, ex.dest.String(), "via_upstream"
 	ctx := context.WithValue(r.Context(), exchangeKey{}, ex)
+	// The upstream connection's local address goes into the access log, so
+	// that flows of the proxy's upstream leg can be shown with the client.
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+		if ap, err := netip.ParseAddrPort(info.Conn.LocalAddr().String()); err == nil {
+			ex.upLocal = ap
+		}
+	}})
 	if route.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, route.timeout)
 		defer cancel()
 	}
-	// Upstream sockets come from the transport; the request's own fields
-	// (path, headers) were checked above.
 	up.proxy.ServeHTTP(rec, r.WithContext(ctx))
 }
 

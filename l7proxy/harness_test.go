@@ -90,6 +90,7 @@ type flowSink struct {
 	flows   []flow.Flow
 	entries []*accesslogv3.HTTPAccessLogEntry // raw, in arrival order
 	added   chan struct{}
+	als     *flow.AccessLogServer
 }
 
 func (s *flowSink) addEntry(e *accesslogv3.HTTPAccessLogEntry) {
@@ -212,7 +213,8 @@ func startALS(t testing.TB, sink *flowSink) string {
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer()
-	alsv3.RegisterAccessLogServiceServer(gs, &recordingALS{inner: flow.NewAccessLogServer(nil, sink.add, nil), sink: sink})
+	sink.als = flow.NewAccessLogServer(nil, sink.add, nil)
+	alsv3.RegisterAccessLogServiceServer(gs, &recordingALS{inner: sink.als, sink: sink})
 	go func() { _ = gs.Serve(ln) }()
 	t.Cleanup(gs.Stop)
 	return ln.Addr().String()
@@ -225,14 +227,30 @@ type upstreamLog struct {
 }
 
 type seenRequest struct {
+	method  string
 	target  string // request target exactly as received
 	upgrade string // Upgrade header
+	remote  string // the proxy's upstream connection, as the upstream sees it
 }
 
 func (l *upstreamLog) add(r seenRequest) {
 	l.mu.Lock()
 	l.reqs = append(l.reqs, r)
 	l.mu.Unlock()
+}
+
+// count returns how many requests the upstream received so far.
+func (l *upstreamLog) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.reqs)
+}
+
+// since returns the requests received after the first n.
+func (l *upstreamLog) since(n int) []seenRequest {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]seenRequest(nil), l.reqs[n:]...)
 }
 
 // find returns the requests whose target contains s.
@@ -260,7 +278,7 @@ func startUpstream(t testing.TB) (netip.AddrPort, *upstreamLog) {
 	}
 	seen := &upstreamLog{}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		seen.add(seenRequest{target: r.RequestURI, upgrade: r.Header.Get("Upgrade")})
+		seen.add(seenRequest{method: r.Method, target: r.RequestURI, upgrade: r.Header.Get("Upgrade"), remote: r.RemoteAddr})
 		if r.Header.Get("X-Test-Switch") == "1" {
 			c, rw, err := http.NewResponseController(w).Hijack()
 			if err != nil {

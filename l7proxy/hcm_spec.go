@@ -11,6 +11,8 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/moatnet/moat/internal/httpnorm"
 )
 
 // hcmSpec is a validated HTTP connection manager. Path normalisation
@@ -20,11 +22,13 @@ import (
 type hcmSpec struct {
 	statPrefix string
 	routeName  string
-	// rejectEscapedSlashes answers %2F/%5C with 400 instead of a redirect.
-	rejectEscapedSlashes bool
-	rbac                 *rbacEngine // nil: no RBAC filter
-	accessLogs           []accessLogSpec
-	localReplies         []replyMapper
+	// pathMode is httpnorm.ModeStrict when path_with_escaped_slashes_action
+	// is REJECT_REQUEST (moat's default: every ambiguous target gets 400),
+	// httpnorm.ModeEnvoy for UNESCAPE_AND_REDIRECT (Envoy's behaviour).
+	pathMode     httpnorm.Mode
+	rbac         *rbacEngine // nil: no RBAC filter
+	accessLogs   []accessLogSpec
+	localReplies []replyMapper
 }
 
 type accessLogSpec struct {
@@ -82,8 +86,9 @@ func compileHCM(a *anypb.Any, where string) (*hcmSpec, error) {
 	}
 	switch cfg.GetPathWithEscapedSlashesAction() {
 	case hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT:
+		h.pathMode = httpnorm.ModeEnvoy
 	case hcmv3.HttpConnectionManager_REJECT_REQUEST:
-		h.rejectEscapedSlashes = true
+		h.pathMode = httpnorm.ModeStrict
 	default:
 		return nil, fmt.Errorf("%s.path_with_escaped_slashes_action: unsupported %s", where, cfg.GetPathWithEscapedSlashesAction())
 	}

@@ -2,6 +2,8 @@ package l7proxy_test
 
 import (
 	"testing"
+
+	"github.com/moatnet/moat/internal/httpnorm"
 )
 
 // TestUpstreamRequestTarget: the upstream receives exactly the normalised
@@ -34,7 +36,9 @@ func TestUpstreamRequestTarget(t *testing.T) {
 			}
 		})
 	}
-	t.Run("escaped slash redirect followed", func(t *testing.T) {
+	t.Run("escaped slash redirect followed (envoy paths)", func(t *testing.T) {
+		e.ecfg.PathMode = httpnorm.ModeEnvoy
+		e.allowOnly("GET", "/files/.*")
 		resp, _ := e.raw(tiefighterIP, "GET /files%2Fmy%20doc?v=1%202 HTTP/1.1\r\nHost: deathstar\r\n\r\n")
 		loc := resp.Header.Get("Location")
 		if resp.StatusCode != 307 || loc != "/files/my%20doc?v=1%202" {

@@ -7,29 +7,24 @@ import (
 	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/moatnet/moat/internal/adsclient"
 )
 
 // runXDS keeps an ADS stream open until ctx ends, reconnecting with
 // exponential backoff. The accepted configuration stays in force while the
-// stream is down.
+// stream is down. The protocol (node, subscriptions, ACK and NACK) is
+// internal/adsclient's, the client the xds tests drive the server with.
 func (p *Proxy) runXDS(ctx context.Context) error {
-	target, err := grpcTarget(p.cfg.XDSTarget)
+	conn, err := adsclient.Dial(p.cfg.XDSTarget)
 	if err != nil {
-		return fmt.Errorf("dial xds server: %w", err)
-	}
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return fmt.Errorf("dial xds server %s: %w", p.cfg.XDSTarget, err)
+		return err
 	}
 	defer conn.Close()
-	client := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
 	backoff := p.cfg.BackoffMin
 	for {
-		got, err := p.adsStream(ctx, client)
+		got, err := p.adsStream(ctx, conn)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -49,85 +44,74 @@ func (p *Proxy) runXDS(ctx context.Context) error {
 }
 
 // adsStream runs one ADS stream; got reports whether any response arrived.
-func (p *Proxy) adsStream(ctx context.Context, client discoveryv3.AggregatedDiscoveryServiceClient) (got bool, err error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := client.StreamAggregatedResources(ctx)
+func (p *Proxy) adsStream(ctx context.Context, conn *adsclient.Conn) (got bool, err error) {
+	st, err := conn.OpenNode(ctx, adsclient.SotW, p.node)
 	if err != nil {
-		return false, fmt.Errorf("open ADS stream: %w", err)
+		return false, err
 	}
+	defer st.Close()
 	p.m.xdsConnected.Set(1)
 	defer p.m.xdsConnected.Set(0)
 
 	// Clusters first, then listeners (as Envoy), then the routes the
 	// listeners name.
 	p.mu.Lock()
-	initial := []*discoveryv3.DiscoveryRequest{
-		p.request(clusterType, nil, nil),
-		p.request(listenerType, nil, nil),
-	}
-	if len(p.routeSubs) > 0 {
-		initial = append(initial, p.request(routeType, p.routeSubs, nil))
-	}
-	// A new stream starts without nonces.
-	for _, ts := range p.types {
-		ts.nonce = ""
-	}
-	for _, r := range initial {
-		r.ResponseNonce = ""
-	}
+	routes := slices.Clone(p.routeSubs)
 	p.mu.Unlock()
-	for _, r := range initial {
-		if err := stream.Send(r); err != nil {
-			return false, fmt.Errorf("send ADS request: %w", err)
+	if err := st.Subscribe(clusterType); err != nil {
+		return false, err
+	}
+	if err := st.Subscribe(listenerType); err != nil {
+		return false, err
+	}
+	if len(routes) > 0 {
+		if err := st.Subscribe(routeType, routes...); err != nil {
+			return false, err
 		}
 	}
 	for {
-		resp, err := stream.Recv()
+		r, err := st.Recv()
 		if err != nil {
-			return got, fmt.Errorf("receive ADS response: %w", err)
+			return got, err
 		}
 		got = true
-		for _, r := range p.handleResponse(resp) {
-			if err := stream.Send(r); err != nil {
-				return got, fmt.Errorf("send ADS request: %w", err)
-			}
+		nack, newRoutes, changed := p.handleResponse(discoveryResponse(r))
+		if nack != nil {
+			err = st.NACK(r, nack.Error())
+		} else {
+			err = st.ACK(r)
+		}
+		if err == nil && changed {
+			err = st.SetSubscription(routeType, newRoutes...)
+		}
+		if err != nil {
+			return got, err
 		}
 	}
 }
 
-// request builds the request of typeURL that ACKs (or, with nack, NACKs)
-// the last response. Caller holds p.mu.
-func (p *Proxy) request(typeURL string, names []string, nack error) *discoveryv3.DiscoveryRequest {
-	ts := p.types[typeURL]
-	r := &discoveryv3.DiscoveryRequest{
-		Node:          p.node,
-		TypeUrl:       typeURL,
-		VersionInfo:   ts.version,
-		ResponseNonce: ts.nonce,
-		ResourceNames: names,
+// discoveryResponse turns a received SotW response back into the wire type
+// the apply functions validate.
+func discoveryResponse(r *adsclient.Response) *discoveryv3.DiscoveryResponse {
+	out := &discoveryv3.DiscoveryResponse{TypeUrl: r.TypeURL, VersionInfo: r.Version, Nonce: r.Nonce,
+		Resources: make([]*anypb.Any, 0, len(r.Resources))}
+	for _, res := range r.Resources {
+		out.Resources = append(out.Resources, res.Body)
 	}
-	if nack != nil {
-		r.ErrorDetail = &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: nack.Error()}
-	}
-	return r
+	return out
 }
 
-// handleResponse validates and applies one response and returns the
-// requests to send: its ACK or NACK, and an RDS subscription when the
-// listeners now name other route configurations.
-func (p *Proxy) handleResponse(resp *discoveryv3.DiscoveryResponse) []*discoveryv3.DiscoveryRequest {
+// handleResponse validates and applies one response. It returns the
+// reason to NACK it (nil: ACK), and the route configurations to subscribe
+// to when the listeners now name others (changed).
+func (p *Proxy) handleResponse(resp *discoveryv3.DiscoveryResponse) (nack error, routes []string, changed bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	typeURL := resp.GetTypeUrl()
 	ts, ok := p.types[typeURL]
 	if !ok {
-		err := fmt.Errorf("unsupported resource type %s", typeURL)
 		p.m.xdsUpdates.WithLabelValues(typeLabel(typeURL), "nack").Inc()
-		return []*discoveryv3.DiscoveryRequest{{
-			Node: p.node, TypeUrl: typeURL, VersionInfo: "", ResponseNonce: resp.GetNonce(),
-			ErrorDetail: &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: err.Error()},
-		}}
+		return fmt.Errorf("unsupported resource type %s", typeURL), nil, false
 	}
 	ts.nonce = resp.GetNonce()
 	var err error
@@ -139,24 +123,19 @@ func (p *Proxy) handleResponse(resp *discoveryv3.DiscoveryResponse) []*discovery
 	case clusterType:
 		err = p.applyClusters(resp)
 	}
-	var names []string
-	if typeURL == routeType {
-		names = p.routeSubs
-	}
 	if err != nil {
 		p.m.xdsUpdates.WithLabelValues(typeLabel(typeURL), "nack").Inc()
 		p.log.Warn("rejected xDS update (NACK)", "type", typeLabel(typeURL), "version", resp.GetVersionInfo(), "error", err)
-		return []*discoveryv3.DiscoveryRequest{p.request(typeURL, names, err)}
+		return err, nil, false
 	}
 	p.m.xdsUpdates.WithLabelValues(typeLabel(typeURL), "ack").Inc()
-	out := []*discoveryv3.DiscoveryRequest{p.request(typeURL, names, nil)}
 	if typeURL == listenerType {
 		if subs := p.wantedRoutes(); !slices.Equal(subs, p.routeSubs) {
 			p.routeSubs = subs
-			out = append(out, p.request(routeType, subs, nil))
+			return nil, slices.Clone(subs), true
 		}
 	}
-	return out
+	return nil, nil, false
 }
 
 // wantedRoutes lists the route configurations the listeners name, sorted.

@@ -22,7 +22,10 @@ type Input struct {
 	// Allocator gives label sets their identities; nil means a fresh
 	// MemoryAllocator.
 	Allocator Allocator
-	Options   Options
+	// LocalAllocator numbers CIDR and FQDN identities; nil means a fresh
+	// one (prefixes then numbered in sorted order).
+	LocalAllocator *LocalAllocator
+	Options        Options
 }
 
 // Compile turns policies and endpoints into a Plan in one go. It is the
@@ -34,7 +37,7 @@ func Compile(in Input) (*Plan, error) {
 	if alloc == nil {
 		alloc = NewMemoryAllocator()
 	}
-	c := NewCompiler(in.Options, alloc)
+	c := NewCompilerWithLocals(in.Options, alloc, in.LocalAllocator)
 	c.SetNode(in.Node)
 	seenNS := map[string]bool{}
 	for _, ns := range in.Namespaces {

@@ -39,6 +39,11 @@ type Compiler struct {
 	fqdnRefs map[FQDNSelector]int
 	locals   map[ID]*idInfo // current CIDR and FQDN identities
 	cidrIDs  map[netip.Prefix]ID
+	fqdnIDs  map[FQDNSelector]ID
+	// localAlloc numbers CIDR and FQDN identities stably (alloc_local.go);
+	// gen is the generation of the next Plan.
+	localAlloc *LocalAllocator
+	gen        uint64
 
 	hostContrib *contrib // Options.AllowHostIngress
 
@@ -100,23 +105,36 @@ type CompilerStats struct {
 	DeltaRecomputes int `json:"deltaRecomputes"`
 	// Plans counts calls of Plan.
 	Plans int `json:"plans"`
+	// LocalAllocFailures counts prefixes or selectors left without a
+	// local identity because the LocalAllocator had no number free.
+	LocalAllocFailures int `json:"localAllocFailures,omitempty"`
 }
 
 // Stats returns the work counters.
 func (c *Compiler) Stats() CompilerStats { return c.stats }
 
-// Local identity numbering: CIDR identities are IDLocalFlag|n, FQDN
-// identities IDLocalFlag|fqdnLocalBase|n, both in sorted order of their
-// prefix or selector, starting at n = 1.
-const fqdnLocalBase ID = 1 << 23
-
 // NewCompiler returns an empty Compiler. alloc gives label sets their
-// identities; nil means a fresh MemoryAllocator.
+// identities; nil means a fresh MemoryAllocator. Node-local identities come
+// from a fresh LocalAllocator.
 func NewCompiler(opts Options, alloc Allocator) *Compiler {
+	return NewCompilerWithLocals(opts, alloc, nil)
+}
+
+// NewCompilerWithLocals is NewCompiler with the LocalAllocator that numbers
+// CIDR and FQDN identities (nil: a fresh one), e.g. one that adopted the
+// numbers of pinned maps.
+func NewCompilerWithLocals(opts Options, alloc Allocator, locals *LocalAllocator) *Compiler {
 	if alloc == nil {
 		alloc = NewMemoryAllocator()
 	}
+	if locals == nil {
+		locals = NewLocalAllocator()
+	}
 	c := &Compiler{
+		localAlloc:   locals,
+		gen:          1,
+		cidrIDs:      map[netip.Prefix]ID{},
+		fqdnIDs:      map[FQDNSelector]ID{},
 		opts:         opts,
 		alloc:        alloc,
 		policies:     map[policyKey]*loadedPolicy{},
@@ -409,34 +427,71 @@ func (c *Compiler) dropIdentity(st *identState) error {
 	return nil
 }
 
-// renumberLocals recomputes the CIDR and FQDN identities from the prefixes
-// and selectors in force, and updates the cache for those that changed.
+// fqdnLocalKey is an FQDN selector's key in the LocalAllocator.
+func fqdnLocalKey(f FQDNSelector) string {
+	if f.MatchName != "" {
+		return "matchName=" + f.MatchName
+	}
+	return "matchPattern=" + f.MatchPattern
+}
+
+// renumberLocals brings the CIDR and FQDN identities in line with the
+// prefixes and selectors in force: a new one acquires a number from the
+// LocalAllocator (new ones in sorted order, so that a compilation from
+// scratch numbers them as it always has), one no longer used releases its
+// number into quarantine, stamped with the generation of the Plan being
+// built (see ConfirmApplied), and every other keeps its number. The cache
+// is updated for those that changed.
 func (c *Compiler) renumberLocals() {
-	want := map[ID]*idInfo{}
 	ps := make([]netip.Prefix, 0, len(c.cidrRefs))
 	for pf := range c.cidrRefs {
-		ps = append(ps, pf)
+		if _, ok := c.cidrIDs[pf]; !ok {
+			ps = append(ps, pf)
+		}
 	}
 	sortPrefixOrder(ps)
-	c.cidrIDs = make(map[netip.Prefix]ID, len(ps))
-	for i, pf := range ps {
-		id := IDLocalFlag | ID(i+1)
+	for pf := range c.cidrIDs {
+		if _, ok := c.cidrRefs[pf]; !ok {
+			_ = c.localAlloc.Release(LocalCIDR, pf.String(), c.gen) // held: cidrIDs says so
+			delete(c.cidrIDs, pf)
+		}
+	}
+	for _, pf := range ps {
+		id, err := c.localAlloc.Acquire(LocalCIDR, pf.String())
+		if err != nil {
+			c.stats.LocalAllocFailures++
+			continue
+		}
 		c.cidrIDs[pf] = id
-		want[id] = &idInfo{id: id, kind: idKindCIDR, prefix: pf,
-			labels: Labels{pf.String(): {Source: SourceCIDR, Key: pf.String()}}}
 	}
 	fs := make([]FQDNSelector, 0, len(c.fqdnRefs))
 	for f := range c.fqdnRefs {
-		fs = append(fs, f)
-	}
-	sort.Slice(fs, func(i, j int) bool {
-		if fs[i].MatchName != fs[j].MatchName {
-			return fs[i].MatchName < fs[j].MatchName
+		if _, ok := c.fqdnIDs[f]; !ok {
+			fs = append(fs, f)
 		}
-		return fs[i].MatchPattern < fs[j].MatchPattern
-	})
-	for i, f := range fs {
-		id := IDLocalFlag | fqdnLocalBase | ID(i+1)
+	}
+	sortFQDNSelectors(fs)
+	for f := range c.fqdnIDs {
+		if _, ok := c.fqdnRefs[f]; !ok {
+			_ = c.localAlloc.Release(LocalFQDN, fqdnLocalKey(f), c.gen)
+			delete(c.fqdnIDs, f)
+		}
+	}
+	for _, f := range fs {
+		id, err := c.localAlloc.Acquire(LocalFQDN, fqdnLocalKey(f))
+		if err != nil {
+			c.stats.LocalAllocFailures++
+			continue
+		}
+		c.fqdnIDs[f] = id
+	}
+
+	want := map[ID]*idInfo{}
+	for pf, id := range c.cidrIDs {
+		want[id] = &idInfo{id: id, kind: idKindCIDR, prefix: pf,
+			labels: Labels{pf.String(): {Source: SourceCIDR, Key: pf.String()}}}
+	}
+	for f, id := range c.fqdnIDs {
 		key, val := "matchName", f.MatchName
 		if f.MatchName == "" {
 			key, val = "matchPattern", f.MatchPattern
@@ -463,11 +518,39 @@ func (c *Compiler) renumberLocals() {
 	}
 	c.identities = nil
 	c.ipcacheDirty = true
-	c.fqdns = nil
-	for i, f := range fs {
-		c.fqdns = append(c.fqdns, FQDNSelection{Selector: f, Identity: IDLocalFlag | fqdnLocalBase | ID(i+1)})
+	all := make([]FQDNSelector, 0, len(c.fqdnIDs))
+	for f := range c.fqdnIDs {
+		all = append(all, f)
+	}
+	sortFQDNSelectors(all)
+	c.fqdns = make([]FQDNSelection, 0, len(all))
+	for _, f := range all {
+		c.fqdns = append(c.fqdns, FQDNSelection{Selector: f, Identity: c.fqdnIDs[f]})
 	}
 }
+
+func sortFQDNSelectors(fs []FQDNSelector) {
+	sort.Slice(fs, func(i, j int) bool {
+		if fs[i].MatchName != fs[j].MatchName {
+			return fs[i].MatchName < fs[j].MatchName
+		}
+		return fs[i].MatchPattern < fs[j].MatchPattern
+	})
+}
+
+// ConfirmApplied tells the compiler that the Plan of generation gen (see
+// Plan.Generation) and every earlier one are fully applied: the datapath
+// Sync of that Plan succeeded and every proxy has ACKed the configuration
+// made from it. Local identity numbers that those Plans dropped may then
+// be given to other prefixes or selectors; until then they stay in
+// quarantine, so that no new prefix inherits an old one's map entries or
+// proxy rules. The agent calls it after each successful Sync + ACK;
+// without calls, released numbers are simply never reused.
+func (c *Compiler) ConfirmApplied(gen uint64) { c.localAlloc.Confirm(gen) }
+
+// LocalIdentities returns the allocator of the compiler's node-local
+// identities (shared with the DNS proxy for names).
+func (c *Compiler) LocalIdentities() *LocalAllocator { return c.localAlloc }
 
 func compileCloneMap(m map[string]string) map[string]string {
 	if m == nil {

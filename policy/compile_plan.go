@@ -20,7 +20,8 @@ func (c *Compiler) Plan() *Plan {
 		}
 		sort.Slice(c.sortedEndpoints, func(i, j int) bool { return c.sortedEndpoints[i].key.less(c.sortedEndpoints[j].key) })
 	}
-	p := &Plan{Endpoints: make([]EndpointPlan, len(c.sortedEndpoints))}
+	p := &Plan{Endpoints: make([]EndpointPlan, len(c.sortedEndpoints)), Generation: c.gen}
+	c.gen++
 	for i, st := range c.sortedEndpoints {
 		id := st.ident
 		p.Endpoints[i] = EndpointPlan{

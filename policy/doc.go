@@ -8,4 +8,10 @@
 // never look at policy documents themselves. Given the same inputs, every
 // function in this package returns the same output, byte for byte once
 // serialised.
+//
+// Identities: label sets get theirs from an Allocator (the same number on
+// every node); CIDR prefixes and FQDN selectors get node-local ones (bit
+// 24) from a LocalAllocator, which keeps a number while it is used and
+// reuses a released one only after Compiler.ConfirmApplied says the Plan
+// that dropped it is in every map and proxy (alloc_local.go).
 package policy

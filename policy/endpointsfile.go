@@ -1,10 +1,8 @@
 package policy
 
 import (
-	"fmt"
 	"github.com/moatnet/moat/api/v1alpha1"
 	"net/netip"
-	"os"
 	"sort"
 )
 
@@ -52,15 +50,6 @@ type endpointsFileDoc struct {
 // moat.io/v1alpha1). With it, the file can sit in a policy directory: the
 // policy parser recognises and skips it.
 const KindEndpoints = "Endpoints"
-
-// LoadEndpointsFile reads and validates an endpoints file.
-func LoadEndpointsFile(path string) (*EndpointsFile, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read endpoints file: %w", err)
-	}
-	return ParseEndpoints(path, data)
-}
 
 // ParseEndpoints parses and validates an endpoints file's content; file
 // names it in errors. The error, when not nil, is an ErrorList.

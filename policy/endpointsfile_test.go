@@ -3,8 +3,6 @@ package policy
 import (
 	"errors"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -89,20 +87,5 @@ func TestParseEndpointsErrors(t *testing.T) {
 				t.Errorf("got %v, want field %q reason containing %q", list[0], tt.field, tt.reason)
 			}
 		})
-	}
-}
-
-func TestLoadEndpointsFile(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "eps.json")
-	if err := os.WriteFile(path, []byte(`{"endpoints": [{"name": "a", "ipv4": "10.0.0.1"}]}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	f, err := LoadEndpointsFile(path)
-	if err != nil || len(f.Endpoints) != 1 {
-		t.Fatalf("LoadEndpointsFile = %+v, %v", f, err)
-	}
-	if _, err := LoadEndpointsFile(filepath.Join(dir, "missing.yaml")); err == nil || !strings.HasPrefix(err.Error(), "read endpoints file: ") {
-		t.Errorf("missing file error = %v", err)
 	}
 }

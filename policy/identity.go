@@ -21,6 +21,11 @@ const (
 	IDFirstAllocated ID = 256
 	// IDLocalFlag marks node-local identities (CIDR and FQDN prefixes).
 	IDLocalFlag ID = 1 << 24
+	// IDTransitFlag marks the datapath's transit identities: while one
+	// Sync runs, an address whose identity changes is parked on one, whose
+	// entries go from the old identity's to the new one's (see
+	// datapath/syncplan.go). No Plan ever holds one.
+	IDTransitFlag ID = 1 << 27
 )
 
 // IsLocal reports whether the identity is node-local (CIDR/FQDN).

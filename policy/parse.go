@@ -4,11 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -17,15 +13,13 @@ import (
 	"github.com/moatnet/moat/api/v1alpha1"
 )
 
-// ParseFiles reads policy documents from files and directories and
-// converts them into Policies. A directory is walked recursively for
-// *.yaml, *.yml and *.json files in lexical order; directories whose name
-// starts with "." are skipped (Kubernetes ConfigMap volumes keep older
-// copies of every file in "..<timestamp>" directories).
+// ParseBytes parses the documents of one file; file names it in errors.
+// Reading files and directories belongs to the loader beside this package
+// (policyload), which the agent and the CLI share.
 //
-// Each file may hold several YAML documents separated by "---" lines;
-// empty documents are ignored and the others are numbered from 1.
-// Accepted documents:
+// A file may hold several YAML documents separated by "---" lines; empty
+// documents are ignored and the others are numbered from 1. Accepted
+// documents:
 //
 //   - moat.io/v1alpha1 NetworkPolicy and ClusterwideNetworkPolicy
 //   - cilium.io/v2 CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy
@@ -34,87 +28,12 @@ import (
 //
 // Decoding is strict: unknown fields, mistyped values and invalid contents
 // are reported. When the error is not nil it is an ErrorList holding every
-// problem found across all files and documents; the policies of the valid
-// documents are returned alongside it, so a caller can decide whether to
-// apply them.
-func ParseFiles(paths ...string) ([]Policy, error) {
-	var (
-		out  []Policy
-		errs ErrorList
-	)
-	for _, p := range paths {
-		files, err := policyFiles(p)
-		if err != nil {
-			errs = append(errs, &FieldError{File: p, Reason: fileErrorReason(p, err)})
-			continue
-		}
-		for _, f := range files {
-			data, err := os.ReadFile(f)
-			if err != nil {
-				errs = append(errs, &FieldError{File: f, Reason: fileErrorReason(f, err)})
-				continue
-			}
-			pols, l := parseBytes(f, data)
-			out = append(out, pols...)
-			errs = append(errs, l...)
-		}
-	}
-	errs = append(errs, checkDuplicates(out)...)
-	return out, errs.Err()
-}
-
-// ParseBytes parses the documents of one file (file names it in errors).
-// It behaves like ParseFiles for a single file.
+// problem found, including a policy defined twice in the file; the
+// policies of the valid documents are returned alongside it.
 func ParseBytes(file string, data []byte) ([]Policy, error) {
 	pols, errs := parseBytes(file, data)
 	errs = append(errs, checkDuplicates(pols)...)
 	return pols, errs.Err()
-}
-
-// fileErrorReason drops the path from an fs error, since FieldError.File
-// already names it ("stat: no such file or directory").
-func fileErrorReason(file string, err error) string {
-	var pe *fs.PathError
-	if errors.As(err, &pe) && pe.Path == file {
-		return pe.Op + ": " + pe.Err.Error()
-	}
-	return err.Error()
-}
-
-// policyFiles lists the policy files under p (p itself if it is a file).
-func policyFiles(p string) ([]string, error) {
-	st, err := os.Stat(p)
-	if err != nil {
-		return nil, err
-	}
-	if !st.IsDir() {
-		return []string{p}, nil
-	}
-	var files []string
-	err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			if path != p && strings.HasPrefix(d.Name(), ".") {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if strings.HasPrefix(d.Name(), ".") {
-			return nil
-		}
-		switch strings.ToLower(filepath.Ext(path)) {
-		case ".yaml", ".yml", ".json":
-			files = append(files, path)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	sort.Strings(files)
-	return files, nil
 }
 
 // rawDoc is one document of a file and the line it starts on.

@@ -4,17 +4,22 @@ import (
 	"bytes"
 	"encoding"
 	"encoding/json"
+	"errors"
 	"reflect"
 	"sort"
 	"strconv"
 	"strings"
+
+	kjson "sigs.k8s.io/json"
 )
 
-// This file implements strict decoding: a document (already turned into
-// generic JSON values) is checked against the Go type it will decode into,
-// and every unknown field or mistyped value becomes a FieldError naming its
-// path. Only when the check passes is the document decoded with
-// encoding/json, which then cannot fail on shape.
+// This file implements strict decoding. A document (already turned into
+// generic JSON values) is first checked against the Go type it will decode
+// into, so that every mistyped value becomes a FieldError naming its path
+// and saying what was expected (encoding/json would stop at the first one).
+// Then sigs.k8s.io/json decodes it the way the Kubernetes API server does:
+// case-sensitive field names, and every unknown or duplicate field
+// reported with its field path.
 
 var (
 	jsonUnmarshalerType = reflect.TypeFor[json.Unmarshaler]()
@@ -37,19 +42,85 @@ func decodeGeneric(data []byte) (any, error) {
 // filled.
 func decodeStrict(errs *docErrors, base string, v any, out any) bool {
 	before := len(errs.list)
-	checkValue(errs, base, v, reflect.TypeOf(out).Elem())
+	root := reflect.TypeOf(out).Elem()
+	checkValue(errs, base, v, root)
 	if len(errs.list) > before {
 		return false
 	}
 	data, err := json.Marshal(v)
-	if err == nil {
-		err = json.Unmarshal(data, out)
-	}
 	if err != nil {
 		errs.add(base, "decode: %v", err)
 		return false
 	}
-	return true
+	strict, err := kjson.UnmarshalStrict(data, out)
+	if err != nil {
+		errs.add(base, "decode: %s", cleanDecodeError(err))
+		return false
+	}
+	for _, se := range strict {
+		var fe kjson.FieldError
+		if !errors.As(se, &fe) {
+			errs.add(base, "%s", cleanDecodeError(se))
+			continue
+		}
+		path := fe.FieldPath()
+		reason := "duplicate field"
+		if strings.HasPrefix(se.Error(), "unknown field") {
+			parent, key := splitFieldPath(path)
+			reason = unknownFieldReason(key, jsonFields(typeAt(root, parent)))
+		}
+		errs.add(joinPath(base, path), "%s", reason)
+	}
+	return len(strict) == 0
+}
+
+// splitFieldPath splits "a.b[0].c" into "a.b[0]" and "c".
+func splitFieldPath(path string) (parent, key string) {
+	if i := strings.LastIndexByte(path, '.'); i >= 0 {
+		return path[:i], path[i+1:]
+	}
+	return "", path
+}
+
+// typeAt follows a field path ("spec.egress[0]") from t to the struct type
+// it names; it returns an empty struct type when the path leaves the
+// structs (then no field name can be suggested).
+func typeAt(t reflect.Type, path string) reflect.Type {
+	empty := reflect.TypeFor[struct{}]()
+	for path != "" {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if strings.HasPrefix(path, "[") {
+			end := strings.IndexByte(path, ']')
+			if end < 0 || (t.Kind() != reflect.Slice && t.Kind() != reflect.Array) {
+				return empty
+			}
+			t, path = t.Elem(), strings.TrimPrefix(path[end+1:], ".")
+			continue
+		}
+		name := path
+		if i := strings.IndexAny(path, ".["); i >= 0 {
+			name, path = path[:i], strings.TrimPrefix(path[i:], ".")
+		} else {
+			path = ""
+		}
+		if t.Kind() != reflect.Struct {
+			return empty
+		}
+		ft, ok := jsonFields(t)[name]
+		if !ok {
+			return empty
+		}
+		t = ft
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return empty
+	}
+	return t
 }
 
 // checkValue walks v (generic JSON) and t (the Go type it decodes into).
@@ -94,12 +165,10 @@ func checkValue(errs *docErrors, path string, v any, t reflect.Type) {
 		}
 		fields := jsonFields(t)
 		for _, k := range sortedKeys(m) {
-			ft, ok := fields[k]
-			if !ok {
-				errs.add(joinPath(path, k), "%s", unknownFieldReason(k, fields))
-				continue
+			// Unknown fields are sigs.k8s.io/json's to report (decodeStrict).
+			if ft, ok := fields[k]; ok {
+				checkValue(errs, joinPath(path, k), m[k], ft)
 			}
-			checkValue(errs, joinPath(path, k), m[k], ft)
 		}
 	case reflect.Slice, reflect.Array:
 		l, ok := v.([]any)

@@ -3,7 +3,6 @@ package policy
 import (
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 )
 
@@ -24,58 +23,6 @@ func writeFiles(t *testing.T, files map[string]string) string {
 
 func cnpNamed(name string) string {
 	return cnpHeader + "metadata: {name: " + name + "}\nspec: {endpointSelector: {}}\n"
-}
-
-// TestParseFilesDirectory checks the walk: recursive, sorted, only policy
-// extensions, hidden directories and files skipped, JSON accepted.
-func TestParseFilesDirectory(t *testing.T) {
-	dir := writeFiles(t, map[string]string{
-		"b.yaml":                 cnpNamed("b"),
-		"a.yml":                  cnpNamed("a1") + "---\n" + cnpNamed("a2"),
-		"sub/c.json":             "{\n\t\"apiVersion\": \"cilium.io/v2\", \"kind\": \"CiliumNetworkPolicy\",\n\t\"metadata\": {\"name\": \"c\"}, \"spec\": {\"endpointSelector\": {}}}\n",
-		"notes.txt":              "not a policy",
-		"..2026_01_01/b.yaml":    cnpNamed("b"), // ConfigMap volume history
-		".hidden.yaml":           "garbage: [",
-		"sub/empty.yaml":         "# nothing here\n---\n",
-		"sub/deeper/d.yaml":      "--- # comment on the marker\n" + cnpNamed("d"),
-		"sub/deeper/z-list.yaml": "apiVersion: v1\nkind: List\nitems: []\n",
-	})
-	pols, err := ParseFiles(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, p := range pols {
-		rel, _ := filepath.Rel(dir, p.Source.File)
-		got = append(got, p.Name+"@"+rel+"#"+itoa(p.Source.Doc))
-	}
-	want := "a1@a.yml#1 a2@a.yml#2 b@b.yaml#1 c@sub/c.json#1 d@sub/deeper/d.yaml#1"
-	if strings.Join(got, " ") != want {
-		t.Errorf("got  %s\nwant %s", strings.Join(got, " "), want)
-	}
-}
-
-func TestParseFilesErrors(t *testing.T) {
-	dir := writeFiles(t, map[string]string{
-		"good.yaml": cnpNamed("good"),
-		"bad.yaml":  cnpNamed("x") + "---\n" + cnpHeader + "metadata: {name: second}\nspec: {endpointSelector: {}, ingress: [{fromEntities: [moon]}]}\n",
-	})
-	pols, err := ParseFiles(filepath.Join(dir, "missing"), dir)
-	if err == nil {
-		t.Fatal("no error")
-	}
-	msg := err.Error()
-	for _, want := range []string{
-		filepath.Join(dir, "missing") + ": stat: no such file or directory",
-		filepath.Join(dir, "bad.yaml") + ": doc 2: spec.ingress[0].fromEntities[0]: unknown entity \"moon\"",
-	} {
-		if !strings.Contains(msg, want) {
-			t.Errorf("error %q does not contain %q", msg, want)
-		}
-	}
-	if len(pols) != 2 || pols[0].Name != "x" || pols[1].Name != "good" {
-		t.Errorf("valid policies = %+v", pols)
-	}
 }
 
 func TestSplitDocuments(t *testing.T) {

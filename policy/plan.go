@@ -208,6 +208,12 @@ type FQDNSelection struct {
 
 // Plan is the compiler's whole output for one node.
 type Plan struct {
+	// Generation numbers the Compiler's Plans (1, 2, …). Once a Plan is
+	// applied everywhere, pass its generation to Compiler.ConfirmApplied.
+	// It is not part of the Plan's content (two Plans of equal content
+	// compare equal in JSON).
+	Generation uint64 `json:"-"`
+
 	Endpoints  []EndpointPlan  `json:"endpoints"`
 	IPCache    []IPCacheEntry  `json:"ipcache"`
 	Identities []Identity      `json:"identities"`

@@ -33,6 +33,9 @@ type TraceHTTP struct {
 	Path    string            `json:"path"`
 	Host    string            `json:"host,omitempty"`
 	Headers map[string]string `json:"headers,omitempty"`
+	// PathMode is the proxy's path mode: "strict" (the default, also
+	// when empty) or "envoy" (see internal/httpnorm).
+	PathMode string `json:"pathMode,omitempty"`
 }
 
 // TraceRequest describes the flow to trace. Port is the destination port,
@@ -100,6 +103,7 @@ type TraceL7HTTP struct {
 	NormalizedPath string     `json:"normalizedPath,omitempty"`
 	Status         int        `json:"status"` // 0 when forwarded
 	Body           string     `json:"body,omitempty"`
+	Location       string     `json:"location,omitempty"` // of a redirect
 	Matched        *HTTPAllow `json:"matched,omitempty"`
 	Allowed        bool       `json:"allowed"`
 }
@@ -111,6 +115,11 @@ type TraceL7DNS struct {
 	Allowed bool      `json:"allowed"`
 	Rcode   string    `json:"rcode,omitempty"` // REFUSED when denied
 }
+
+// DNSProxyRuns tells whether moat has a DNS proxy to redirect DNS traffic
+// to. It has none yet: the datapath drops redirected DNS packets (fail
+// closed), and Trace says so instead of following the DNS rules.
+const DNSProxyRuns = false
 
 // Trace evaluates req against plan: the egress policy of the source when it
 // is a local endpoint, then the ingress policy of the destination when it
@@ -223,6 +232,12 @@ func traceDirection(ep *EndpointPlan, d Direction, remote ID, req TraceRequest) 
 			traceHTTP(&st, dp, remote, req)
 		case L7DNS:
 			traceDNS(&st, dp, remote, req)
+			if !DNSProxyRuns {
+				// The datapath writes a DNS redirect with no proxy port:
+				// the packet is dropped, whatever the DNS rules say.
+				st.Allowed = false
+				st.Reason += "; but no DNS proxy runs in this version of moat, so the datapath drops the packet (fail closed)"
+			}
 		default:
 			st.Reason += "; unknown proxy: dropped"
 		}
@@ -294,7 +309,7 @@ func (r TraceResult) String() string {
 		}
 		if d := s.DNS; d != nil {
 			if d.Allowed {
-				fmt.Fprintf(&b, "    dns: %s allowed by %s\n", d.Query, d.Matched.From)
+				fmt.Fprintf(&b, "    dns: the rules allow %s (%s)\n", d.Query, d.Matched.From)
 			} else {
 				fmt.Fprintf(&b, "    dns: %s answered %s\n", d.Query, d.Rcode)
 			}

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/moatnet/moat/internal/httpnorm"
@@ -32,13 +33,49 @@ func traceHTTP(st *TraceStep, dp *DirectionPlan, remote ID, req TraceRequest) {
 	}
 	h := &TraceL7HTTP{}
 	st.HTTP = h
-	path, action := httpnorm.Path(req.HTTP.Path)
-	h.Action = action.String()
-	h.NormalizedPath = path
-	if action == httpnorm.Reject {
-		h.Status = http.StatusBadRequest
-		h.Body = "Bad Request"
-		st.Reason += "; request target rejected by path normalisation (400)"
+	mode, err := httpnorm.ParseMode(req.HTTP.PathMode)
+	if err != nil {
+		st.Reason += "; " + err.Error()
+		return
+	}
+	// The connection manager's own checks, in the proxy's order.
+	for name := range req.HTTP.Headers {
+		if !httpnorm.HeaderName(name) {
+			h.Status, h.Body = http.StatusBadRequest, "Bad Request"
+			st.Reason += "; header name " + strconv.Quote(name) + " rejected (400)"
+			return
+		}
+	}
+	if req.HTTP.Method == http.MethodConnect {
+		h.Status = http.StatusForbidden
+		st.Reason += "; CONNECT is not allowed (403)"
+		return
+	}
+	if mode == httpnorm.ModeStrict && !httpnorm.Host(req.HTTP.Host) {
+		h.Status, h.Body = http.StatusBadRequest, "Bad Request"
+		st.Reason += "; ambiguous Host header rejected (400)"
+		return
+	}
+	n := httpnorm.Normalize(req.HTTP.Path, mode)
+	h.Action = n.Action.String()
+	h.NormalizedPath = n.Path
+	switch {
+	case n.Action == httpnorm.Reject || n.Action == httpnorm.Redirect && mode != httpnorm.ModeEnvoy:
+		h.Status, h.Body = http.StatusBadRequest, "Bad Request"
+		st.Reason += "; request target rejected by path normalisation (400 " + n.Reason + ")"
+		return
+	case n.Action == httpnorm.Redirect:
+		h.Status = http.StatusTemporaryRedirect
+		h.Location = n.Path
+		if n.Query != "" {
+			h.Location += "?" + n.Query
+		}
+		st.Reason += "; escaped slash: the proxy answers 307 to " + h.Location + " (trace that path for the follow-up request)"
+		return
+	}
+	if traceUpgrade(req.HTTP.Headers) {
+		h.Status, h.Body = http.StatusForbidden, "Access denied"
+		st.Reason += "; upgrades are not allowed (403)"
 		return
 	}
 	for i := range set.Rules {
@@ -46,7 +83,7 @@ func traceHTTP(st *TraceStep, dp *DirectionPlan, remote ID, req TraceRequest) {
 		if !traceRemoteIn(r.Remotes, remote) {
 			continue
 		}
-		if r.Rule != nil && !httpRuleMatches(r.Rule, req.HTTP, path) {
+		if r.Rule != nil && !httpRuleMatches(r.Rule, req.HTTP, n.Path) {
 			continue
 		}
 		m := *r
@@ -54,14 +91,28 @@ func traceHTTP(st *TraceStep, dp *DirectionPlan, remote ID, req TraceRequest) {
 		h.Allowed = true
 		st.Allowed = true
 		st.Reason += "; HTTP request allowed by " + r.From.String()
-		if action == httpnorm.Redirect {
-			st.Reason += " (after the client follows the redirect to the normalised path)"
-		}
 		return
 	}
 	h.Status = http.StatusForbidden
 	h.Body = "Access denied"
 	st.Reason += "; no HTTP rule matches: 403 Access denied"
+}
+
+// traceUpgrade reports an upgrade request as the proxies see one: an
+// Upgrade header other than "h2c" with a Connection header naming
+// "upgrade".
+func traceUpgrade(hs map[string]string) bool {
+	up, ok := traceHeaderValue(hs, "Upgrade")
+	if !ok || strings.EqualFold(strings.TrimSpace(up), "h2c") {
+		return false
+	}
+	conn, _ := traceHeaderValue(hs, "Connection")
+	for t := range strings.SplitSeq(conn, ",") {
+		if strings.EqualFold(strings.TrimSpace(t), "upgrade") {
+			return true
+		}
+	}
+	return false
 }
 
 // httpRuleMatches applies one rule: RE2 full matches on method, path and

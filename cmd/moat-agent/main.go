@@ -48,6 +48,7 @@ func run(args []string) error {
 	fs.StringVar(&cfg.NetnsPrefix, "netns-prefix", "", "prefix of the network namespaces the agent creates")
 	fs.StringVar(&cfg.Proxy, "proxy", "", "HTTP proxy: embedded (default), envoy (run --envoy-binary) or external")
 	fs.StringVar(&cfg.EnvoyBinary, "envoy-binary", "", "Envoy executable for --proxy envoy")
+	fs.StringVar(&cfg.HTTPPaths, "http-paths", "", "HTTP path handling: strict (default: ambiguous paths get 400) or envoy (Envoy's exact behaviour)")
 	fs.BoolVar(&cfg.VerdictEvents, "verdict-events", false, "report every new flow's verdict, not only drops")
 	noMetrics := fs.Bool("no-metrics", false, "do not serve /metrics")
 	noTCPHealth := fs.Bool("no-tcp-health", false, "do not attach the TCP health (sock_ops) program")

@@ -11,8 +11,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moatnet/moat/agent"
-	"github.com/moatnet/moat/datapath"
+	"github.com/moatnet/moat/internal/httpnorm"
 	"github.com/moatnet/moat/policy"
+	"github.com/moatnet/moat/policyload"
 )
 
 func newPolicyCommand() *cobra.Command {
@@ -25,19 +26,48 @@ func newPolicyCommand() *cobra.Command {
 }
 
 func newPolicyValidateCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "validate PATH...",
-		Short: "Check policy files and directories; one line per error",
-		Args:  cobra.MinimumNArgs(1),
+	var endpoints string
+	cmd := &cobra.Command{
+		Use:   "validate [PATH...] [--endpoints FILE]",
+		Short: "Check policy files and directories and an endpoints file; one line per error",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			policies, err := policy.ParseFiles(args...)
-			if err != nil {
-				return reportPolicyErrors(cmd.ErrOrStderr(), err)
+			if len(args) == 0 && endpoints == "" {
+				return errors.New("nothing to validate: give policy files or directories, or --endpoints FILE")
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%d policies valid\n", len(policies))
+			var errs policy.ErrorList
+			var policies []policy.Policy
+			if len(args) > 0 {
+				var err error
+				policies, err = policyload.Load(args...)
+				if err != nil && !errors.As(err, &errs) {
+					return err
+				}
+			}
+			var eps *policy.EndpointsFile
+			if endpoints != "" {
+				var err error
+				eps, err = policyload.LoadEndpoints(endpoints)
+				var l policy.ErrorList
+				if errors.As(err, &l) {
+					errs = append(errs, l...)
+				} else if err != nil {
+					return err
+				}
+			}
+			if len(errs) > 0 {
+				return reportPolicyErrors(cmd.ErrOrStderr(), errs)
+			}
+			if len(args) > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "%d policies valid\n", len(policies))
+			}
+			if eps != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %d endpoints valid\n", endpoints, len(eps.Endpoints))
+			}
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&endpoints, "endpoints", "", "also validate this endpoints file (the standalone format)")
+	return cmd
 }
 
 // reportPolicyErrors prints one line per field error and returns an
@@ -67,20 +97,12 @@ func (in *planInputs) register(cmd *cobra.Command) {
 }
 
 func (in *planInputs) plan(stderr io.Writer) (*policy.Plan, error) {
-	policies, err := policy.ParseFiles(in.policies...)
-	if err != nil {
+	plan, err := agent.StandalonePlan(in.policies, in.endpoints)
+	var list policy.ErrorList
+	if errors.As(err, &list) {
 		return nil, reportPolicyErrors(stderr, err)
 	}
-	eps, err := policy.LoadEndpointsFile(in.endpoints)
-	if err != nil {
-		return nil, reportPolicyErrors(stderr, err)
-	}
-	return policy.Compile(policy.Input{
-		Policies:   policies,
-		Endpoints:  eps.Endpoints,
-		Namespaces: eps.Namespaces,
-		Node:       agent.StandaloneNode(eps.Node, datapath.DefaultEndpointConfig()),
-	})
+	return plan, err
 }
 
 func newPolicyCompileCommand() *cobra.Command {
@@ -122,6 +144,7 @@ func newPolicyTraceCommand() *cobra.Command {
 		method, path, host string
 		headers            []string
 		dnsQuery, output   string
+		httpPaths          string
 	)
 	cmd := &cobra.Command{
 		Use:   "trace --policies PATH --endpoints FILE --from EP --to EP|IP --port 80/TCP",
@@ -131,6 +154,12 @@ func newPolicyTraceCommand() *cobra.Command {
 			req, err := buildTraceRequest(from, to, port, method, path, host, headers, dnsQuery)
 			if err != nil {
 				return err
+			}
+			if req.HTTP != nil {
+				if _, err := httpnorm.ParseMode(httpPaths); err != nil {
+					return fmt.Errorf("--http-paths: %w", err)
+				}
+				req.HTTP.PathMode = httpPaths
 			}
 			plan, err := in.plan(cmd.ErrOrStderr())
 			if err != nil {
@@ -165,6 +194,7 @@ func newPolicyTraceCommand() *cobra.Command {
 	f.StringVar(&path, "http-path", "", "HTTP request target, e.g. /v1/request-landing")
 	f.StringVar(&host, "http-host", "", "HTTP Host header")
 	f.StringArrayVar(&headers, "http-header", nil, "HTTP header 'Name: value' (repeatable)")
+	f.StringVar(&httpPaths, "http-paths", "", "the proxy's path handling: strict (default) or envoy, as the agent's httpPaths")
 	f.StringVar(&dnsQuery, "dns-query", "", "DNS query name (for port 53 redirects)")
 	f.StringVarP(&output, "output", "o", "text", "output format: text, json or yaml")
 	_ = cmd.MarkFlagRequired("from")
@@ -265,7 +295,10 @@ func formatTrace(req policy.TraceRequest, res policy.TraceResult) string {
 			verdict = "denied"
 		}
 		fmt.Fprintf(&b, "  %s of %s: %s", s.Direction, s.Endpoint, verdict)
-		if s.Proxy != "" {
+		switch {
+		case s.Proxy == "dns" && !policy.DNSProxyRuns:
+			b.WriteString(", a DNS redirect, but no DNS proxy runs yet: dropped (fail closed)")
+		case s.Proxy != "":
 			fmt.Fprintf(&b, ", redirected to %s proxy", s.Proxy)
 		}
 		fmt.Fprintf(&b, " (%s)\n", s.Reason)

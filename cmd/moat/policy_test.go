@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -140,6 +141,9 @@ func TestPolicyTraceDocumentedOutcomes(t *testing.T) {
 		{"starwars alliance denied at L3/L4", "starwars",
 			[]string{"--from", "default/xwing", "--to", "default/deathstar", "--port", "80/TCP"},
 			false, []string{"default deny", "Verdict: DENIED"}},
+		{"dns: no DNS proxy runs, so the redirect drops", "dns-fqdns",
+			[]string{"--from", "default/client", "--to", "kube-system/coredns", "--port", "53/UDP", "--dns-query", "api.example.com"},
+			false, []string{"a DNS redirect, but no DNS proxy runs yet: dropped (fail closed)", "Verdict: DENIED"}},
 		{"k8s default deny: ingress", "k8s-default-deny",
 			[]string{"--from", "default/web", "--to", "default/db", "--port", "5432/TCP"},
 			false, []string{"Verdict: DENIED"}},
@@ -207,5 +211,37 @@ func TestPolicyTraceBadFlags(t *testing.T) {
 				t.Fatalf("stderr %q lacks %q", stderr, want)
 			}
 		})
+	}
+}
+
+// TestPolicyValidateEndpoints: `validate --endpoints` checks an endpoints
+// file and names file and field; a good one is counted.
+func TestPolicyValidateEndpoints(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "endpoints.yaml")
+	if err := os.WriteFile(bad, []byte("endpoints:\n- {name: web, ipv4: 10.0.0.1}\n- {name: db, ipv4: not-an-ip, lables: {}}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := runCLI(t, "policy", "validate", "--endpoints", bad)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1: %s", code, stderr)
+	}
+	for _, want := range []string{bad + ": endpoints[1].ipv4: ", bad + ": endpoints[1].lables: unknown field"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr %q lacks %q", stderr, want)
+		}
+	}
+	// Policies and endpoints together: errors from both are listed.
+	_, stderr, code = runCLI(t, "policy", "validate", filepath.Join(root, "policy", "testdata", "invalid", "port-70000.yaml"), "--endpoints", bad)
+	if code != 1 || !strings.Contains(stderr, "port 70000 out of range") || !strings.Contains(stderr, bad+": endpoints[1]") {
+		t.Fatalf("exit %d, stderr %q: want policy and endpoints errors", code, stderr)
+	}
+	good := filepath.Join(root, "examples", "starwars", "endpoints.yaml")
+	out, stderr, code := runCLI(t, "policy", "validate", filepath.Join(root, "examples", "starwars", "policies"), "--endpoints", good)
+	if code != 0 || !strings.Contains(out, "1 policies valid") || !strings.Contains(out, good+": 3 endpoints valid") {
+		t.Fatalf("exit %d, out %q, stderr %q", code, out, stderr)
+	}
+	if _, stderr, code := runCLI(t, "policy", "validate"); code != 1 || !strings.Contains(stderr, "nothing to validate") {
+		t.Fatalf("no arguments: exit %d, stderr %q", code, stderr)
 	}
 }

@@ -6,8 +6,9 @@
 // first request, the last accepted version in a SotW NACK).
 //
 // It is what the xds tests, the push benchmarks and the e2e tests drive the
-// xds server with, so that all of them speak to it over real gRPC streams
-// through one implementation.
+// xds server with, and the ADS client of the embedded proxy (l7proxy), so
+// that all of them speak to it over real gRPC streams through one tested
+// implementation.
 //
 // It must stay a protocol client and nothing more: it imports only gRPC,
 // go-control-plane's and protobuf's generated types and the standard

@@ -213,3 +213,20 @@ func (s *Stream) sendDelta(req *discovery.DeltaDiscoveryRequest) error {
 	req.Node, s.node = s.node, nil
 	return s.delta.Send(req)
 }
+
+// SetSubscription replaces the names subscribed for typeURL (SotW only:
+// the next request names exactly these). An empty list is a wildcard
+// subscription, as in Subscribe.
+func (s *Stream) SetSubscription(typeURL string, names ...string) error {
+	if s.proto != SotW {
+		return fmt.Errorf("set subscription to %s: only for sotw streams", typeURL)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.subs[typeURL] = slices.Clone(names)
+	a := s.answered[typeURL]
+	if err := s.sendSotW(&discovery.DiscoveryRequest{TypeUrl: typeURL, VersionInfo: a.version, ResponseNonce: a.nonce}); err != nil {
+		return fmt.Errorf("set subscription to %s: %w", typeURL, err)
+	}
+	return nil
+}

@@ -32,3 +32,17 @@ func TestHeaderName(t *testing.T) {
 		})
 	}
 }
+
+func TestHost(t *testing.T) {
+	for h, want := range map[string]bool{
+		"": true, "deathstar": true, "deathstar:8080": true, "DeathStar.example.com": true, "a_b": true,
+		"10.0.0.1": true, "10.0.0.1:80": true, "[::1]": true, "[::1]:80": true,
+		"deathstar:": false, "deathstar:http": false, "deathstar:123456": false, "evil@deathstar": false,
+		"deathstar/admin": false, "dea thstar": false, "deathstar%2e": false, "[::1": false, "[zz]:80": false,
+		"[::1]x": false, "deathstar\x00": false, "deathstar,other": false,
+	} {
+		if got := Host(h); got != want {
+			t.Errorf("Host(%q) = %v, want %v", h, got, want)
+		}
+	}
+}

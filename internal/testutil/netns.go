@@ -7,11 +7,10 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/moatnet/moat/internal/netns"
 )
 
 // Pod is a network namespace wired like a moat endpoint: a veth pair whose
@@ -144,31 +143,9 @@ func (p *Pod) Do(fn func() error) error {
 	return InNetns(p.NsPath, fn)
 }
 
-// InNetns runs fn on a locked OS thread inside the netns at path. If the
-// thread cannot be switched back it is left locked, so Go retires it.
+// InNetns runs fn inside the netns at path, on its own locked OS thread
+// (internal/netns.Do, the implementation production code uses too). fn may
+// call t.Fatal: the calling goroutine then ends as well.
 func InNetns(path string, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("open current netns: %w", err)
-	}
-	defer orig.Close()
-	target, err := os.Open(path)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("open netns %s: %w", path, err)
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter netns %s: %w", path, err)
-	}
-	fnErr := fn()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		// Leave the thread locked: it dies with the goroutine.
-		return fmt.Errorf("return from netns %s: %w (fn: %v)", path, err, fnErr)
-	}
-	runtime.UnlockOSThread()
-	return fnErr
+	return netns.Do(path, fn)
 }
