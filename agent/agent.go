@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -362,6 +363,8 @@ func (a *Agent) newProxy() (func(context.Context) error, error) {
 			XDSTarget:       xdsSock,
 			AccessLogTarget: alsSock,
 			AdminAddr:       adminSock,
+			// The egress proxy keeps the client's address towards local endpoints.
+			LocalDestination: a.isLocalEndpoint,
 		}, a.log.With("component", "l7proxy"), a.reg)
 		if err != nil {
 			return nil, fmt.Errorf("create embedded proxy: %w", err)
@@ -485,4 +488,10 @@ func listenUnix(path string) (net.Listener, error) {
 		return nil, err
 	}
 	return ln, nil
+}
+
+// isLocalEndpoint says whether ip is a local endpoint's address.
+func (a *Agent) isLocalEndpoint(ip netip.Addr) bool {
+	_, ok := a.resolve(ip)
+	return ok
 }

@@ -24,6 +24,11 @@
  * host's routing and to_endpoint; a flow's first packet and any packet after
  * a map change take the long way.
  *
+ * The proxies' upstream legs keep the client's address: a reply of one,
+ * leaving the server's endpoint addressed to the client, is handed to the
+ * proxy's socket in the host netns (pass_reply, proxy_return in proxy.h),
+ * never routed on to the client.
+ *
  * A fragmented datagram's later fragments have no ports: they take those
  * of its first fragment (frag.h) and are then policied like any packet of
  * the flow. One whose first fragment was not seen is decided on its own by
@@ -194,13 +199,28 @@ static __always_inline __u32 ep_shapes(const struct endpoint_config *cfg, __u8 d
  * to the proxy, then the proxy's L7 rules), so it is never redirected again
  * and needs no allow entry of its own; only an explicit deny still drops it.
  * Its mark may carry identity 0 (unknown: Envoy's ingress cluster cannot
- * know the source per connection, see envoy/cluster.go), which matches no
- * identity-specific entry.
+ * know the source per connection, see envoy/cluster.go); the upstream keeps
+ * the client's address, so the ipcache names the source (proxy_identity).
  */
 static __always_inline void from_ingress_proxy(struct policy_res *res, __u32 from_proxy)
 {
 	if (from_proxy == MARK_FROM_INGRESS_PROXY && res->verdict != VERDICT_DENY)
 		res->verdict = VERDICT_ALLOW;
+}
+
+/*
+ * proxy_identity returns the source identity of a proxy's packet: the one
+ * its mark carries. The ingress proxy's mark may carry 0 (unknown, see
+ * from_ingress_proxy); its upstream keeps the client's address, which the
+ * ipcache then names.
+ */
+static __always_inline __u32 proxy_identity(const struct ctx *c, __u32 mark, __u32 from_proxy)
+{
+	__u32 id = mark_identity(mark);
+
+	if (id == ID_ANY && from_proxy == MARK_FROM_INGRESS_PROXY)
+		id = ipcache_identity(c->p.key.saddr);
+	return id;
 }
 
 /*
@@ -218,7 +238,7 @@ static __always_inline int decide_fragment(struct ctx *c, const struct endpoint_
 	struct policy_res res = {};
 
 	if (from_proxy)
-		c->remote = mark_identity(mark);
+		c->remote = proxy_identity(c, mark, from_proxy);
 	else
 		c->remote = ipcache_identity(c->dir == DIR_EGRESS ? c->p.key.daddr : c->p.key.saddr);
 	if (ep_has_entries(cfg, c->dir))
@@ -294,61 +314,345 @@ static __always_inline int pass_tracked(struct ctx *c, const struct ct_entry *ct
 	return TC_ACT_OK;
 }
 
+/*
+ * struct flow is what handle learns about a packet's flow, phase by phase:
+ * its moat_ct key and live entry, the packet's relation to that entry, and
+ * the maps' state the decision is checked against.
+ */
+struct flow {
+	struct ct_key ck;        /* the packet's moat_ct key (valid once looked) */
+	struct ct_entry *ct;     /* the flow's live entry, or 0 */
+	struct ct_entry *reopen; /* a closing entry that a SYN reuses, see ct_flow */
+	__u32 mark;              /* skb->mark as the packet arrived */
+	__u32 magic;             /* mark & MARK_MAGIC_MASK */
+	__u32 gen;               /* the maps' generation */
+	__u32 revision;          /* the endpoint's entries revision for the direction */
+	__u32 from_proxy;        /* MARK_FROM_*_PROXY at ingress, else 0 */
+	int swapped;             /* ct_canon's answer for the packet */
+	int rel;                 /* ct_relation of the packet to ct */
+	int looked;              /* ct has been looked up */
+};
+
+/*
+ * Phase 1, classify: parse the packet and settle its fragment state.
+ * Invariant: afterwards c->p is the packet's tuple, with the hook's
+ * direction and endpoint; a later fragment whose first fragment was seen
+ * carries that fragment's ports (frag_recalled) and counts as unfragmented.
+ */
+static __always_inline int classify(struct __sk_buff *skb, struct ctx *c, __u32 ep)
+{
+	int ret = parse_packet(skb, &c->p);
+
+	if (ret == PARSE_PASS)
+		return ret;
+	c->p.key.direction = c->dir;
+	c->p.key.endpoint = ep;
+	if (ret == PARSE_OK) {
+		if (c->p.frag_first)
+			frag_remember(&c->p);
+		else if (c->p.fragment && frag_recall(&c->p)) {
+			c->p.fragment = 0;
+			c->p.frag_recalled = 1;
+		}
+	}
+	return ret;
+}
+
+/*
+ * Phase 2, look up the flow. Invariant: one moat_ct lookup per packet; f->ct
+ * is the live entry of the packet's flow (never a closing one that a SYN
+ * reopens) and f->rel how the packet relates to it.
+ */
+static __always_inline void lookup_flow(struct ctx *c, struct flow *f, __u32 ep)
+{
+	f->swapped = ct_canon(&c->p.key, ep, &f->ck);
+	f->ct = ct_flow(&f->ck, c->now, c->p.key.proto, c->p.tcp_flags, &f->reopen);
+	f->looked = 1;
+	if (f->ct)
+		f->rel = ct_relation(f->ct, c->dir, f->swapped);
+}
+
+/*
+ * pass_reply passes a reply of a tracked flow. A reply of a proxy's
+ * upstream leg (an entry made at ingress from a proxy's packet) leaving the
+ * server's endpoint goes to the proxy's socket (proxy_return), never on to
+ * the client whose address the proxy kept, and never by local delivery.
+ * fast says whether the maps' generation was checked (the fast path), which
+ * allows local delivery.
+ */
+static __always_inline int pass_reply(struct __sk_buff *skb, struct ctx *c, struct ct_entry *ct, __u32 gen, int fast)
+{
+	int ret;
+
+	ct_touch(ct, c->p.key.proto, c->p.tcp_flags, 1, c->now);
+	if (c->dir == DIR_EGRESS && (ct->flags & CT_F_FROM_PROXY)) {
+		ret = proxy_return(skb, &c->p);
+		if (ret < 0)
+			return drop(c, DROP_PROXY_UNAVAILABLE);
+		return pass(c, ct->rule);
+	}
+	if (fast)
+		return pass_tracked(c, ct, gen);
+	return pass(c, ct->rule);
+}
+
+/*
+ * Phase 3, the fast path. Invariant: a packet passes here only when its
+ * flow's entry, checked against the maps' current generation, already lets
+ * it through unchanged (a packet in the flow's own direction that neither
+ * goes to a proxy nor comes back from one, or a reply); it reads nothing but
+ * that entry. Returns -1 when the packet needs the slow path.
+ */
+static __always_inline int fast_path(struct __sk_buff *skb, struct ctx *c, struct flow *f)
+{
+	struct ct_entry *ct = f->ct;
+
+	if (!ct || ct->generation != f->gen)
+		return -1;
+	if (f->rel == CT_FORWARD && ct->verdict != VERDICT_REDIRECT && !(ct->flags & CT_F_TO_INGRESS_PROXY)) {
+		ct_touch(ct, c->p.key.proto, c->p.tcp_flags, 0, c->now);
+		c->slot = ct->ep_slot;
+		return pass_tracked(c, ct, f->gen);
+	}
+	if (f->rel == CT_REPLY) {
+		/* A reply: its flow's entry vouches for the endpoint. */
+		c->slot = ct->ep_slot;
+		return pass_reply(skb, c, ct, f->gen, 1);
+	}
+	return -1;
+}
+
+/*
+ * Phase 5, a packet that to_endpoint bounced to this veth for its ingress
+ * proxy (see bounce_to_ingress; the frame may be addressed to another veth:
+ * accept it as ours). Invariant: it has been decided already, at the
+ * destination's to_endpoint; here it is only assigned to the proxy.
+ */
+static __always_inline int bounced_to_ingress_proxy(struct __sk_buff *skb, struct ctx *c, __u32 mark)
+{
+	c->dir = DIR_INGRESS;
+	c->ev.direction = DIR_INGRESS;
+	if (skb->pkt_type != 0 /* PACKET_HOST */ && bpf_skb_change_type(skb, 0) < 0)
+		return drop(c, DROP_PROXY_UNAVAILABLE);
+	if (to_proxy(skb, &c->p, mark >> 16) < 0)
+		return drop(c, DROP_PROXY_UNAVAILABLE);
+	return TC_ACT_OK;
+}
+
+/* set_verdict copies a policy result into the packet's event. */
+static __always_inline void set_verdict(struct ctx *c, const struct policy_res *res)
+{
+	c->ev.rule = res->rule;
+	c->ev.verdict = res->verdict;
+	c->ev.match = res->match;
+	c->ev.l7 = res->l7;
+	c->ev.proxy_port = res->proxy_port;
+}
+
+/*
+ * recheck_flow re-checks a tracked flow whose endpoint's entries or peer
+ * identity changed since its last check. Invariant: the flow keeps its
+ * verdict only if the current policy still lets it through without moving
+ * it to a proxy; otherwise its entry is removed and the packet dropped
+ * (the client's next connection is decided afresh). Returns -1 when the
+ * flow continues, with the entry updated to the rule that lets it through.
+ */
+static __always_inline int recheck_flow(struct ctx *c, const struct endpoint_config *cfg, struct flow *f, __u32 ep)
+{
+	struct ct_entry *ct = f->ct;
+	struct policy_res res = {};
+
+	if (ep_has_entries(cfg, c->dir))
+		policy_eval(ep, c->dir, c->remote, c->p.key.proto, c->p.policy_port, ep_shapes(cfg, c->dir),
+			    ep_ranges(cfg, c->dir), &res);
+	from_ingress_proxy(&res, f->from_proxy);
+	if (res.verdict == VERDICT_DENY || (res.verdict == VERDICT_NONE && ep_enforced(cfg, c->dir))) {
+		bpf_map_delete_elem(&moat_ct, &f->ck);
+		c->ev.rule = res.rule;
+		c->ev.verdict = res.verdict;
+		c->ev.match = res.match;
+		return drop(c, res.verdict == VERDICT_DENY ? DROP_POLICY_DENY : DROP_POLICY_DENIED);
+	}
+	if (res.verdict == VERDICT_REDIRECT && ct->verdict != VERDICT_REDIRECT) {
+		/* Now for a proxy, which cannot take a flow mid-stream: cut it. */
+		bpf_map_delete_elem(&moat_ct, &f->ck);
+		set_verdict(c, &res);
+		return drop(c, DROP_CT_INVALID);
+	}
+	ct->revision = f->revision;
+	ct->remote_identity = c->remote;
+	/* The entry that lets it through now (its old rule may be gone). */
+	ct->rule = res.rule;
+	return -1;
+}
+
+/*
+ * Phase 6, a tracked flow in the direction it started (slow path: the maps
+ * changed since its last check, or it goes to a proxy). Invariant: the
+ * packet gets its flow's verdict, re-checked first if the policy or the
+ * peer's identity changed; a flow from a proxy keeps the identity its mark
+ * carried.
+ */
+static __always_inline int tracked_forward(struct __sk_buff *skb, struct ctx *c, const struct endpoint_config *cfg,
+					   struct flow *f, __u32 ep)
+{
+	struct ct_entry *ct = f->ct;
+	int ret;
+
+	c->remote = ct->remote_identity;
+	/* The ipcache may now give the remote address another identity. */
+	if (ct->generation != f->gen && !(ct->flags & CT_F_FROM_PROXY))
+		c->remote = ipcache_identity(c->dir == DIR_EGRESS ? c->p.key.daddr : c->p.key.saddr);
+	if (ct->revision != f->revision || c->remote != ct->remote_identity) {
+		ret = recheck_flow(c, cfg, f, ep);
+		if (ret >= 0)
+			return ret;
+	}
+	if (ct->generation != f->gen) {
+		ct->generation = f->gen;
+		ct->ep_slot = c->slot;
+	}
+	ct_touch(ct, c->p.key.proto, c->p.tcp_flags, 0, c->now);
+	c->ev.rule = ct->rule;
+	if (ct->verdict == VERDICT_REDIRECT)
+		return redirect(skb, c, ct->proxy_port, ct->rule, 0);
+	if (c->dir == DIR_EGRESS && (ct->flags & CT_F_TO_INGRESS_PROXY)) {
+		/* The destination's ingress proxy takes this flow. */
+		if (c->p.frag_recalled)
+			return drop(c, DROP_UNSUPPORTED);
+		if (to_proxy(skb, &c->p, ct->proxy_port) < 0)
+			return drop(c, DROP_PROXY_UNAVAILABLE);
+	}
+	return pass(c, ct->rule);
+}
+
+/*
+ * Phase 8, decide a new flow. Invariant: the verdict comes from the
+ * endpoint's entries for the peer's identity (from the ipcache, or from
+ * the mark of a proxy's packet); no entry means allow only where the
+ * direction is not enforced, and a redirect needs a proxy port. Returns -1
+ * with *res set when the flow may go on.
+ */
+static __always_inline int decide_flow(struct ctx *c, const struct endpoint_config *cfg, struct flow *f, __u32 ep,
+				       struct policy_res *res)
+{
+	if (f->from_proxy)
+		c->remote = proxy_identity(c, f->mark, f->from_proxy);
+	else
+		c->remote = ipcache_identity(c->dir == DIR_EGRESS ? c->p.key.daddr : c->p.key.saddr);
+	if (ep_has_entries(cfg, c->dir))
+		policy_eval(ep, c->dir, c->remote, c->p.key.proto, c->p.policy_port, ep_shapes(cfg, c->dir),
+			    ep_ranges(cfg, c->dir), res);
+	from_ingress_proxy(res, f->from_proxy);
+	set_verdict(c, res);
+	if (res->verdict == VERDICT_DENY)
+		return drop(c, DROP_POLICY_DENY);
+	if (res->verdict == VERDICT_NONE) {
+		if (ep_enforced(cfg, c->dir))
+			return drop(c, DROP_POLICY_DENIED);
+		res->verdict = VERDICT_ALLOW;
+		c->ev.verdict = VERDICT_ALLOW;
+	}
+	if (res->verdict == VERDICT_REDIRECT && res->proxy_port == 0)
+		return drop(c, DROP_PROXY_UNAVAILABLE);
+	return -1;
+}
+
+/*
+ * Phase 9, start tracking a decided flow. Invariant: only a flow's first
+ * packet creates a CT entry: for TCP a SYN without ACK. A mid-stream packet
+ * is decided on its own and leaves no state, so it can never make the
+ * other direction look like a reply; so is a packet whose tuple a live flow
+ * of another shape holds (f->ct with CT_OTHER), which must not replace that
+ * flow's entry. A SYN on the tuple of a closing flow found no entry
+ * (ct_flow): it starts a new flow, whose entry overwrites the old one in
+ * place. A redirect that fails removes the entry it made.
+ */
+static __always_inline int start_flow(struct __sk_buff *skb, struct ctx *c, struct flow *f, const struct policy_res *res)
+{
+	int ret;
+
+	if (f->ct || (c->p.key.proto == IPPROTO_TCP && !tcp_bare_syn(c->p.key.proto, c->p.tcp_flags))) {
+		if (res->verdict == VERDICT_REDIRECT)
+			return redirect(skb, c, res->proxy_port, res->rule, 1);
+		return pass(c, res->rule);
+	}
+
+	struct ct_entry entry = {
+		.rule = res->rule,
+		.remote_identity = c->remote,
+		.revision = f->revision,
+		.generation = f->gen,
+		.ep_slot = c->slot,
+		.proxy_port = res->proxy_port,
+		.verdict = res->verdict,
+		.l7 = res->l7,
+		.match = res->match,
+		.flags = (f->from_proxy ? CT_F_FROM_PROXY : 0) | ct_origin(c->dir, f->swapped),
+	};
+	ct_touch(&entry, c->p.key.proto, c->p.tcp_flags, 0, c->now);
+	if (f->reopen)
+		*f->reopen = entry;
+	else
+		bpf_map_update_elem(&moat_ct, &f->ck, &entry, BPF_ANY);
+
+	set_identities(c);
+	c->ev.kind = EV_VERDICT;
+	emit_event(&c->p, &c->ev);
+	if (res->verdict == VERDICT_REDIRECT) {
+		ret = redirect(skb, c, res->proxy_port, res->rule, 1);
+		if (ret != TC_ACT_SHOT) {
+			c->ev.kind = EV_TO_PROXY;
+			emit_event(&c->p, &c->ev);
+		} else {
+			bpf_map_delete_elem(&moat_ct, &f->ck);
+		}
+		return ret;
+	}
+	return pass(c, res->rule);
+}
+
+/*
+ * handle runs the phases in order; each returns a tc verdict, or -1 to
+ * hand the packet to the next one:
+ *   1 classify          parse, fragment state
+ *   2 lookup_flow       the flow's CT entry (once)
+ *   3 fast_path         tracked packets that simply pass
+ *   4 (endpoint)        the endpoint's config; unparsable packets drop
+ *   5 bounced_to_ingress_proxy
+ *   6 tracked_forward   tracked flow, slow path (re-check, proxies)
+ *   7 (reply, related)  replies and ICMP errors of tracked flows
+ *   8 decide_flow       policy for a new flow
+ *   9 start_flow        its CT entry, events, redirect
+ */
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
 	struct ctx c = {};
+	struct flow f = {};
 	struct endpoint_config *cfg;
-	struct ct_entry *ct = 0, *reopen = 0;
-	struct ct_key ck;
 	struct policy_res res = {};
-	__u32 ep = skb->ifindex, mark = skb->mark, magic = mark & MARK_MAGIC_MASK, revision, gen;
-	int ret, from_proxy = 0, looked = 0, swapped = 0, rel = CT_OTHER;
+	__u32 ep = skb->ifindex;
+	int ret;
 
 	c.dir = dir;
 	c.ev.endpoint = ep;
 	c.ev.direction = dir;
-	ret = parse_packet(skb, &c.p);
+	f.mark = skb->mark;
+	f.magic = f.mark & MARK_MAGIC_MASK;
+	f.rel = CT_OTHER;
+
+	ret = classify(skb, &c, ep);
 	if (ret == PARSE_PASS)
 		return TC_ACT_OK;
-	c.p.key.direction = dir;
-	c.p.key.endpoint = ep;
-	if (ret == PARSE_OK) {
-		if (c.p.frag_first)
-			frag_remember(&c.p);
-		else if (c.p.fragment && frag_recall(&c.p)) {
-			c.p.fragment = 0;
-			c.p.frag_recalled = 1;
-		}
-	}
 	c.now = ct_now();
-	gen = generation();
+	f.gen = generation();
 
-	/*
-	 * Fast path: a packet of a tracked flow (either way), checked against
-	 * the maps' current generation, that simply passes needs nothing but
-	 * its CT entry: one lookup.
-	 */
-	if (ret == PARSE_OK && !c.p.fragment && magic != MARK_TO_PROXY) {
-		swapped = ct_canon(&c.p.key, ep, &ck);
-		ct = ct_flow(&ck, c.now, c.p.key.proto, c.p.tcp_flags, &reopen);
-		looked = 1;
-		if (ct) {
-			rel = ct_relation(ct, dir, swapped);
-			if (ct->generation == gen) {
-				if (rel == CT_FORWARD && ct->verdict != VERDICT_REDIRECT &&
-				    !(ct->flags & CT_F_TO_INGRESS_PROXY)) {
-					ct_touch(ct, c.p.key.proto, c.p.tcp_flags, 0, c.now);
-					c.slot = ct->ep_slot;
-					return pass_tracked(&c, ct, gen);
-				}
-				if (rel == CT_REPLY) {
-					/* A reply: its flow's entry vouches for the endpoint. */
-					ct_touch(ct, c.p.key.proto, c.p.tcp_flags, 1, c.now);
-					c.slot = ct->ep_slot;
-					return pass_tracked(&c, ct, gen);
-				}
-			}
-		}
+	if (ret == PARSE_OK && !c.p.fragment && f.magic != MARK_TO_PROXY) {
+		lookup_flow(&c, &f, ep);
+		ret = fast_path(skb, &c, &f);
+		if (ret >= 0)
+			return ret;
+		ret = PARSE_OK;
 	}
 
 	cfg = bpf_map_lookup_elem(&moat_endpoints, &ep);
@@ -361,100 +665,23 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (ret == PARSE_UNSUPPORTED)
 		return drop(&c, DROP_UNSUPPORTED);
 
-	/*
-	 * A packet that to_endpoint bounced here for its ingress proxy (the
-	 * frame may be addressed to another veth: accept it as ours).
-	 */
-	if (dir == DIR_EGRESS && magic == MARK_TO_PROXY) {
-		c.dir = DIR_INGRESS;
-		c.ev.direction = DIR_INGRESS;
-		if (skb->pkt_type != 0 /* PACKET_HOST */ && bpf_skb_change_type(skb, 0) < 0)
-			return drop(&c, DROP_PROXY_UNAVAILABLE);
-		if (to_proxy(skb, &c.p, mark >> 16) < 0)
-			return drop(&c, DROP_PROXY_UNAVAILABLE);
-		return TC_ACT_OK;
-	}
-	if (dir == DIR_INGRESS && (magic == MARK_FROM_INGRESS_PROXY || magic == MARK_FROM_EGRESS_PROXY)) {
-		from_proxy = magic;
+	if (dir == DIR_EGRESS && f.magic == MARK_TO_PROXY)
+		return bounced_to_ingress_proxy(skb, &c, f.mark);
+	if (dir == DIR_INGRESS && (f.magic == MARK_FROM_INGRESS_PROXY || f.magic == MARK_FROM_EGRESS_PROXY)) {
+		f.from_proxy = f.magic;
 		c.ev.flags |= EVF_FROM_PROXY;
 	}
 	if (c.p.fragment)
-		return decide_fragment(&c, cfg, ep, mark, from_proxy);
-	revision = dir == DIR_EGRESS ? cfg->egress_rev : cfg->ingress_rev;
+		return decide_fragment(&c, cfg, ep, f.mark, f.from_proxy);
+	f.revision = dir == DIR_EGRESS ? cfg->egress_rev : cfg->ingress_rev;
+	if (!f.looked)
+		lookup_flow(&c, &f, ep);
 
-	if (!looked) {
-		swapped = ct_canon(&c.p.key, ep, &ck);
-		ct = ct_flow(&ck, c.now, c.p.key.proto, c.p.tcp_flags, &reopen);
-		if (ct)
-			rel = ct_relation(ct, dir, swapped);
-	}
-
-	/* Established flow, in the direction it started. */
-	if (ct && rel == CT_FORWARD) {
-		c.remote = ct->remote_identity;
-		/*
-		 * The maps changed since the flow's last check: the ipcache may
-		 * now give the remote address another identity (a flow from a
-		 * proxy keeps the identity its mark carried).
-		 */
-		if (ct->generation != gen && !(ct->flags & CT_F_FROM_PROXY))
-			c.remote = ipcache_identity(dir == DIR_EGRESS ? c.p.key.daddr : c.p.key.saddr);
-		if (ct->revision != revision || c.remote != ct->remote_identity) {
-			/* The policy or the peer's identity changed since the flow started: re-check it. */
-			if (ep_has_entries(cfg, dir))
-				policy_eval(ep, dir, c.remote, c.p.key.proto, c.p.policy_port,
-					    ep_shapes(cfg, dir), ep_ranges(cfg, dir), &res);
-			from_ingress_proxy(&res, from_proxy);
-			if (res.verdict == VERDICT_DENY || (res.verdict == VERDICT_NONE && ep_enforced(cfg, dir))) {
-				bpf_map_delete_elem(&moat_ct, &ck);
-				c.ev.rule = res.rule;
-				c.ev.verdict = res.verdict;
-				c.ev.match = res.match;
-				return drop(&c, res.verdict == VERDICT_DENY ? DROP_POLICY_DENY : DROP_POLICY_DENIED);
-			}
-			if (res.verdict == VERDICT_REDIRECT && ct->verdict != VERDICT_REDIRECT) {
-				/*
-				 * Now for a proxy, which cannot take a flow
-				 * mid-stream: cut it, so that the client's
-				 * next connection is redirected.
-				 */
-				bpf_map_delete_elem(&moat_ct, &ck);
-				c.ev.rule = res.rule;
-				c.ev.verdict = res.verdict;
-				c.ev.match = res.match;
-				c.ev.l7 = res.l7;
-				c.ev.proxy_port = res.proxy_port;
-				return drop(&c, DROP_CT_INVALID);
-			}
-			ct->revision = revision;
-			ct->remote_identity = c.remote;
-			/* The entry that lets it through now (its old rule may be gone). */
-			ct->rule = res.rule;
-		}
-		if (ct->generation != gen) {
-			ct->generation = gen;
-			ct->ep_slot = c.slot;
-		}
-		ct_touch(ct, c.p.key.proto, c.p.tcp_flags, 0, c.now);
-		c.ev.rule = ct->rule;
-		if (ct->verdict == VERDICT_REDIRECT)
-			return redirect(skb, &c, ct->proxy_port, ct->rule, 0);
-		if (dir == DIR_EGRESS && (ct->flags & CT_F_TO_INGRESS_PROXY)) {
-			/* The destination's ingress proxy takes this flow. */
-			if (c.p.frag_recalled)
-				return drop(&c, DROP_UNSUPPORTED);
-			if (to_proxy(skb, &c.p, ct->proxy_port) < 0)
-				return drop(&c, DROP_PROXY_UNAVAILABLE);
-		}
-		return pass(&c, ct->rule);
-	}
-
+	if (f.ct && f.rel == CT_FORWARD)
+		return tracked_forward(skb, &c, cfg, &f, ep);
 	/* Reply of a flow that started in the other direction. */
-	if (ct && rel == CT_REPLY) {
-		ct_touch(ct, c.p.key.proto, c.p.tcp_flags, 1, c.now);
-		return pass(&c, ct->rule);
-	}
-
+	if (f.ct && f.rel == CT_REPLY)
+		return pass_reply(skb, &c, f.ct, f.gen, 0);
 	/* ICMP error about a tracked flow (either way). */
 	if (c.p.icmp_error) {
 		struct ct_key ik;
@@ -464,77 +691,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			return pass(&c, 0);
 	}
 
-	/* New flow: decide. */
-	if (from_proxy)
-		c.remote = mark_identity(mark);
-	else
-		c.remote = ipcache_identity(dir == DIR_EGRESS ? c.p.key.daddr : c.p.key.saddr);
-	if (ep_has_entries(cfg, dir))
-		policy_eval(ep, dir, c.remote, c.p.key.proto, c.p.policy_port, ep_shapes(cfg, dir), ep_ranges(cfg, dir), &res);
-	from_ingress_proxy(&res, from_proxy);
-	c.ev.rule = res.rule;
-	c.ev.verdict = res.verdict;
-	c.ev.match = res.match;
-	c.ev.l7 = res.l7;
-	c.ev.proxy_port = res.proxy_port;
-	if (res.verdict == VERDICT_DENY)
-		return drop(&c, DROP_POLICY_DENY);
-	if (res.verdict == VERDICT_NONE) {
-		if (ep_enforced(cfg, dir))
-			return drop(&c, DROP_POLICY_DENIED);
-		res.verdict = VERDICT_ALLOW;
-		c.ev.verdict = VERDICT_ALLOW;
-	}
-	if (res.verdict == VERDICT_REDIRECT && res.proxy_port == 0)
-		return drop(&c, DROP_PROXY_UNAVAILABLE);
-
-	/*
-	 * Only a flow's first packet creates a CT entry: for TCP a SYN without
-	 * ACK. A mid-stream packet is decided on its own and leaves no state,
-	 * so it can never make the other direction look like a reply; so is a
-	 * packet whose tuple a live flow of another shape holds (ct with
-	 * CT_OTHER), which must not replace that flow's entry. A SYN on the
-	 * tuple of a closing flow found no entry (ct_flow): it starts a new
-	 * flow, whose entry overwrites the old one in place.
-	 */
-	if (ct || (c.p.key.proto == IPPROTO_TCP && !tcp_bare_syn(c.p.key.proto, c.p.tcp_flags))) {
-		if (res.verdict == VERDICT_REDIRECT)
-			return redirect(skb, &c, res.proxy_port, res.rule, 1);
-		return pass(&c, res.rule);
-	}
-
-	struct ct_entry entry = {
-		.rule = res.rule,
-		.remote_identity = c.remote,
-		.revision = revision,
-		.generation = gen,
-		.ep_slot = c.slot,
-		.proxy_port = res.proxy_port,
-		.verdict = res.verdict,
-		.l7 = res.l7,
-		.match = res.match,
-		.flags = (from_proxy ? CT_F_FROM_PROXY : 0) | ct_origin(dir, swapped),
-	};
-	ct_touch(&entry, c.p.key.proto, c.p.tcp_flags, 0, c.now);
-	if (reopen)
-		*reopen = entry;
-	else
-		bpf_map_update_elem(&moat_ct, &ck, &entry, BPF_ANY);
-
-	set_identities(&c);
-	c.ev.kind = EV_VERDICT;
-	emit_event(&c.p, &c.ev);
-	if (res.verdict == VERDICT_REDIRECT) {
-		ret = redirect(skb, &c, res.proxy_port, res.rule, 1);
-		if (ret != TC_ACT_SHOT) {
-			c.ev.kind = EV_TO_PROXY;
-			emit_event(&c.p, &c.ev);
-		} else {
-			bpf_map_delete_elem(&moat_ct, &ck);
-		}
+	ret = decide_flow(&c, cfg, &f, ep, &res);
+	if (ret >= 0)
 		return ret;
-	}
-	return pass(&c, res.rule);
+	return start_flow(skb, &c, &f, &res);
 }
 
 SEC("tc")

@@ -133,6 +133,47 @@ static __always_inline int proxy_listening(struct __sk_buff *skb, const struct p
 	return ok;
 }
 
+/*
+ * proxy_return hands a reply of a proxy's upstream leg to the proxy's socket.
+ *
+ * The proxies dial upstream from the client's own address (a transparent
+ * socket bound to it), so the server's replies are addressed to the client:
+ * routed as usual they would go to the client pod, which has no such
+ * connection. Only a socket of the host netns (where the programs' lookups
+ * run, so a pod's sockets are never found) that is not a listener and whose
+ * mark carries a from-proxy nibble takes the packet: that is a proxy's
+ * upstream socket and nothing else. The to-proxy mark then makes the policy
+ * routing rule deliver the packet locally. Only valid at tc ingress.
+ * Returns 1 when assigned, 0 when no proxy socket owns the tuple (the
+ * packet is routed as usual: an upstream leg from a node address needs no
+ * help), -1 when the kernel refused the assignment.
+ */
+static __always_inline int proxy_return(struct __sk_buff *skb, const struct pkt *p)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	__u32 len, magic;
+	long err;
+
+	if (p->key.proto != IPPROTO_TCP)
+		return 0;
+	len = sock_tuple(p, &t);
+	sk = bpf_sk_lookup_tcp(skb, &t, len, BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	magic = sk->mark & MARK_MAGIC_MASK;
+	if (sk->state == BPF_TCP_LISTEN_ || (magic != MARK_FROM_INGRESS_PROXY && magic != MARK_FROM_EGRESS_PROXY)) {
+		bpf_sk_release(sk);
+		return 0;
+	}
+	err = bpf_sk_assign(skb, sk, 0);
+	bpf_sk_release(sk);
+	if (err)
+		return -1;
+	skb->mark = MARK_TO_PROXY;
+	return 1;
+}
+
 /* mark_identity unpacks the source identity of proxy-originated traffic. */
 static __always_inline __u32 mark_identity(__u32 mark)
 {

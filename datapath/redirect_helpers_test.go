@@ -3,6 +3,7 @@ package datapath
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -46,8 +47,8 @@ func newRedirectEnv(t *testing.T, subnet byte) *redirectEnv {
 
 	e := &redirectEnv{
 		m:   m,
-		a:   epTestEndpoint("a", netip.AddrFrom4([4]byte{10, 202, subnet, 1}).String(), ""),
-		b:   epTestEndpoint("b", netip.AddrFrom4([4]byte{10, 202, subnet, 2}).String(), ""),
+		a:   epTestEndpoint("a", netip.AddrFrom4([4]byte{10, 202, subnet, 1}).String(), fmt.Sprintf("fd00:202:%d::1", subnet)),
+		b:   epTestEndpoint("b", netip.AddrFrom4([4]byte{10, 202, subnet, 2}).String(), fmt.Sprintf("fd00:202:%d::2", subnet)),
 		idA: 1101,
 		idB: 1102,
 	}
@@ -117,12 +118,14 @@ func (e *redirectEnv) syncPlan(t *testing.T, aEgress, bIngress policy.DirectionP
 	t.Helper()
 	plan := &policy.Plan{
 		Endpoints: []policy.EndpointPlan{
-			{Namespace: e.a.Namespace, Name: e.a.Name, Identity: e.idA, Addresses: []netip.Addr{e.a.IPv4}, Egress: aEgress},
-			{Namespace: e.b.Namespace, Name: e.b.Name, Identity: e.idB, Addresses: []netip.Addr{e.b.IPv4}, Ingress: bIngress},
+			{Namespace: e.a.Namespace, Name: e.a.Name, Identity: e.idA, Addresses: []netip.Addr{e.a.IPv4, e.a.IPv6}, Egress: aEgress},
+			{Namespace: e.b.Namespace, Name: e.b.Name, Identity: e.idB, Addresses: []netip.Addr{e.b.IPv4, e.b.IPv6}, Ingress: bIngress},
 		},
 		IPCache: []policy.IPCacheEntry{
 			{Prefix: netip.PrefixFrom(e.a.IPv4, 32), Identity: e.idA},
 			{Prefix: netip.PrefixFrom(e.b.IPv4, 32), Identity: e.idB},
+			{Prefix: netip.PrefixFrom(e.a.IPv6, 128), Identity: e.idA},
+			{Prefix: netip.PrefixFrom(e.b.IPv6, 128), Identity: e.idB},
 		},
 	}
 	if err := e.d.Sync(plan, e.ifaces(), proxies); err != nil {
@@ -236,12 +239,18 @@ func (e *redirectEnv) listenTransparent(t *testing.T) *echoListener {
 	return serveEcho(t, ln)
 }
 
-// listenPod opens a TCP echo server on ep's address in ep's netns.
+// listenPod opens a TCP echo server on ep's IPv4 address in ep's netns.
 func (e *redirectEnv) listenPod(t *testing.T, ep policy.Endpoint) *echoListener {
+	t.Helper()
+	return e.listenPodAddr(t, ep, ep.IPv4)
+}
+
+// listenPodAddr opens a TCP echo server on addr (one of ep's) in ep's netns.
+func (e *redirectEnv) listenPodAddr(t *testing.T, ep policy.Endpoint, addr netip.Addr) *echoListener {
 	t.Helper()
 	var ln net.Listener
 	err := e.m.Do(ep, func() (err error) {
-		ln, err = net.Listen("tcp4", netip.AddrPortFrom(ep.IPv4, 0).String())
+		ln, err = net.Listen("tcp", netip.AddrPortFrom(addr, 0).String())
 		return err
 	})
 	if err != nil {

@@ -175,7 +175,7 @@ func dialTCP(src peer, dst netip.AddrPort, timeout time.Duration) (net.Conn, err
 	var c net.Conn
 	err := src.do(func() error {
 		var err error
-		c, err = net.DialTimeout("tcp4", dst.String(), timeout)
+		c, err = net.DialTimeout("tcp", dst.String(), timeout)
 		return err
 	})
 	if isTimeout(err) {

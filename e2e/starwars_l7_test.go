@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -32,7 +33,7 @@ func TestPrivilegedStarWarsThroughEmbeddedProxy(t *testing.T) {
 		"tiefighter": endpointPeer(a, "tiefighter", "10.216.0.20"),
 		"xwing":      endpointPeer(a, "xwing", "10.216.0.30"),
 	}
-	serveDeathstar(t, deathstar)
+	peers := serveDeathstar(t, deathstar)
 	a.waitStatus("proxy ready", 20*time.Second, func(st Status) bool { return st.ProxyReady && st.ProxyError == "" })
 
 	cases := []struct {
@@ -71,24 +72,66 @@ func TestPrivilegedStarWarsThroughEmbeddedProxy(t *testing.T) {
 				t.Errorf("403 body %q, want \"Access denied\"", body)
 			case status == http.StatusOK && body != "landing granted":
 				t.Errorf("200 body %q, want the deathstar's answer", body)
+			case status == http.StatusOK:
+				// The proxy's upstream keeps the client's address: the
+				// deathstar sees the ship, not the node's gateway.
+				if seen := peers.last(); seen != ships[c.ship].addr {
+					t.Errorf("the deathstar saw the request come from %v, want the %s's address %v", seen, c.ship, ships[c.ship].addr)
+				}
 			}
 		})
 	}
 }
 
-// serveDeathstar answers every request on port 80 with "landing granted".
-func serveDeathstar(t *testing.T, p peer) {
+// seenPeers records the peer address of each request a server answered.
+type seenPeers struct {
+	mu    sync.Mutex
+	addrs []netip.Addr
+}
+
+func (s *seenPeers) add(remote string) {
+	ap, err := netip.ParseAddrPort(remote)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		s.addrs = append(s.addrs, netip.Addr{})
+		return
+	}
+	s.addrs = append(s.addrs, ap.Addr().Unmap())
+}
+
+// last returns the peer of the latest request (the zero Addr if none).
+func (s *seenPeers) last() netip.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.addrs) == 0 {
+		return netip.Addr{}
+	}
+	return s.addrs[len(s.addrs)-1]
+}
+
+// serveDeathstar answers every request on port 80 (IPv4) with "landing
+// granted" and records the peer address each request came from.
+func serveDeathstar(t *testing.T, p peer) *seenPeers {
 	t.Helper()
+	return serveDeathstarOn(t, p, "tcp4", "0.0.0.0:80")
+}
+
+// serveDeathstarOn is serveDeathstar on the given network and address.
+func serveDeathstarOn(t *testing.T, p peer, network, addr string) *seenPeers {
+	t.Helper()
+	seen := &seenPeers{}
 	var ln net.Listener
 	if err := p.do(func() error {
 		var err error
-		ln, err = net.Listen("tcp4", "0.0.0.0:80")
+		ln, err = net.Listen(network, addr)
 		return err
 	}); err != nil {
 		t.Fatalf("listen in %s: %v", p.name, err)
 	}
 	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			seen.add(r.RemoteAddr)
 			_, _ = io.WriteString(w, "landing granted")
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -102,6 +145,7 @@ func serveDeathstar(t *testing.T, p peer) {
 		_ = srv.Close()
 		<-done
 	})
+	return seen
 }
 
 // shipRequest sends one HTTP request from src to dst:80 on a new
@@ -118,7 +162,11 @@ func shipRequest(src, dst peer, method, path string) (int, string, error) {
 		},
 	}
 	defer client.CloseIdleConnections()
-	req, err := http.NewRequest(method, "http://"+dst.addr.String()+path, nil)
+	host := dst.addr.String()
+	if dst.addr.Is6() {
+		host = "[" + host + "]"
+	}
+	req, err := http.NewRequest(method, "http://"+host+path, nil)
 	if err != nil {
 		return 0, "", err
 	}

@@ -20,27 +20,37 @@
 //     address already is the original destination: no original_dst listener
 //     filter (that filter reads SO_ORIGINAL_DST, which only NAT redirects
 //     set) and no use_original_dst.
+//
 //   - One filter chain per local endpoint that has HTTP rule sets in that
 //     direction, matched on the endpoint's addresses: source addresses for
 //     egress, destination addresses for ingress. A connection that matches no
 //     chain is closed (fail closed). Envoy's filter_chain_match has no port
 //     ranges, so the rule set's port range is enforced by the RBAC policies
 //     (destination_port / destination_port_range) instead.
+//
 //   - Each chain's HTTP connection manager carries the safe defaults, the
 //     gRPC access log to the agent, an RBAC filter built from the endpoint's
 //     HTTPRuleSets, and RDS for the route to the ORIGINAL_DST cluster.
+//
 //   - Remote identities become IP sets that reproduce the datapath's
 //     ipcache longest-prefix match exactly (see ipset.go).
+//
 //   - Upstream sockets carry the identity mark of policy/marks.go through a
 //     per-cluster SO_MARK socket option, so there is one ORIGINAL_DST cluster
 //     per egress source identity (see cluster.go for ingress).
+//
 //   - A request no rule allows gets 403 with body DeniedBody, through a
 //     local_reply_config mapper on the HTTP connection manager.
 //
+//   - The ingress listener's upstream connections keep the client's address
+//     (original_src listener filter, with the ingress mark); the datapath
+//     hands the server's replies back to the proxy (bpf/proxy.h).
+//
 // Known limit: the egress proxy's upstream connection leaves from the node's
-// address. When its destination is a local endpoint whose ingress is also
-// redirected, the ingress proxy's RBAC sees the node address, not the
-// client's. The datapath sees the right identity in the mark; the ingress
-// proxy does not. Fixing it needs source-preserving upstreams (original_src)
-// and a datapath that steers the replies back to the proxy.
+// address (original_src would apply to every destination of the listener,
+// and a remote destination's replies arrive on a host interface that has no
+// return program). When its destination is a local endpoint whose ingress
+// is also redirected, the ingress proxy's RBAC sees the node address, not
+// the client's; the datapath sees the right identity in the mark. The
+// embedded l7proxy keeps the client's address towards local endpoints.
 package envoy

@@ -3,6 +3,7 @@ package envoy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -10,6 +11,7 @@ import (
 	grpcalv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
 	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	originalsrcv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_src/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -18,17 +20,28 @@ import (
 
 // Extension names as Envoy registers them.
 const (
-	hcmFilterName       = "envoy.filters.network.http_connection_manager"
-	rbacFilterName      = "envoy.filters.http.rbac"
-	routerFilterName    = "envoy.filters.http.router"
-	grpcAccessLogName   = "envoy.access_loggers.http_grpc"
-	deniedStatusRuntime = "moat.access_denied_status"
-	deniedStatus        = 403
+	hcmFilterName         = "envoy.filters.network.http_connection_manager"
+	rbacFilterName        = "envoy.filters.http.rbac"
+	routerFilterName      = "envoy.filters.http.router"
+	grpcAccessLogName     = "envoy.access_loggers.http_grpc"
+	originalSrcFilterName = "envoy.filters.listener.original_src"
+	deniedStatusRuntime   = "moat.access_denied_status"
+	deniedStatus          = 403
 )
 
 // httpListener returns the transparent listener of direction d with the
 // given filter chains.
-func httpListener(cfg Config, d policy.Direction, chains []*listenerv3.FilterChain) *listenerv3.Listener {
+//
+// The ingress listener keeps the client's address on its upstream
+// connections (original_src, with the cluster's from-proxy mark): the
+// destination is always the local endpoint its chain matched, whose veth
+// program hands the server's replies back to the proxy's socket
+// (bpf/proxy.h, proxy_return). The egress listener does not: original_src
+// applies to every destination of a listener, and a remote destination's
+// replies arrive on a host interface without that program (l7proxy keeps
+// the client's address towards local endpoints only, which Envoy cannot
+// express).
+func httpListener(cfg Config, d policy.Direction, chains []*listenerv3.FilterChain) (*listenerv3.Listener, error) {
 	port := cfg.port(d)
 	l := &listenerv3.Listener{
 		Name:         ListenerName(d, port),
@@ -40,11 +53,41 @@ func httpListener(cfg Config, d policy.Direction, chains []*listenerv3.FilterCha
 		l.TrafficDirection = corev3.TrafficDirection_OUTBOUND
 	} else {
 		l.TrafficDirection = corev3.TrafficDirection_INBOUND
+		mark, err := policy.ProxyMark(d, policy.IDUnknown)
+		if err != nil {
+			return nil, fmt.Errorf("build listener %s: %w", l.Name, err)
+		}
+		osrc, err := toAny(&originalsrcv3.OriginalSrc{Mark: mark})
+		if err != nil {
+			return nil, fmt.Errorf("build listener %s: %w", l.Name, err)
+		}
+		l.ListenerFilters = []*listenerv3.ListenerFilter{{
+			Name:       originalSrcFilterName,
+			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: osrc},
+		}}
 	}
 	for _, a := range cfg.ListenAddresses[1:] {
 		l.AdditionalAddresses = append(l.AdditionalAddresses, &listenerv3.AdditionalAddress{Address: socketAddress(a, port)})
 	}
-	return l
+	if chainsMatchIPv6(chains) && !slices.ContainsFunc(cfg.ListenAddresses, netip.Addr.Is6) {
+		// The datapath hands an IPv6 flow to the listener on [::]:port;
+		// without it, redirected IPv6 traffic would fail closed.
+		l.AdditionalAddresses = append(l.AdditionalAddresses, &listenerv3.AdditionalAddress{Address: socketAddress(netip.IPv6Unspecified(), port)})
+	}
+	return l, nil
+}
+
+// chainsMatchIPv6 says whether a chain matches an endpoint's IPv6 address.
+func chainsMatchIPv6(chains []*listenerv3.FilterChain) bool {
+	for _, fc := range chains {
+		m := fc.GetFilterChainMatch()
+		for _, r := range append(slices.Clone(m.GetPrefixRanges()), m.GetSourcePrefixRanges()...) {
+			if a, err := netip.ParseAddr(r.GetAddressPrefix()); err == nil && a.Is6() && !a.Is4In6() {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func socketAddress(a netip.Addr, port uint16) *corev3.Address {

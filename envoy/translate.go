@@ -115,7 +115,11 @@ func (tr *translator) addDirection(res *Resources, d policy.Direction, eps []*po
 	if len(chains) == 0 {
 		return nil
 	}
-	res.Listeners = append(res.Listeners, httpListener(cfg, d, chains))
+	l, err := httpListener(cfg, d, chains)
+	if err != nil {
+		return fmt.Errorf("translate %s: %w", d, err)
+	}
+	res.Listeners = append(res.Listeners, l)
 	if d == policy.Ingress {
 		sources = []policy.ID{policy.IDUnknown}
 	}

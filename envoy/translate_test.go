@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	originalsrcv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_src/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -129,8 +131,24 @@ func TestTranslateSafeDefaults(t *testing.T) {
 	if !l.GetTransparent().GetValue() {
 		t.Error("listener is not transparent")
 	}
-	if len(l.GetListenerFilters()) != 0 {
-		t.Errorf("listener filters %v: sk_assign needs no original_dst filter", l.GetListenerFilters())
+	// sk_assign needs no original_dst filter; the only listener filter is
+	// original_src on the ingress listener (the upstream keeps the client's
+	// address), with the ingress proxy's mark.
+	for _, l := range res.Listeners {
+		fs := l.GetListenerFilters()
+		if l.GetTrafficDirection() != corev3.TrafficDirection_INBOUND {
+			if len(fs) != 0 {
+				t.Errorf("%s: listener filters %v, want none", l.GetName(), fs)
+			}
+			continue
+		}
+		osrc := &originalsrcv3.OriginalSrc{}
+		if len(fs) != 1 || fs[0].GetName() != "envoy.filters.listener.original_src" || fs[0].GetTypedConfig().UnmarshalTo(osrc) != nil {
+			t.Fatalf("%s: listener filters %v, want one original_src", l.GetName(), fs)
+		}
+		if want, _ := policy.ProxyMark(policy.Ingress, policy.IDUnknown); osrc.GetMark() != want || osrc.GetBindPort() {
+			t.Errorf("%s: original_src %v, want mark %#x and a port from the kernel", l.GetName(), osrc, want)
+		}
 	}
 	hcm := &hcmv3.HttpConnectionManager{}
 	if err := l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(hcm); err != nil {

@@ -50,6 +50,11 @@ type Config struct {
 	AccessLogQueue int
 	// Clock returns the current time; defaults to time.Now.
 	Clock func() time.Time
+	// LocalDestination says whether an address is a local endpoint's. The
+	// egress proxy's upstream connections to one keep the client's address
+	// (the ingress proxy's always do); nil: none is, they leave from the
+	// node's address.
+	LocalDestination func(netip.Addr) bool
 
 	// Test hooks. ListenOverride, when set ("127.0.0.1:0"), binds every
 	// listener there instead of its xDS address, without IP_TRANSPARENT;

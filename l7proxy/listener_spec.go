@@ -8,6 +8,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	originalsrcv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_src/v3"
 )
 
 // Extension names as Envoy registers them.
@@ -16,6 +17,8 @@ const (
 	rbacFilterName    = "envoy.filters.http.rbac"
 	routerFilterName  = "envoy.filters.http.router"
 	grpcAccessLogName = "envoy.access_loggers.http_grpc"
+	// Upstream connections keep the client's address; see upstream.go.
+	originalSrcFilterName = "envoy.filters.listener.original_src"
 )
 
 // listenerSpec is a validated listener.
@@ -23,6 +26,9 @@ type listenerSpec struct {
 	name        string
 	addrs       []netip.AddrPort
 	transparent bool
+	// originalSrc: upstream connections keep the client's address (the
+	// original_src listener filter; its mark is the clusters' SO_MARK).
+	originalSrc bool
 	chains      []*chainSpec
 }
 
@@ -40,10 +46,27 @@ func compileListener(l *listenerv3.Listener) (*listenerSpec, error) {
 	if l.GetName() == "" {
 		return nil, fmt.Errorf("listener: empty name")
 	}
-	if err := onlyFields(l, where, "name", "address", "additional_addresses", "transparent", "filter_chains", "traffic_direction"); err != nil {
+	if err := onlyFields(l, where, "name", "address", "additional_addresses", "transparent", "filter_chains", "traffic_direction", "listener_filters"); err != nil {
 		return nil, err
 	}
 	ls := &listenerSpec{name: l.GetName(), transparent: l.GetTransparent().GetValue()}
+	for i, lf := range l.GetListenerFilters() {
+		w := fmt.Sprintf("%s.listener_filters[%d]", where, i)
+		if err := onlyFields(lf, w, "name", "typed_config"); err != nil {
+			return nil, err
+		}
+		if lf.GetName() != originalSrcFilterName || ls.originalSrc {
+			return nil, fmt.Errorf("%s: unsupported listener filter %q (only one %s)", w, lf.GetName(), originalSrcFilterName)
+		}
+		osrc := &originalsrcv3.OriginalSrc{}
+		if err := unpack(lf.GetTypedConfig(), osrc, w+".typed_config"); err != nil {
+			return nil, err
+		}
+		if err := onlyFields(osrc, w+".typed_config", "mark"); err != nil {
+			return nil, err
+		}
+		ls.originalSrc = true
+	}
 	a, err := socketAddress(l.GetAddress(), where+".address")
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"sync"
 	"syscall"
 
 	"golang.org/x/net/http2"
@@ -22,6 +23,7 @@ type boundListener struct {
 	transparent bool
 	lns         []net.Listener
 	srv         *http.Server
+	clients     *clientTuples
 }
 
 // reconcileSockets binds the sockets of listeners that are new or whose
@@ -53,7 +55,7 @@ func (p *Proxy) reconcileSockets(want map[string]*listenerSpec) error {
 }
 
 func (p *Proxy) bind(ls *listenerSpec) (*boundListener, error) {
-	b := &boundListener{name: ls.name, addrs: ls.addrs, transparent: ls.transparent}
+	b := &boundListener{name: ls.name, addrs: ls.addrs, transparent: ls.transparent, clients: newClientTuples()}
 	addrs := make([]string, 0, len(ls.addrs))
 	lc := net.ListenConfig{}
 	if p.cfg.ListenOverride != "" {
@@ -80,9 +82,9 @@ func (p *Proxy) bind(ls *listenerSpec) (*boundListener, error) {
 		}
 		b.lns = append(b.lns, ln)
 	}
-	b.srv = p.newServer(ls.name)
+	b.srv = p.newServer(ls.name, b.clients)
 	for _, ln := range b.lns {
-		al := &acceptListener{Listener: ln, p: p, name: ls.name}
+		al := &acceptListener{Listener: ln, p: p, name: ls.name, clients: b.clients}
 		srv := b.srv
 		p.group.Go(func() error {
 			if err := srv.Serve(al); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
@@ -116,7 +118,7 @@ func (p *Proxy) closeSockets() {
 	}
 }
 
-func (p *Proxy) newServer(name string) *http.Server {
+func (p *Proxy) newServer(name string, clients *clientTuples) *http.Server {
 	h2s := &http2.Server{IdleTimeout: p.cfg.IdleTimeout}
 	// Only the HTTP/2 preface goes to the h2c handler: it would also
 	// switch an HTTP/1 "Upgrade: h2c" request to HTTP/2, which Envoy never
@@ -137,7 +139,13 @@ func (p *Proxy) newServer(name string) *http.Server {
 		ErrorLog:                     p.errLog,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if pc, ok := c.(*proxyConn); ok {
-				return context.WithValue(ctx, connKey{}, pc.info)
+				ctx = context.WithValue(ctx, connKey{}, pc.info)
+				info := pc.info
+				ctx = context.WithValue(ctx, keepSourceKey{}, &keepSourceInfo{
+					clients: clients,
+					keep:    func() bool { return p.keepSource(info) },
+				})
+				return ctx
 			}
 			return ctx
 		},
@@ -184,8 +192,9 @@ func transparentControl(network, _ string, c syscall.RawConn) error {
 // closes those that match none.
 type acceptListener struct {
 	net.Listener
-	p    *Proxy
-	name string
+	p       *Proxy
+	name    string
+	clients *clientTuples
 }
 
 func (l *acceptListener) Accept() (net.Conn, error) {
@@ -202,7 +211,9 @@ func (l *acceptListener) Accept() (net.Conn, error) {
 			_ = c.Close()
 			continue
 		}
-		return &proxyConn{Conn: newFrameGuard(c, l.p.cfg.MaxRequestHeaderBytes), info: info}, nil
+		key := [2]netip.AddrPort{info.source, info.dest}
+		l.clients.add(key)
+		return &proxyConn{Conn: newFrameGuard(c, l.p.cfg.MaxRequestHeaderBytes), info: info, clients: l.clients, key: key}, nil
 	}
 }
 
@@ -246,5 +257,50 @@ func currentChain(snap *snapshot, ci *connInfo) *chainSpec {
 // proxyConn carries the connection's configuration to the handler.
 type proxyConn struct {
 	net.Conn
-	info *connInfo
+	info    *connInfo
+	clients *clientTuples
+	key     [2]netip.AddrPort
+	once    sync.Once
+}
+
+// Close closes the connection and forgets its tuple.
+func (c *proxyConn) Close() error {
+	c.once.Do(func() { c.clients.remove(c.key) })
+	return c.Conn.Close()
+}
+
+// clientTuples counts a listener's open downstream connections by (client,
+// original destination). An upstream connection that keeps the client's
+// address must not take the tuple of one of them: at the server's veth the
+// datapath tracks both under one entry (see sourceTransport.dialer).
+type clientTuples struct {
+	mu sync.Mutex
+	n  map[[2]netip.AddrPort]int
+}
+
+func newClientTuples() *clientTuples {
+	return &clientTuples{n: map[[2]netip.AddrPort]int{}}
+}
+
+func (c *clientTuples) add(k [2]netip.AddrPort) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n[k]++
+}
+
+func (c *clientTuples) remove(k [2]netip.AddrPort) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n[k] <= 1 {
+		delete(c.n, k)
+		return
+	}
+	c.n[k]--
+}
+
+// has says whether a downstream connection from client to dest is open.
+func (c *clientTuples) has(client, dest netip.AddrPort) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[[2]netip.AddrPort{client, dest}] > 0
 }
