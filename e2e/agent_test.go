@@ -267,8 +267,9 @@ func (a *testAgent) setPolicy(name, content string) {
 
 // applyPolicy replaces a policy file and waits until the agent applied it:
 // the status revision moved past the one before the write (or the error
-// reported before it went away) and no policy error is reported. Only valid for policies without L7 rules (a pending
-// proxy makes the agent reconcile on every poll).
+// reported before it went away) and no policy error is reported. The maps
+// hold the new policy by then; an HTTP redirect in it may still wait for the
+// proxy's ACK.
 func (a *testAgent) applyPolicy(name, content string) Status {
 	a.t.Helper()
 	before, err := a.status()
