@@ -310,28 +310,7 @@ func (up *upgrade) close() {
 // copyEntries copies every entry of from into to; with keep, an entry
 // already in to (the new programs made it) stays as it is.
 func copyEntries(from, to *ebpf.Map, keep bool) (int, error) {
-	key := make([]byte, from.KeySize())
-	val := make([]byte, from.ValueSize())
-	flags := ebpf.UpdateAny
-	if keep {
-		flags = ebpf.UpdateNoExist
-	}
-	n := 0
-	it := from.Iterate()
-	for it.Next(&key, &val) {
-		err := to.Update(key, val, flags)
-		if keep && errors.Is(err, ebpf.ErrKeyExist) {
-			continue
-		}
-		if err != nil {
-			return n, fmt.Errorf("copy entry: %w", err)
-		}
-		n++
-	}
-	if err := it.Err(); err != nil {
-		return n, fmt.Errorf("iterate: %w", err)
-	}
-	return n, nil
+	return moveEntries(from, to, keep, nil)
 }
 
 // maxRevision returns the highest revision that the old endpoint map hands

@@ -67,6 +67,13 @@ func findConversion(name string, ms *ebpf.MapSpec, m *ebpf.Map) *conversion {
 // convertEntries converts every entry of from into to; with keep, an entry
 // already in to (the new programs made it) stays as it is.
 func convertEntries(c *conversion, from, to *ebpf.Map, keep bool) (int, error) {
+	return moveEntries(from, to, keep, c.convert)
+}
+
+// moveEntries writes every entry of from into to, through convert when it
+// is set (an entry it refuses is left behind); with keep, an entry already
+// in to stays as it is.
+func moveEntries(from, to *ebpf.Map, keep bool, convert func(k, v []byte) (any, any, bool)) (int, error) {
 	key := make([]byte, from.KeySize())
 	val := make([]byte, from.ValueSize())
 	flags := ebpf.UpdateAny
@@ -76,16 +83,19 @@ func convertEntries(c *conversion, from, to *ebpf.Map, keep bool) (int, error) {
 	n := 0
 	it := from.Iterate()
 	for it.Next(&key, &val) {
-		nk, nv, ok := c.convert(key, val)
-		if !ok {
-			continue
+		var nk, nv any = key, val
+		if convert != nil {
+			var ok bool
+			if nk, nv, ok = convert(key, val); !ok {
+				continue
+			}
 		}
 		err := to.Update(nk, nv, flags)
 		if errors.Is(err, ebpf.ErrKeyExist) {
 			continue
 		}
 		if err != nil {
-			return n, fmt.Errorf("convert entry: %w", err)
+			return n, fmt.Errorf("write entry: %w", err)
 		}
 		n++
 	}
