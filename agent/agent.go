@@ -205,6 +205,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer node.close()
 	a.maps, a.plumb = node.maps, node.plumb
+	a.adoptLocalIdentities() // before the first Plan: pinned prefixes keep their numbers
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.xds.Run(ctx) })

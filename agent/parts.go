@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"net/netip"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -26,6 +27,10 @@ type policyMaps interface {
 	// Sync writes the plan for the endpoints in ifaces. A redirect entry
 	// whose proxy is not in proxies is written without a port: it drops.
 	Sync(plan *policy.Plan, ifaces map[datapath.EndpointKey]int, proxies datapath.ProxyPorts) error
+	// LocalIdentities returns the ipcache's prefixes with a node-local
+	// (CIDR) identity, as the pinned maps hold them before the first
+	// Sync: the numbers an earlier agent gave them.
+	LocalIdentities() map[netip.Prefix]policy.ID
 }
 
 // endpointPlumbing makes (or adopts) and removes the endpoints' veths and

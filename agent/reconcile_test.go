@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -67,8 +68,9 @@ type event struct {
 	kind    string // ensure, attach, detach, remove, sync, serve
 	name    string // endpoint (ensure, attach, remove) or version (serve)
 	ports   datapath.ProxyPorts
-	allowed []int // sync: web's ingress L3/L4 allow ports
-	redir   bool  // sync: web has an ingress redirect entry
+	allowed []int                // sync: web's ingress L3/L4 allow ports
+	redir   bool                 // sync: web has an ingress redirect entry
+	locals  map[string]policy.ID // sync: the plan's ipcache entries with a local identity
 	ifaces  []string
 }
 
@@ -79,6 +81,9 @@ type recorder struct {
 	fail func(e event) error
 	// changed is closed and replaced on every event.
 	changed chan struct{}
+	// pinned is what fakeMaps.LocalIdentities returns: the local
+	// identities of an earlier agent's pinned ipcache.
+	pinned map[netip.Prefix]policy.ID
 }
 
 func newRecorder() *recorder { return &recorder{changed: make(chan struct{})} }
@@ -153,8 +158,19 @@ func (f fakeMaps) Detach(ifindex int) error {
 	return f.r.add(event{kind: "detach", name: ifName(ifindex)})
 }
 
+func (f fakeMaps) LocalIdentities() map[netip.Prefix]policy.ID {
+	f.r.mu.Lock()
+	defer f.r.mu.Unlock()
+	return maps.Clone(f.r.pinned)
+}
+
 func (f fakeMaps) Sync(plan *policy.Plan, ifaces map[datapath.EndpointKey]int, proxies datapath.ProxyPorts) error {
-	e := event{kind: "sync", ports: maps.Clone(proxies)}
+	e := event{kind: "sync", ports: maps.Clone(proxies), locals: map[string]policy.ID{}}
+	for _, en := range plan.IPCache {
+		if en.Identity.IsLocal() {
+			e.locals[en.Prefix.String()] = en.Identity
+		}
+	}
 	for k := range ifaces {
 		e.ifaces = append(e.ifaces, k.Name)
 	}
