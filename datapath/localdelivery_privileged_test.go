@@ -191,12 +191,13 @@ func TestPrivilegedLocalDeliveryNoSpoofing(t *testing.T) {
 		t.Fatalf("b's ingress counted %d allowed packets for c's raw control packet, want 1: the counters would not show a delivered spoofed packet", got)
 	}
 
-	aBefore, err := d.EndpointCounters(tp.a.HostIfIndex, policy.Egress)
+	spoofer := tp.a // c here turns the absence checks below into failures
+	aBefore, err := d.EndpointCounters(spoofer.HostIfIndex, policy.Egress)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for range 5 {
-		if err := sendFrame(tp.a, unix.ETH_P_IP, raw(spoof)); err != nil {
+		if err := sendFrame(spoofer, unix.ETH_P_IP, raw(spoof)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -204,7 +205,7 @@ func TestPrivilegedLocalDeliveryNoSpoofing(t *testing.T) {
 	// the others found it and went to local_delivery).
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		a, err := d.EndpointCounters(tp.a.HostIfIndex, policy.Egress)
+		a, err := d.EndpointCounters(spoofer.HostIfIndex, policy.Egress)
 		if err != nil {
 			t.Fatal(err)
 		}
