@@ -124,6 +124,7 @@ func TestPrivilegedOlderPolicyLayout(t *testing.T) {
 
 	d2 := openTestDatapath(t, root)
 	defer d2.Close()
+	events := collectEvents(t, d2)
 	if got := len(d2.state.misplaced); got != old {
 		t.Fatalf("adopted %d entries of the older layout, want %d", got, old)
 	}
@@ -145,6 +146,11 @@ func TestPrivilegedOlderPolicyLayout(t *testing.T) {
 	if err := probeUDP(tp.a, netip.AddrPortFrom(tp.b.Addr, srv.udpPort)); err == nil {
 		t.Fatal("a UDP echo no entry allows answers after migration")
 	}
+	// The missing answer is b's ingress at work, not a probe lost elsewhere.
+	events.waitFor(t, "drop of the UDP probe at b's ingress", func(ev Event) bool {
+		return ev.Kind == EventDrop && ev.Endpoint == uint32(tp.b.HostIfIndex) && ev.Direction == policy.Ingress &&
+			ev.Dst.Port() == srv.udpPort
+	})
 }
 
 func TestPrivilegedRestartKeepsEnforcing(t *testing.T) {

@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -91,9 +92,16 @@ func TestPrivilegedLocalDelivery(t *testing.T) {
 // another local pod's source address cannot use that pod's flow to reach
 // the destination directly: local_delivery only vouches for packets whose
 // source is the sending endpoint's own address (the routed path has the
-// host's reverse-path filter; here the spoofed packets carry no IP
-// checksum, so that the routed path drops them and any that arrive at b
-// came the direct way).
+// host's reverse-path filter; here the raw packets carry no IP checksum,
+// so that the routed path drops them and any that arrive at b came the
+// direct way).
+//
+// The absence is watched at two places that a delivered packet must pass:
+// a packet capture on b's eth0 and b's ingress counters (local_delivery
+// counts there before it redirects). Positive controls show both see such
+// a packet: the same raw packet sent by c itself, the flow's owner, is
+// captured at b and counted, before the spoofed ones and again after them
+// (the one after also bounds the wait for the absence).
 func TestPrivilegedLocalDeliveryNoSpoofing(t *testing.T) {
 	testutil.Privileged(t)
 	tp := newTwoPods(t)
@@ -136,26 +144,68 @@ func TestPrivilegedLocalDeliveryNoSpoofing(t *testing.T) {
 		t.Fatalf("c -> b: %v", err)
 	}
 
+	// The spoofed packets and c's controls differ only in the sender and
+	// one payload byte, which tells them apart in the capture.
+	const ctlBefore, spoof, ctlAfter = 'C', 'S', 'T'
+	raw := func(tag byte) []byte {
+		p := benchPacket(c.Addr, tp.b.Addr, policy.ProtoUDP, cPort, srv.udpPort, 0)[14:]
+		p[28] = tag // first payload byte after the IPv4 and UDP headers
+		return p
+	}
+	capB := openCapture(t, tp.b)
+	tagOf := func(p []byte) (byte, bool) {
+		if len(p) < 29 || p[0] != 0x45 || p[9] != byte(policy.ProtoUDP) ||
+			netip.AddrFrom4([4]byte(p[12:16])) != c.Addr || netip.AddrFrom4([4]byte(p[16:20])) != tp.b.Addr ||
+			binary.BigEndian.Uint16(p[20:]) != cPort || binary.BigEndian.Uint16(p[22:]) != srv.udpPort {
+			return 0, false
+		}
+		return p[28], true
+	}
+	// control sends tag's packet from c and waits until b's eth0 has it,
+	// counting the spoofed packets the capture shows on the way.
+	spoofSeen := 0
+	control := func(tag byte) {
+		t.Helper()
+		if err := sendFrame(c, unix.ETH_P_IP, raw(tag)); err != nil {
+			t.Fatal(err)
+		}
+		capB.waitFor(t, fmt.Sprintf("c's raw packet %q on its own flow (the positive control: local delivery hands it to b)", tag), func(p []byte) bool {
+			got, ok := tagOf(p)
+			if ok && got == spoof {
+				spoofSeen++
+			}
+			return ok && got == tag
+		})
+	}
+
 	before, err := d.EndpointCounters(tp.b.HostIfIndex, policy.Ingress)
 	if err != nil {
 		t.Fatal(err)
 	}
-	aBefore, err := d.EndpointCounters(tp.a.HostIfIndex, policy.Egress)
+	control(ctlBefore)
+	mid, err := d.EndpointCounters(tp.b.HostIfIndex, policy.Ingress)
 	if err != nil {
 		t.Fatal(err)
 	}
-	spoofed := benchPacket(c.Addr, tp.b.Addr, policy.ProtoUDP, cPort, srv.udpPort, 0)[14:]
+	if got := mid.AllowedPackets - before.AllowedPackets; got != 1 {
+		t.Fatalf("b's ingress counted %d allowed packets for c's raw control packet, want 1: the counters would not show a delivered spoofed packet", got)
+	}
+
+	spoofer := tp.a // c here turns the absence checks below into failures
+	aBefore, err := d.EndpointCounters(spoofer.HostIfIndex, policy.Egress)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for range 5 {
-		if err := sendFrame(tp.a, unix.ETH_P_IP, spoofed); err != nil {
+		if err := sendFrame(spoofer, unix.ETH_P_IP, raw(spoof)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// Positive control: a's egress program saw all five (the first made
-	// a's egress entry; the others found it) before b is checked for
-	// absence, so the check below cannot pass just because nothing ran.
+	// a's egress program saw all five (the first made a's egress entry;
+	// the others found it and went to local_delivery).
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		a, err := d.EndpointCounters(tp.a.HostIfIndex, policy.Egress)
+		a, err := d.EndpointCounters(spoofer.HostIfIndex, policy.Egress)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -168,11 +218,74 @@ func TestPrivilegedLocalDeliveryNoSpoofing(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond) // poll interval of a deadline-bounded wait
 	}
+	control(ctlAfter)
 	after, err := d.EndpointCounters(tp.b.HostIfIndex, policy.Ingress)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := after.AllowedPackets - before.AllowedPackets; got != 0 {
-		t.Errorf("b's ingress let in %d packets that a sent with c's address, want none", got)
+	if spoofSeen != 0 {
+		t.Errorf("b's eth0 received %d packets that a sent with c's address, want none", spoofSeen)
 	}
+	if got := after.AllowedPackets - mid.AllowedPackets; got != 1 {
+		t.Errorf("b's ingress counted %d allowed packets for a's 5 spoofed packets and c's 1 control, want 1 (c's)", got)
+	}
+}
+
+// capture is an AF_PACKET socket in a pod's netns that receives the IPv4
+// packets arriving at its eth0.
+type capture struct{ fd int }
+
+func openCapture(t *testing.T, pod *testutil.Pod) *capture {
+	t.Helper()
+	const proto = unix.ETH_P_IP>>8 | unix.ETH_P_IP<<8&0xff00 // network order
+	var fd int
+	err := pod.Do(func() error {
+		eth0, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return fmt.Errorf("find eth0: %w", err)
+		}
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(proto))
+		if err != nil {
+			return fmt.Errorf("open packet socket: %w", err)
+		}
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: eth0.Index}); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("bind packet socket to eth0: %w", err)
+		}
+		tv := unix.NsecToTimeval((50 * time.Millisecond).Nanoseconds())
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("set packet socket timeout: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("open capture in %s: %v", pod.Name, err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return &capture{fd: fd}
+}
+
+// waitFor reads incoming packets until match accepts one, and fails the
+// test if none does within 5 s.
+func (c *capture) waitFor(t *testing.T, what string, match func([]byte) bool) {
+	t.Helper()
+	buf := make([]byte, 2048)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		n, from, err := unix.Recvfrom(c.fd, buf, 0)
+		if err == unix.EAGAIN || err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("read capture: %v", err)
+		}
+		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+			continue
+		}
+		if match(buf[:n]) {
+			return
+		}
+	}
+	t.Fatalf("no %s within 5 s", what)
 }
