@@ -422,26 +422,9 @@ func (a *Agent) serveAccessLogs(ctx context.Context) error {
 	}
 	// The proxies keep their access-log streams open: a graceful stop
 	// alone would wait for them forever.
-	stopGRPC(srv, a.alsGrace)
+	xds.StopServer(srv, a.alsGrace)
 	<-errc
 	return nil
-}
-
-// stopGRPC stops srv gracefully, and forcibly after grace.
-func stopGRPC(srv *grpc.Server, grace time.Duration) {
-	done := make(chan struct{})
-	go func() {
-		srv.GracefulStop()
-		close(done)
-	}()
-	t := time.NewTimer(grace)
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
-		srv.Stop()
-		<-done
-	}
 }
 
 func (a *Agent) serveMetrics(ctx context.Context) error {

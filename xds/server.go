@@ -123,7 +123,7 @@ func (s *Server) Run(ctx context.Context) error {
 	eg.Go(func() error {
 		<-egCtx.Done()
 		cancel() // ends the streams' processing loops
-		stopGracefully(gs, s.cfg.ShutdownGrace)
+		StopServer(gs, s.cfg.ShutdownGrace)
 		return nil
 	})
 	s.log.Info("serving xDS", "socket", s.cfg.Socket, "tcp", s.tcpAddr)
@@ -131,7 +131,10 @@ func (s *Server) Run(ctx context.Context) error {
 	return eg.Wait()
 }
 
-func stopGracefully(gs *grpc.Server, grace time.Duration) {
+// StopServer stops a gRPC server gracefully, and forcibly once grace has
+// passed (an open stream would otherwise hold GracefulStop forever). The
+// agent stops its access-log server the same way.
+func StopServer(gs *grpc.Server, grace time.Duration) {
 	done := make(chan struct{})
 	go func() {
 		gs.GracefulStop()
