@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -297,7 +298,7 @@ func TestPrivilegedUpgradeFromOlderLayout(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := tcxProgramIDs(t, tp.b.HostIfIndex); !equalIDs(got, oldProgs) {
+	if got := tcxProgramIDs(t, tp.b.HostIfIndex); !slices.Equal(got, oldProgs) {
 		t.Errorf("programs on b before the first sync: %v, want the old ones %v", got, oldProgs)
 	}
 	plan := tp.plan(policy.DirectionPlan{}, policy.DirectionPlan{Enforced: true, Entries: []policy.Entry{
@@ -344,7 +345,7 @@ func TestPrivilegedUpgradeFromOlderLayout(t *testing.T) {
 	for _, idx := range []int{tp.a.HostIfIndex, tp.b.HostIfIndex, c.HostIfIndex} {
 		got := tcxProgramIDs(t, idx)
 		want := []ebpf.ProgramID{programID(t, d.objs.FromEndpoint), programID(t, d.objs.ToEndpoint)}
-		if !equalIDs(got, want) {
+		if !slices.Equal(got, want) {
 			t.Errorf("ifindex %d runs programs %v, want the new %v", idx, got, want)
 		}
 	}
@@ -408,18 +409,6 @@ func programID(t *testing.T, p *ebpf.Program) ebpf.ProgramID {
 	}
 	id, _ := info.ID()
 	return id
-}
-
-func equalIDs(a, b []ebpf.ProgramID) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // waitCond waits until ok holds, failing the test at the deadline.

@@ -372,17 +372,7 @@ func TestPathCorpusPipelined(t *testing.T) {
 		t.Fatal(err)
 	}
 	br := bufio.NewReader(c)
-	for i, want := range []int{200, 403, 400} {
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("response %d: %v", i, err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != want {
-			t.Errorf("response %d: status %d, want %d", i, resp.StatusCode, want)
-		}
-	}
+	expectStatuses(t, br, 200, 403, 400)
 	if _, err := http.ReadResponse(br, nil); err == nil {
 		t.Errorf("a response after the 400: the connection should have closed")
 	}

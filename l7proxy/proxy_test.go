@@ -163,16 +163,22 @@ func TestKeepAliveFraming(t *testing.T) {
 	if _, err := io.WriteString(c, reqs); err != nil {
 		t.Fatal(err)
 	}
-	br := bufio.NewReader(c)
-	for i, want := range []int{200, 200, 403, 400} {
+	expectStatuses(t, bufio.NewReader(c), 200, 200, 403, 400)
+}
+
+// expectStatuses reads one response per wanted status from br, in order
+// (pipelined requests are answered in the order they were sent).
+func expectStatuses(t *testing.T, br *bufio.Reader, want ...int) {
+	t.Helper()
+	for i, w := range want {
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
 			t.Fatalf("response %d: %v", i, err)
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != want {
-			t.Errorf("response %d: status %d, want %d", i, resp.StatusCode, want)
+		if resp.StatusCode != w {
+			t.Errorf("response %d: status %d, want %d", i, resp.StatusCode, w)
 		}
 	}
 }
