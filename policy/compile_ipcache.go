@@ -38,8 +38,10 @@ func (c *Compiler) removeAddrOwner(k endpointKey, ep *Endpoint) {
 }
 
 // ipcValue is the identity of a prefix in the ipcache. When a prefix has
-// several owners, an endpoint wins over the node, the node over a policy
-// CIDR; among endpoints the first by namespace/name.
+// several owners, a local endpoint wins over a remote one, a remote one
+// over the node, the node over the kube-apiserver, that over a remote
+// node, and all of them over a policy CIDR; among endpoints the first by
+// namespace/name (see compile_remote.go).
 func (c *Compiler) ipcValue(pf netip.Prefix) (ID, bool) {
 	if pf.Bits() == pf.Addr().BitLen() {
 		var best *endpointKey
@@ -52,10 +54,19 @@ func (c *Compiler) ipcValue(pf netip.Prefix) (ID, bool) {
 		if best != nil {
 			return c.endpoints[*best].ident.info.id, true
 		}
+		if id, ok := c.remoteIdentity(pf.Addr()); ok {
+			return id, true
+		}
 		for _, a := range c.node.Addresses {
 			if a.Unmap() == pf.Addr() {
 				return IDHost, true
 			}
+		}
+		if _, ok := c.apiServers[pf.Addr()]; ok {
+			return IDKubeAPIServer, true
+		}
+		if _, ok := c.remoteNodes[pf.Addr()]; ok {
+			return IDRemoteNode, true
 		}
 	}
 	if pf.Bits() == 0 {
@@ -91,8 +102,15 @@ func (c *Compiler) syncIPCache() {
 			set[netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())] = struct{}{}
 		}
 	}
-	for a := range c.addrOwners {
-		set[netip.PrefixFrom(a, a.BitLen())] = struct{}{}
+	for _, m := range []map[netip.Addr]map[endpointKey]struct{}{c.addrOwners, c.remoteOwners} {
+		for a := range m {
+			set[netip.PrefixFrom(a, a.BitLen())] = struct{}{}
+		}
+	}
+	for _, m := range []map[netip.Addr]struct{}{c.apiServers, c.remoteNodes} {
+		for a := range m {
+			set[netip.PrefixFrom(a, a.BitLen())] = struct{}{}
+		}
 	}
 	c.ipcache = make([]IPCacheEntry, 0, len(set))
 	for pf := range set {

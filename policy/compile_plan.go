@@ -61,7 +61,7 @@ func (c *Compiler) sync() {
 		c.renumberLocals()
 	}
 	for id := range c.fullDirty {
-		if st := c.idents[id]; st != nil {
+		if st := c.idents[id]; st != nil && st.local > 0 {
 			c.recomputeIdentity(st)
 			c.stats.FullRecomputes++
 		}
@@ -69,7 +69,7 @@ func (c *Compiler) sync() {
 	}
 	clear(c.fullDirty)
 	for id, xs := range c.deltas {
-		if st := c.idents[id]; st != nil {
+		if st := c.idents[id]; st != nil && st.local > 0 {
 			c.applyDelta(st, xs)
 			c.stats.DeltaRecomputes++
 		}
