@@ -94,8 +94,8 @@ type identState struct {
 	// local endpoints has its policy computed (remote peers' identities
 	// are selectable, but their policy is their own node's business).
 	local int
-	deps map[*selEntry]struct{}
-	dirs [2]dirState
+	deps  map[*selEntry]struct{}
+	dirs  [2]dirState
 }
 
 type dirState struct {
