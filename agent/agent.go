@@ -63,6 +63,9 @@ type Agent struct {
 	// lockDir holds the node lock (LockDir; tests use their own).
 	lockDir string
 
+	// src feeds the compiler: fileSource (policies, endpoints) or
+	// kubeSource (source.go).
+	src       source
 	policies  *policySource
 	endpoints endpointsSource
 	// confirmedGen is the last Plan generation confirmed to the compiler
@@ -98,6 +101,9 @@ type state struct {
 	lastError   string
 	lastSync    time.Time
 	policyCount int
+	// Kubernetes mode.
+	remoteEndpoints int
+	configError     string
 }
 
 // New builds the agent's components. Nothing touches the kernel or the
@@ -145,6 +151,16 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		proxyKick: make(chan struct{}, 1),
 		policies:  newPolicySource(cfg.Policies),
 		endpoints: endpointsSource{path: cfg.Endpoints},
+	}
+	a.src = fileSource{}
+	if cfg.Kubernetes() {
+		rc, err := cfg.RESTConfig()
+		if err != nil {
+			return nil, err
+		}
+		if a.src, err = newKubeSource(cfg, rc, log); err != nil {
+			return nil, err
+		}
 	}
 	a.openNode = a.openKernel
 	a.als = flow.NewAccessLogServer(flow.EnricherFunc(a.resolve), a.record, log.With("component", "accesslog"))
@@ -217,6 +233,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, run := range node.run {
 		g.Go(func() error { return run(ctx) })
 	}
+	g.Go(func() error { return a.src.run(ctx) })
 	g.Go(func() error { return a.policyLoop(ctx) })
 	g.Go(func() error { return a.proxyLoop(ctx) })
 	if runProxy != nil {
@@ -313,15 +330,27 @@ func (a *Agent) openKernel(ctx context.Context) (_ *nodeParts, err error) {
 	return node, nil
 }
 
-// policyLoop polls the sources and reconciles on every change (and after a
-// failed pass). Waiting for the proxy is proxyLoop's job, never this one's.
+// policyLoop refreshes the source when it says it changed (Kubernetes) or
+// every PollInterval (files), and reconciles on every change (and after a
+// failed pass: the ticker retries). Nothing is reconciled before the source
+// has its complete initial view: until then the maps keep what the pins
+// hold. Waiting for the proxy is proxyLoop's job, never this one's.
 func (a *Agent) policyLoop(ctx context.Context) error {
 	t := time.NewTicker(time.Duration(a.cfg.PollInterval))
 	defer t.Stop()
 	full := true // the first pass, and a pass after a failed one
 	for {
 		a.confirmApplied()
-		if changed := a.refreshSources(ctx); changed || full {
+		if !a.src.synced() {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			case <-a.src.changed():
+			}
+			continue
+		}
+		if changed := a.src.refresh(ctx, a); changed || full {
 			err := a.reconcile(ctx)
 			full = err != nil
 			if err != nil {
@@ -336,6 +365,7 @@ func (a *Agent) policyLoop(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-a.src.changed():
 		}
 	}
 }

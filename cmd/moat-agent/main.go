@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/moatnet/moat/agent"
 )
@@ -35,7 +36,7 @@ func run(args []string) error {
 	if len(args) > 0 && args[0] == "cleanup" {
 		return cleanup(args[1:])
 	}
-	cfg, level, err := parseArgs(args)
+	cfg, level, err := parseArgs(args, readConfigMap)
 	if err != nil {
 		return err
 	}
@@ -46,7 +47,11 @@ func run(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log.Info("moat-agent starting", "policies", cfg.Policies, "endpoints", cfg.Endpoints)
+	if cfg.Kubernetes() {
+		log.Info("moat-agent starting in Kubernetes mode", "node", cfg.NodeName, "kubeconfig", cfg.Kubeconfig, "inCluster", cfg.InCluster, "configMap", cfg.ConfigMap)
+	} else {
+		log.Info("moat-agent starting", "policies", cfg.Policies, "endpoints", cfg.Endpoints)
+	}
 	if err := a.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
@@ -54,9 +59,26 @@ func run(args []string) error {
 	return nil
 }
 
+// readConfigMap applies the agent's ConfigMap (Kubernetes mode with
+// --config-map) over cfg, read once from the API.
+func readConfigMap(cfg agent.Config, k agent.Config) (agent.Config, error) {
+	rc, err := k.RESTConfig()
+	if err != nil {
+		return cfg, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	data, found, err := agent.ReadConfigMap(ctx, rc, k.ConfigMap)
+	if err != nil || !found {
+		return cfg, err
+	}
+	return agent.ApplyConfigMap(cfg, k.ConfigMap, data)
+}
+
 // parseArgs reads the command line: the config file named by --config
-// first, then every flag given, over it.
-func parseArgs(args []string) (agent.Config, slog.Level, error) {
+// first, then (Kubernetes mode with --config-map) the ConfigMap through
+// overlay, then every flag given, over them.
+func parseArgs(args []string, overlay func(cfg, kube agent.Config) (agent.Config, error)) (agent.Config, slog.Level, error) {
 	var level slog.Level
 	// Pass 1: find --config (every other flag is parsed and dropped).
 	var scratch agent.Config
@@ -74,7 +96,20 @@ func parseArgs(args []string) (agent.Config, slog.Level, error) {
 		}
 		cfg = fileCfg
 	}
-	// Pass 2: the flags given override the file.
+	if overlay != nil {
+		// Which cluster and ConfigMap: the flags over the file.
+		kube := cfg
+		kfs, _, _, _, _ := newFlagSet(&kube)
+		kfs.SetOutput(discard{})
+		if err := kfs.Parse(args); err == nil && kube.Kubernetes() && kube.ConfigMap != "" {
+			over, err := overlay(cfg, kube)
+			if err != nil {
+				return cfg, level, err
+			}
+			cfg = over
+		}
+	}
+	// Pass 2: the flags given override the file (and the ConfigMap).
 	fs, _, noMetrics, noTCPHealth, logLevel := newFlagSet(&cfg)
 	if err := fs.Parse(args); err != nil {
 		return cfg, level, err
