@@ -651,9 +651,9 @@ func (s *Source) podEndpoint(p *corev1.Pod) (policy.Endpoint, bool) {
 
 func (s *Source) applyPod(sink Sink, k objKey) (bool, error) {
 	var (
-		ep     policy.Endpoint
-		want   bool
-		local  bool
+		ep           policy.Endpoint
+		want         bool
+		local        bool
 		applied, had = s.appliedPods[k]
 	)
 	if obj, exists, _ := s.pods.GetStore().GetByKey(storeKey(k)); exists {

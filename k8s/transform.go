@@ -135,9 +135,9 @@ func transformCRD(obj any) (any, error) {
 		}
 	}
 	return &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": u.GetAPIVersion(),
-		"kind":       u.GetKind(),
-		"metadata":   map[string]any{"name": u.GetName(), "resourceVersion": u.GetResourceVersion()},
+		"apiVersion":  u.GetAPIVersion(),
+		"kind":        u.GetKind(),
+		"metadata":    map[string]any{"name": u.GetName(), "resourceVersion": u.GetResourceVersion()},
 		"established": established,
 		"served":      served,
 	}}, nil
