@@ -282,7 +282,7 @@ func (a *Agent) openKernel(ctx context.Context) (_ *nodeParts, err error) {
 	}
 	closers = append(closers, func() { dp.Close() })
 	ct := &ctCollector{dp: dp, log: a.log.With("component", "conntrack"), interval: time.Duration(a.cfg.ConntrackGCInterval)}
-	a.reg.MustRegister(ct, &mapPressureCollector{dp: dp, ct: ct})
+	a.reg.MustRegister(ct, &mapPressureCollector{dp: dp, ct: ct}, mapUpdatesCollector{dp})
 	node := &nodeParts{maps: dp, close: closeAll}
 	node.run = append(node.run,
 		func(ctx context.Context) error { return dp.ReadEvents(ctx, a.onEvent) },
