@@ -143,10 +143,10 @@ type Allocator struct {
 	maxSeen  policy.ID
 	changed  chan struct{} // closed and replaced on every cache event
 
-	// ignoreFloor makes the counter the only source of numbers, as for an
-	// agent whose cache has not yet seen the newest identities; tests use it
-	// to exercise the duplicate check after create.
-	ignoreFloor bool
+	// ignoreFloorOnce makes the counter the only source of the next number,
+	// as for an agent whose cache has not yet seen the newest identities;
+	// tests use it to exercise the duplicate check after create.
+	ignoreFloorOnce bool
 }
 
 var _ policy.Allocator = (*Allocator)(nil)
@@ -422,8 +422,8 @@ func (a *Allocator) resolve(ctx context.Context, name string, ls policy.Labels, 
 
 		a.mu.Lock()
 		floor := a.maxSeen + 1
-		if a.ignoreFloor {
-			floor = 0
+		if a.ignoreFloorOnce {
+			floor, a.ignoreFloorOnce = 0, false
 		}
 		a.mu.Unlock()
 		n, err := a.counter.take(ctx, floor)

@@ -310,9 +310,10 @@ func TestCounterDeletedOrReset(t *testing.T) {
 		// An agent whose cache does not show the newest identities (here:
 		// told to ignore what it saw) takes a number from a reset counter
 		// that an existing Identity holds: the check after create finds
-		// the duplicate, removes its own object and allocates again.
+		// the duplicate, removes its own object and allocates again (above
+		// every number its cache shows).
 		ag.mu.Lock()
-		ag.ignoreFloor = true
+		ag.ignoreFloorOnce = true
 		ag.mu.Unlock()
 		cm, err := cs.CoreV1().ConfigMaps(testNS).Get(t.Context(), CounterName, metav1.GetOptions{})
 		if err != nil {

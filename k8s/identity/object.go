@@ -6,6 +6,7 @@ package identity
 
 import (
 	"fmt"
+	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -36,8 +37,8 @@ type Object struct {
 	SpecLabels map[string]string
 	// UnusedSince is the value of AnnotationUnusedSince, "" when absent.
 	UnusedSince string
-	// Deleting is set when the object has a deletionTimestamp.
-	Deleting bool
+	// Created is the creation timestamp.
+	Created time.Time
 }
 
 // Labels parses SpecLabels.
@@ -63,7 +64,7 @@ func FromUnstructured(u *unstructured.Unstructured) (*Object, error) {
 		ID:              policy.ID(id),
 		SpecLabels:      ls,
 		UnusedSince:     u.GetAnnotations()[AnnotationUnusedSince],
-		Deleting:        u.GetDeletionTimestamp() != nil,
+		Created:         u.GetCreationTimestamp().Time,
 	}, nil
 }
 
