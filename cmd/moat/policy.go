@@ -26,11 +26,20 @@ func newPolicyCommand() *cobra.Command {
 }
 
 func newPolicyValidateCommand() *cobra.Command {
-	var endpoints string
+	var (
+		endpoints string
+		kube      kubeInputs
+	)
 	cmd := &cobra.Command{
-		Use:   "validate [PATH...] [--endpoints FILE]",
-		Short: "Check policy files and directories and an endpoints file; one line per error",
+		Use:   "validate [PATH...] [--endpoints FILE] | --kubeconfig PATH",
+		Short: "Check policy files and directories and an endpoints file, or a cluster's policy objects; one line per error",
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if kube.kubeconfig != "" {
+				if len(args) > 0 || endpoints != "" {
+					return errors.New("--kubeconfig validates the cluster's policy objects: give no paths and no --endpoints with it")
+				}
+				return validateKube(cmd.Context(), &kube, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			}
 			if len(args) == 0 && endpoints == "" {
 				return errors.New("nothing to validate: give policy files or directories, or --endpoints FILE")
 			}
@@ -67,6 +76,7 @@ func newPolicyValidateCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&endpoints, "endpoints", "", "also validate this endpoints file (the standalone format)")
+	kube.register(cmd)
 	return cmd
 }
 
@@ -94,6 +104,38 @@ func (in *planInputs) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&in.endpoints, "endpoints", "", "endpoints file (the standalone format)")
 	_ = cmd.MarkFlagRequired("policies")
 	_ = cmd.MarkFlagRequired("endpoints")
+}
+
+// registerOrKube registers the file flags, required unless --kubeconfig
+// is given (checked by check).
+func (in *planInputs) registerOrKube(cmd *cobra.Command, kube *kubeInputs) {
+	cmd.Flags().StringSliceVar(&in.policies, "policies", nil, "policy file or directory (repeatable)")
+	cmd.Flags().StringVar(&in.endpoints, "endpoints", "", "endpoints file (the standalone format)")
+	kube.register(cmd)
+}
+
+// check says which flags are missing or do not go together.
+func (in *planInputs) check(kube *kubeInputs) error {
+	if kube.kubeconfig != "" {
+		if len(in.policies) > 0 || in.endpoints != "" {
+			return errors.New("--kubeconfig reads policies and pods from the cluster: give no --policies and no --endpoints with it")
+		}
+		return nil
+	}
+	if kube.node != "" || kube.context != "" {
+		return errors.New("--node and --context need --kubeconfig")
+	}
+	var missing []string
+	if len(in.policies) == 0 {
+		missing = append(missing, `"policies"`)
+	}
+	if in.endpoints == "" {
+		missing = append(missing, `"endpoints"`)
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("required flag(s) %s not set (or give --kubeconfig)", strings.Join(missing, ", "))
+	}
+	return nil
 }
 
 func (in *planInputs) plan(stderr io.Writer) (*policy.Plan, error) {
@@ -145,12 +187,16 @@ func newPolicyTraceCommand() *cobra.Command {
 		headers            []string
 		dnsQuery, output   string
 		httpPaths          string
+		kube               kubeInputs
 	)
 	cmd := &cobra.Command{
-		Use:   "trace --policies PATH --endpoints FILE --from EP --to EP|IP --port 80/TCP",
+		Use:   "trace (--policies PATH --endpoints FILE | --kubeconfig PATH) --from EP --to EP|IP --port 80/TCP",
 		Short: "Explain whether a packet or request would be allowed, and by which rule",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := in.check(&kube); err != nil {
+				return err
+			}
 			req, err := buildTraceRequest(from, to, port, method, path, host, headers, dnsQuery)
 			if err != nil {
 				return err
@@ -161,9 +207,24 @@ func newPolicyTraceCommand() *cobra.Command {
 				}
 				req.HTTP.PathMode = httpPaths
 			}
-			plan, err := in.plan(cmd.ErrOrStderr())
-			if err != nil {
-				return err
+			var plan *policy.Plan
+			if kube.kubeconfig != "" {
+				snap, err := kube.snapshot(cmd.Context(), []policy.TracePeer{req.From, req.To})
+				if err != nil {
+					return err
+				}
+				for _, p := range []policy.TracePeer{req.From, req.To} {
+					if p.Name != "" && snap.plan.Endpoint(p.Namespace, p.Name) == nil {
+						return fmt.Errorf("pod %s/%s is not an endpoint: it has no pod IP yet, runs on the host network, or has finished", p.Namespace, p.Name)
+					}
+				}
+				snap.warnings(cmd.ErrOrStderr())
+				plan = snap.plan
+			} else {
+				plan, err = in.plan(cmd.ErrOrStderr())
+				if err != nil {
+					return err
+				}
 			}
 			res := policy.Trace(plan, req)
 			if res.Error != "" {
@@ -185,7 +246,7 @@ func newPolicyTraceCommand() *cobra.Command {
 			return nil
 		},
 	}
-	in.register(cmd)
+	in.registerOrKube(cmd, &kube)
 	f := cmd.Flags()
 	f.StringVar(&from, "from", "", "source endpoint (namespace/name) or IP address")
 	f.StringVar(&to, "to", "", "destination endpoint (namespace/name) or IP address")
