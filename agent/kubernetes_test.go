@@ -232,6 +232,10 @@ func TestKubernetesTwoAgents(t *testing.T) {
 	if _, err := cs.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// No controller-manager makes the default service account pods need.
+	if _, err := cs.CoreV1().ServiceAccounts("shop").Create(t.Context(), &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	// web (node-1) has a host interface to adopt; client (node-2) does not.
 	createPod(t, cs, "shop", "web", "node-1", "10.2.1.10", map[string]string{"app": "web"}, map[string]string{"moat.io/interface": "lxcweb"})
 	createPod(t, cs, "shop", "client", "node-2", "10.2.2.10", map[string]string{"app": "client", "pod-template-hash": "x1"}, nil)

@@ -226,6 +226,13 @@ func New(cs kubernetes.Interface, dyn dynamic.Interface, cfg Config, log *slog.L
 		return nil, err
 	}
 	s.regs = append(s.regs, reg)
+	for i, k := range policyKinds {
+		if k.crd == "" { // built in: always there
+			if err := s.startPolicyWatchLocked(i); err != nil {
+				return nil, err
+			}
+		}
+	}
 	return s, nil
 }
 
@@ -308,6 +315,9 @@ func (s *Source) Changed() <-chan struct{} { return s.kick }
 func (s *Source) Run(ctx context.Context) error {
 	s.mu.Lock()
 	s.ctx = ctx
+	for _, w := range s.policies {
+		s.runPolicyWatchLocked(w)
+	}
 	s.mu.Unlock()
 	s.factory.Start(ctx.Done())
 	go s.crds.RunWithContext(ctx)
@@ -443,17 +453,23 @@ func (s *Source) startPolicyWatchLocked(idx int) error {
 	w := &policyWatch{informer: inf, reg: reg, stop: make(chan struct{})}
 	s.policies[idx] = w
 	if s.ctx != nil {
-		ctx, cancel := context.WithCancel(s.ctx)
-		go func() {
-			select {
-			case <-w.stop:
-			case <-ctx.Done():
-			}
-			cancel()
-		}()
-		go inf.RunWithContext(ctx)
+		s.runPolicyWatchLocked(w)
 	}
 	return nil
+}
+
+// runPolicyWatchLocked runs a policy informer until Run's context ends or
+// its CRD goes.
+func (s *Source) runPolicyWatchLocked(w *policyWatch) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	go func() {
+		select {
+		case <-w.stop:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	go w.informer.RunWithContext(ctx)
 }
 
 // setErrorHandler marks the sources stale when a list or watch fails and

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -133,6 +134,10 @@ func mustCreateNamespace(t *testing.T, cs kubernetes.Interface, name string, lab
 	if _, err := cs.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// No controller-manager makes the default service account pods need.
+	if _, err := cs.CoreV1().ServiceAccounts(name).Create(t.Context(), &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func applyYAML(t *testing.T, cl *k8stest.Cluster, name, body string) string {
@@ -196,6 +201,15 @@ func TestSourceAgainstAPIServer(t *testing.T) {
 	mustCreateNode(t, cs, "node-2", "192.168.50.2")
 	mustCreateNamespace(t, cs, "shop", map[string]string{"team": "a"})
 
+	// The harness runs the apiserver with --endpoint-reconciler-type=none:
+	// write the slice its reconciler would.
+	if _, err := cs.DiscoveryV1().EndpointSlices("default").Create(t.Context(), &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "kubernetes", Labels: map[string]string{discoveryv1.LabelServiceName: "kubernetes"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"192.168.50.9"}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	n1 := startDriver(t, cl, "node-1")
 	n2 := startDriver(t, cl, "node-2")
 
@@ -224,12 +238,8 @@ func TestSourceAgainstAPIServer(t *testing.T) {
 	if ipc["192.168.50.1/32"] != policy.IDHost || ipc["192.168.50.2/32"] != policy.IDRemoteNode {
 		t.Errorf("node-1 ipcache: own node %v (want host), node-2 %v (want remote-node)", ipc["192.168.50.1/32"], ipc["192.168.50.2/32"])
 	}
-	var apiserver bool
-	for _, id := range ipc {
-		apiserver = apiserver || id == policy.IDKubeAPIServer
-	}
-	if !apiserver {
-		t.Errorf("node-1 ipcache has no kube-apiserver entry (EndpointSlices of default/kubernetes): %v", ipc)
+	if ipc["192.168.50.9/32"] != policy.IDKubeAPIServer {
+		t.Errorf("node-1 ipcache has no kube-apiserver entry for 192.168.50.9 (EndpointSlices of default/kubernetes): %v", ipc)
 	}
 	p2 := n2.waitPlan(t, "node-2: the clients are local, web a peer", func(p *policy.Plan, _ []*PolicyError) bool {
 		return endpointOf(p, "shop", "client-a") != nil && endpointOf(p, "shop", "client-b") != nil && ipcache(p)["10.1.1.10/32"] >= policy.IDFirstAllocated

@@ -111,12 +111,17 @@ func transformPolicy(obj any) (any, error) {
 	return &unstructured.Unstructured{Object: out}, nil
 }
 
-// transformCRD keeps a CustomResourceDefinition's name, resourceVersion
-// and whether it is Established.
+// transformCRD keeps a CustomResourceDefinition's name, resourceVersion,
+// whether it is Established and its served versions. Like every transform
+// here it is idempotent: client-go may run it on an object it already
+// transformed.
 func transformCRD(obj any) (any, error) {
 	u, ok := obj.(*unstructured.Unstructured)
 	if !ok {
 		return obj, nil
+	}
+	if _, done := u.Object["established"]; done {
+		return u, nil
 	}
 	established := false
 	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
