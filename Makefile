@@ -7,7 +7,7 @@ SHELL       := bash
 PKGS    ?= ./...
 EXAMPLE ?= examples/starwars
 
-.PHONY: all build demo policy-demo bench-l4 e2e test test-unit vet tidy-check generate generate-check bench clean
+.PHONY: all build demo policy-demo bench-l4 bench-k8s e2e test test-unit vet tidy-check generate generate-check bench clean
 
 all: build
 
@@ -68,6 +68,11 @@ bench:
 ## bench-l4: L3/L4 datapath benchmark (root): no policy vs moat vs iptables at 1k and 10k rules
 bench-l4:
 	$(GO) run ./e2e/benchl4 -json bench-l4.json $(BENCH_L4_FLAGS)
+
+## bench-k8s: Kubernetes control-plane benchmark (root): apply-to-Plan latency, agent RSS, idle API requests
+bench-k8s:
+	$(GO) build -o bin/moat-agent ./cmd/moat-agent
+	MOAT_K8S_BINS=$$(scripts/k8s-bins.sh) $(GO) run ./e2e/benchk8s -agent bin/moat-agent -json bench-k8s.json $(BENCH_K8S_FLAGS)
 
 clean:
 	rm -rf bin/
