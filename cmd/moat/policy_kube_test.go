@@ -331,3 +331,55 @@ spec:
 }
 
 
+
+// TestPolicyReaderRBAC: trace and validate --kubeconfig work with a token
+// bound to exactly the chart's moat-policy-reader ClusterRole, with the
+// same output as an admin's, and that role grants no write and no Secret.
+func TestPolicyReaderRBAC(t *testing.T) {
+	cl, _ := startKubeState(t)
+	cl.ApplyCRDs(t, filepath.Join(root, "k8s", "identity", "testdata", "identity-crd.yaml"))
+	data, err := os.ReadFile(filepath.Join(root, "charts", "moat", "templates", "rbac-agent.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(t.TempDir(), "rbac.yaml")
+	if err := os.WriteFile(f, []byte(strings.ReplaceAll(string(data), "{{ .Release.Namespace }}", "moat-system")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sa := cl.ServiceAccountConfig(t, "moat-system", "alice") // creates the namespace
+	cl.MustKubectl(t, "apply", "-f", f)
+	cl.MustKubectl(t, "create", "clusterrolebinding", "alice-reads-policy", "--clusterrole=moat-policy-reader", "--serviceaccount=moat-system:alice")
+	kc := cl.WriteKubeconfig(t, "alice", sa)
+
+	args := []string{"--from", "default/tiefighter", "--to", "default/deathstar", "--port", "80/TCP", "--http-method", "POST", "--http-path", "/v1/request-landing"}
+	want, _, code := runCLI(t, append([]string{"policy", "trace", "--kubeconfig", cl.Kubeconfig}, args...)...)
+	if code != 0 {
+		t.Fatalf("admin trace: exit %d: %s", code, want)
+	}
+	got, stderr, code := runCLI(t, append([]string{"policy", "trace", "--kubeconfig", kc}, args...)...)
+	if code != 0 || got != want {
+		t.Fatalf("trace as moat-policy-reader: exit %d\n%s%s\nwant\n%s", code, got, stderr, want)
+	}
+	out, stderr, code := runCLI(t, "policy", "validate", "--kubeconfig", kc)
+	if code != 0 || !strings.HasPrefix(out, "3 policies valid") {
+		t.Fatalf("validate as moat-policy-reader: exit %d: %s%s", code, out, stderr)
+	}
+
+	cs, err := kubernetes.NewForConfig(sa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Positive control, then what the role must not grant.
+	if _, err := cs.CoreV1().Pods("default").List(t.Context(), metav1.ListOptions{}); err != nil {
+		t.Fatalf("control: list pods as the reader: %v", err)
+	}
+	if _, err := cs.CoreV1().Secrets("default").List(t.Context(), metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("list secrets as the reader: %v, want forbidden", err)
+	}
+	if err := cs.CoreV1().Pods("default").Delete(t.Context(), "xwing", metav1.DeleteOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("delete a pod as the reader: %v, want forbidden", err)
+	}
+	if _, err := cs.CoreV1().Pods("default").Watch(t.Context(), metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("watch pods as the reader: %v, want forbidden (the CLI lists once)", err)
+	}
+}
