@@ -330,8 +330,6 @@ spec:
 	}
 }
 
-
-
 // TestPolicyReaderRBAC: trace and validate --kubeconfig work with a token
 // bound to exactly the chart's moat-policy-reader ClusterRole, with the
 // same output as an admin's, and that role grants no write and no Secret.
