@@ -6,9 +6,10 @@
 //     (scheduled to the agent's node) and C pods on other nodes, all created
 //     as API objects with spec.nodeName and status.podIP (no kubelet);
 //   - the agent: the built moat-agent binary in Kubernetes mode
-//     (--kubeconfig, --node-name), its own process, talking to the apiserver
-//     through a counting reverse proxy so that every request it makes is
-//     attributed to it;
+//     (--kubeconfig, --node-name, --config-map) with the token of a
+//     ServiceAccount bound to the chart's agent role, its own process,
+//     talking to the apiserver through a counting reverse proxy so that
+//     every request it makes is attributed to it;
 //   - apply latency: A times, a client Create of one more policy selecting a
 //     local pod, timed until the agent's Plan has the new entry (read from
 //     the agent's API, GET /v1/status: per-endpoint entry counts of the

@@ -89,6 +89,11 @@ func run(ctx context.Context, b *testing.B, cfg Config, logw io.Writer) (*Report
 		return nil, fmt.Errorf("apply agent RBAC: %v: %s", err, out)
 	}
 	sa := cl.ServiceAccountConfig(b, agentNS, "moat-agent")
+	// The agent's ConfigMap, watched by name as the chart configures it.
+	if _, err := cs.CoreV1().ConfigMaps(agentNS).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "moat-config"},
+		Data: map[string]string{"identityExcludedLabels": "[pod-template-hash]"}}, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
 
 	// The cluster.
 	start := time.Now()
@@ -231,7 +236,7 @@ func populate(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Interfac
 	for j := range cfg.ClusterPods {
 		jobs = append(jobs, func() error {
 			return createPod(ctx, cs, nsName(j, cfg.Namespaces), "pod-"+strconv.Itoa(j), nodes[1+j%cfg.Nodes],
-				fmt.Sprintf("10.%d.%d.%d", 1+j/62500, (j/250)%250, j%250+1), "app-"+strconv.Itoa(j%appsPerNS))
+				fmt.Sprintf("10.%d.%d.%d", 1+j/62500, (j/250)%250, j%250+1), "app-"+strconv.Itoa((j/cfg.Namespaces)%appsPerNS))
 		})
 	}
 	for k := range cfg.Policies {
@@ -494,7 +499,7 @@ func startAgent(binary, dir, kubeconfig string) (*agentProc, error) {
 		return nil, err
 	}
 	cmd := exec.Command(binary,
-		"--kubeconfig", kubeconfig, "--node-name", localNode,
+		"--kubeconfig", kubeconfig, "--node-name", localNode, "--config-map", agentNS+"/moat-config",
 		"--state-dir", filepath.Join(dir, "state"), "--run-dir", runDir, "--bpf-root", bpfRoot,
 		"--proxy", "external", "--no-metrics", "--no-tcp-health", "--log-level", "warn")
 	cmd.Stdout, cmd.Stderr = logf, logf
