@@ -3,7 +3,7 @@ package datapath
 import (
 	"net"
 	"net/netip"
-		"path/filepath"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
