@@ -158,6 +158,25 @@ func TestPrivilegedUplinkReturnsProxyReplies(t *testing.T) {
 			srv.drain()
 		})
 	}
+	// A restarted agent's datapath adopts the pinned uplink link and swaps
+	// its program in place: the replies keep reaching the proxy.
+	t.Run("adopted after restart", func(t *testing.T) {
+		setUplinks(w.ifindex)
+		d2 := openTestDatapath(t, e.d.Config().PinRoot)
+		defer d2.Close()
+		if got := d2.Uplinks(); !slices.Equal(got, []int{w.ifindex}) {
+			t.Fatalf("restarted datapath Uplinks() = %v, want [%d] (adopted)", got, w.ifindex)
+		}
+		srv := w.listen(t, w.v4)
+		up, err := e.dialTransparent(e.a.IPv4, netip.AddrPortFrom(w.v4, srv.port), mark, rdTimeout)
+		if err != nil {
+			t.Fatalf("upstream through the adopted uplink link: %v", err)
+		}
+		defer up.Close()
+		if err := roundTrip(up, "after restart"); err != nil {
+			t.Errorf("upstream exchange through the adopted uplink link: %v", err)
+		}
+	})
 	setUplinks()
 	if got := e.d.Uplinks(); len(got) != 0 {
 		t.Errorf("Uplinks() after SetUplinks(nil) = %v, want none", got)
