@@ -12,9 +12,6 @@ import (
 	originalsrcv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_src/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
-
-	"github.com/moatnet/moat/envoy"
-	"github.com/moatnet/moat/policy"
 )
 
 // The ingress listener that envoy/ emits carries original_src (the
@@ -156,48 +153,5 @@ func TestKeepSource(t *testing.T) {
 				t.Errorf("keepSource(%s -> %v) = %v, want %v", tt.listener, tt.dest, got, tt.want)
 			}
 		})
-	}
-}
-
-// The egress listener that envoy/ emits with EgressKeepSource carries
-// original_src without a mark: l7proxy takes it, and then keeps the client's
-// address on that listener as Envoy does; without the option it has no
-// listener filter and l7proxy decides per destination (TestKeepSource).
-func TestCompileEgressListenerKeepSource(t *testing.T) {
-	client := policy.EndpointPlan{Name: "client", Namespace: "default", Identity: 300, Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.20")}}
-	client.Egress = policy.DirectionPlan{Enforced: true, HTTP: []policy.HTTPRuleSet{{
-		Proto: policy.ProtoTCP, Ports: policy.PortRange{From: 80, To: 80},
-		Rules: []policy.HTTPAllow{{Remotes: []policy.ID{policy.IDWorld}, Rule: &policy.HTTPRule{Method: "GET"},
-			From: policy.RuleRef{Policy: "CiliumNetworkPolicy default/p", Path: "spec.egress[0]"}}},
-	}}}
-	plan := &policy.Plan{Endpoints: []policy.EndpointPlan{client}}
-	for _, keep := range []bool{false, true} {
-		res, err := envoy.Translate(plan, envoy.Config{NodeName: "n", EgressKeepSource: keep})
-		if err != nil {
-			t.Fatalf("Translate(keep=%v): %v", keep, err)
-		}
-		var found bool
-		for _, l := range res.Listeners {
-			if l.GetTrafficDirection() != corev3.TrafficDirection_OUTBOUND {
-				continue
-			}
-			found = true
-			ls, err := compileListener(l)
-			if err != nil {
-				t.Fatalf("compileListener(egress, keep=%v): %v", keep, err)
-			}
-			if ls.originalSrc != keep {
-				t.Errorf("egress listener (keep=%v): originalSrc %v", keep, ls.originalSrc)
-			}
-			p := &Proxy{}
-			p.snap.Store(&snapshot{listeners: map[string]*listenerSpec{ls.name: ls}})
-			ci := &connInfo{listener: ls.name, source: netip.MustParseAddrPort("10.0.0.20:40000"), dest: netip.MustParseAddrPort("192.0.2.77:80")}
-			if got := p.keepSource(ci); got != keep {
-				t.Errorf("keepSource on the egress listener (keep=%v) = %v", keep, got)
-			}
-		}
-		if !found {
-			t.Fatalf("no egress listener in %v", res.Listeners)
-		}
 	}
 }
