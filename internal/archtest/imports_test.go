@@ -136,6 +136,7 @@ var thirdParty = map[string][]string{
 	"internal/cmd":         {},
 	"internal/archtest":    {},
 	"internal/k8stest":     {"k8s.io/client-go", "k8s.io/apimachinery", "k8s.io/api"},
+	"charts":               {"k8s.io/client-go", "k8s.io/apimachinery", "sigs.k8s.io/yaml"},
 	"agent":                nil,
 	"cmd":                  nil,
 	"e2e":                  nil,
