@@ -666,6 +666,13 @@ func testStatusAndPrinting(t *testing.T, c *k8stest.Cluster) {
 	if err := json.Unmarshal([]byte(out), &np); err != nil {
 		t.Fatal(err)
 	}
+	var generic map[string]any
+	if err := json.Unmarshal([]byte(out), &generic); err != nil {
+		t.Fatal(err)
+	}
+	if err := moatValidate(generic); err != nil {
+		t.Errorf("moat rejects a stored policy with a status (kubectl get -o json): %v", err)
+	}
 	if np.Generation != 2 || np.Status.ObservedGeneration != 1 || len(np.Status.Conditions) != 1 ||
 		np.Status.Conditions[0].Type != v1alpha1.ConditionValid || np.Status.Conditions[0].Reason != v1alpha1.ReasonInvalid {
 		t.Errorf("after a spec update: generation %d, status %+v", np.Generation, np.Status)
