@@ -40,6 +40,9 @@ func newPolicyValidateCommand() *cobra.Command {
 				}
 				return validateKube(cmd.Context(), &kube, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			}
+			if kube.context != "" {
+				return errors.New("--context needs --kubeconfig")
+			}
 			if len(args) == 0 && endpoints == "" {
 				return errors.New("nothing to validate: give policy files or directories, or --endpoints FILE")
 			}
@@ -76,7 +79,7 @@ func newPolicyValidateCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&endpoints, "endpoints", "", "also validate this endpoints file (the standalone format)")
-	kube.register(cmd)
+	kube.register(cmd, false)
 	return cmd
 }
 
@@ -111,7 +114,7 @@ func (in *planInputs) register(cmd *cobra.Command) {
 func (in *planInputs) registerOrKube(cmd *cobra.Command, kube *kubeInputs) {
 	cmd.Flags().StringSliceVar(&in.policies, "policies", nil, "policy file or directory (repeatable)")
 	cmd.Flags().StringVar(&in.endpoints, "endpoints", "", "endpoints file (the standalone format)")
-	kube.register(cmd)
+	kube.register(cmd, true)
 }
 
 // check says which flags are missing or do not go together.

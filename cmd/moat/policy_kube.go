@@ -36,11 +36,13 @@ type kubeInputs struct {
 	node       string
 }
 
-func (k *kubeInputs) register(cmd *cobra.Command) {
+func (k *kubeInputs) register(cmd *cobra.Command, withNode bool) {
 	f := cmd.Flags()
 	f.StringVar(&k.kubeconfig, "kubeconfig", "", "evaluate against the live cluster of this kubeconfig instead of files")
 	f.StringVar(&k.context, "context", "", "kubeconfig context (with --kubeconfig; default: the current one)")
-	f.StringVar(&k.node, "node", "", "with --kubeconfig: compile the view of this node (default: the node of the --from pod)")
+	if withNode {
+		f.StringVar(&k.node, "node", "", "with --kubeconfig: compile the view of this node (default: the node of the --from pod)")
+	}
 }
 
 // clients builds the clients of the kubeconfig.
