@@ -45,7 +45,7 @@ type Config struct {
 	Namespaces  int           `json:"namespaces"`
 	Policies    int           `json:"policies"`
 	Applies     int           `json:"applies"`
-	Idle        time.Duration `json:"idleSeconds"`
+	Idle        time.Duration `json:"-"` // reported as idle.seconds
 	AgentBinary string        `json:"-"`
 	JSONPath    string        `json:"-"`
 	Verbose     bool          `json:"-"`
