@@ -22,7 +22,7 @@ var Resource = schema.GroupVersionResource{Group: "moat.io", Version: "v1alpha1"
 const Kind = "Identity"
 
 // AnnotationUnusedSince marks an identity that moat-operator found unused,
-// with the RFC 3339 time it first did. An agent that uses the identity
+// with the RFC 3339 time (UTC, fractional seconds allowed) it first did. An agent that uses the identity
 // removes it; the operator deletes the identity once the grace period has
 // passed, with a precondition on the resourceVersion it saw.
 const AnnotationUnusedSince = "moat.io/unused-since"
