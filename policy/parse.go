@@ -102,11 +102,38 @@ func separatorError(lines [][]byte, from int, err error) error {
 
 var yamlLineRE = regexp.MustCompile(`line (\d+)`)
 
+// textAfterDocumentEnd rejects a document that goes on after a "..." end
+// marker line. YAML reads the text after it as another document, which
+// neither the stream reader (it splits at "---" only) nor the YAML decoder
+// (it reads the first document) would return: a policy there would be
+// ignored without a word. Comments and blank lines may follow the marker.
+// A marker line cannot occur inside a scalar (YAML forbids it there).
+func textAfterDocumentEnd(doc rawDoc) error {
+	marker := 0 // line of the end marker, once seen
+	for i, line := range bytes.Split(doc.data, []byte("\n")) {
+		line = bytes.TrimRight(line, "\r")
+		if marker == 0 {
+			if rest, ok := bytes.CutPrefix(line, []byte("...")); ok && (len(rest) == 0 || rest[0] == ' ' || rest[0] == '\t') {
+				marker = doc.line + i
+			}
+			continue
+		}
+		if t := bytes.TrimSpace(line); len(t) > 0 && t[0] != '#' {
+			return fmt.Errorf("line %d: text after the document end marker \"...\" (line %d) would start another document, which is not read; separate documents with \"---\"",
+				doc.line+i, marker)
+		}
+	}
+	return nil
+}
+
 // toGeneric turns one document into generic JSON values; nil means empty.
 func toGeneric(doc rawDoc) (any, error) {
 	trimmed := bytes.TrimSpace(doc.data)
 	if len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') && json.Valid(trimmed) {
 		return decodeGeneric(trimmed)
+	}
+	if err := textAfterDocumentEnd(doc); err != nil {
+		return nil, err
 	}
 	j, err := yaml.YAMLToJSONStrict(doc.data)
 	if err != nil {

@@ -103,6 +103,24 @@ func TestParseBytesSplitsLikeKubectl(t *testing.T) {
 	}
 }
 
+// TestParseBytesTextAfterDocumentEnd: YAML reads text after a "..." end
+// marker as another document. Neither the old splitter nor the stream reader
+// splits there, and the YAML decoder reads only the first document, so a
+// policy after "..." was dropped without a word (ParseBytes returned policy
+// a and no error). It is now an error naming both lines; a marker followed
+// by comments only is fine.
+func TestParseBytesTextAfterDocumentEnd(t *testing.T) {
+	pols, err := ParseBytes("f.yaml", []byte(cnpNamed("a")+"...\n# end of a\n\n"))
+	if err != nil || len(pols) != 1 {
+		t.Fatalf("end marker and a comment: %d policies, error %v; want 1, nil", len(pols), err)
+	}
+	pols, err = ParseBytes("f.yaml", []byte(cnpNamed("a")+"...\r\n"+cnpNamed("b")))
+	want := `f.yaml: doc 1: invalid YAML: line 6: text after the document end marker "..." (line 5) would start another document`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("policies %d, error = %v; want it to contain %q", len(pols), err, want)
+	}
+}
+
 func TestFieldErrorFormat(t *testing.T) {
 	tests := []struct {
 		err  FieldError
