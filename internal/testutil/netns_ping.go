@@ -35,6 +35,10 @@ type Pinger struct {
 	Payload int
 }
 
+// testHookBeforeFilter, when set by a test, runs between the socket's
+// creation and its filter.
+var testHookBeforeFilter func()
+
 // pingerIDs hands out echo identifiers, so that concurrent pingers in one
 // netns never take each other's replies.
 var pingerIDs atomic.Uint32
@@ -49,13 +53,14 @@ func OpenPinger(do func(func() error) error) (*Pinger, error) {
 			return fmt.Errorf("open raw icmp socket: %w", err)
 		}
 		id := uint16(pingerIDs.Add(1) + uint32(os.Getpid()))
+		if testHookBeforeFilter != nil {
+			testHookBeforeFilter()
+		}
 		if err := filterEchoReplies(c.(*net.IPConn), id); err != nil {
 			c.Close()
 			return err
 		}
 		pg = &Pinger{conn: c, id: id}
-		// Packets queued before the filter was attached may be anyone's;
-		// Recv skips them by identifier.
 		return nil
 	})
 	return pg, err
@@ -142,8 +147,11 @@ func icmpChecksum(b []byte) uint16 {
 }
 
 // filterEchoReplies attaches a classic BPF socket filter to a raw ICMPv4
-// socket that keeps only echo replies with identifier id. A raw socket's
-// filter sees the packet from its IP header on.
+// socket that keeps only echo replies with identifier id, then drops what
+// the socket queued before (a raw socket receives from its creation on: on
+// a loaded host the other pingers' replies can fill its buffer before the
+// filter is in place). A raw socket's filter sees the packet from its IP
+// header on.
 func filterEchoReplies(c *net.IPConn, id uint16) error {
 	const (
 		ldxMSH = syscall.BPF_LDX | syscall.BPF_B | syscall.BPF_MSH // X = 4 * (pkt[k] & 0xf): the IP header length
@@ -178,6 +186,20 @@ func filterEchoReplies(c *net.IPConn, id uint16) error {
 	}
 	if serr != nil {
 		return fmt.Errorf("filter echo replies: attach socket filter: %w", serr)
+	}
+	buf := make([]byte, 1500)
+	if err := rc.Read(func(fd uintptr) bool {
+		for {
+			if _, _, err := syscall.Recvfrom(int(fd), buf, syscall.MSG_DONTWAIT); err != nil {
+				serr = err
+				return true // EAGAIN: the queue is empty
+			}
+		}
+	}); err != nil {
+		return fmt.Errorf("filter echo replies: drain: %w", err)
+	}
+	if !errors.Is(serr, syscall.EAGAIN) {
+		return fmt.Errorf("filter echo replies: drain: %w", serr)
 	}
 	return nil
 }
