@@ -7,7 +7,7 @@ SHELL       := bash
 PKGS    ?= ./...
 EXAMPLE ?= examples/starwars
 
-.PHONY: all build demo policy-demo bench-l4 e2e test test-unit vet tidy-check generate generate-check bench clean
+.PHONY: all build demo policy-demo bench-l4 e2e test test-unit vet tidy-check generate generate-check bench clean k8s-bins
 
 all: build
 
@@ -42,16 +42,23 @@ tidy-check:
 # The output goes through internal/cmd/testreport: failed tests with their
 # output, every skip with its reason, and a last line "N passed, N failed,
 # N skipped"; it fails on a skip outside its short allowlist.
+# The Kubernetes control-plane tests (internal/k8stest) run a real etcd and
+# kube-apiserver that scripts/k8s-bins.sh builds from e2e/cluster/tools and
+# caches on the machine (minutes the first time, instant after).
 test: tidy-check vet
 	$(GO) build -o bin/testreport ./internal/cmd/testreport
-	$(GO) test -json -race -count=1 -p 1 -timeout 20m $(PKGS) | bin/testreport
+	bins="$$(scripts/k8s-bins.sh)" && MOAT_K8S_BINS="$$bins" $(GO) test -json -race -count=1 -p 1 -timeout 20m $(PKGS) | bin/testreport
+
+## k8s-bins: build (or find cached) etcd, kube-apiserver and kubectl for the Kubernetes tests
+k8s-bins:
+	scripts/k8s-bins.sh
 
 ## e2e: the netns end-to-end suite alone (root)
 e2e:
 	MOAT_PRIVILEGED_TESTS=1 $(GO) test -count=1 -timeout 10m ./e2e/...
 
 test-unit:
-	$(GO) test -count=1 $(PKGS)
+	bins="$$(scripts/k8s-bins.sh)" && MOAT_K8S_BINS="$$bins" $(GO) test -count=1 $(PKGS)
 
 ## generate: rebuild the committed bpf2go output from bpf/ (clang-14)
 generate:
