@@ -333,3 +333,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 var errNoAnswer = errors.New("no answer")
+
+func (u *upstream) setZone(name string, ips []string) {
+	u.mu.Lock()
+	u.zone[name] = ips
+	u.mu.Unlock()
+}

@@ -19,7 +19,7 @@ func TestAllowedQueryForwarded(t *testing.T) {
 	for _, netw := range []string{"udp", "tcp"} {
 		t.Run(netw, func(t *testing.T) {
 			h := newHarness(t, nil)
-			h.up.zone["www.allowed.test."] = []string{"192.0.2.10"}
+			h.up.setZone("www.allowed.test.", []string{"192.0.2.10"})
 			m := mkQuery("WWW.Allowed.Test.", dns.TypeA)
 			m.Id = 4242
 			opt := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
@@ -70,8 +70,8 @@ func TestDeniedQuery(t *testing.T) {
 		for _, netw := range []string{"udp", "tcp"} {
 			t.Run(tc.name+"/"+netw, func(t *testing.T) {
 				h := newHarness(t, func(c *Config) { c.DenyRcode = tc.rcode })
-				h.up.zone["evil.test."] = []string{"192.0.2.66"}
-				h.up.zone["ok.allowed.test."] = []string{"192.0.2.1"}
+				h.up.setZone("evil.test.", []string{"192.0.2.66"})
+				h.up.setZone("ok.allowed.test.", []string{"192.0.2.1"})
 				// Positive control: an allowed query reaches the upstream.
 				if r := h.exchange(netw, mkQuery("ok.allowed.test.", dns.TypeA)); r.Rcode != dns.RcodeSuccess {
 					t.Fatalf("control: rcode %s", dns.RcodeToString[r.Rcode])
@@ -179,7 +179,7 @@ func TestTCPFallbackOnTruncation(t *testing.T) {
 	for i := range 60 {
 		ips = append(ips, netip.AddrFrom4([4]byte{198, 51, 100, byte(i + 1)}).String())
 	}
-	h.up.zone["big.allowed.test."] = ips
+	h.up.setZone("big.allowed.test.", ips)
 	h.up.setBehave(func(w dns.ResponseWriter, r *dns.Msg) {
 		m := h.up.answer(r)
 		if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
