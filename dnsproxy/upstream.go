@@ -87,6 +87,13 @@ func (p *Proxy) forward(ctx context.Context, x *exchange) *dns.Msg {
 	if resp == nil {
 		return servfail(reason)
 	}
+	return p.finishAnswer(ctx, x, resp)
+}
+
+// finishAnswer turns an accepted upstream answer into the client's: records
+// outside the CNAME chain removed, selected names learned (the hold), the
+// client's ID and question spelling restored.
+func (p *Proxy) finishAnswer(ctx context.Context, x *exchange, resp *dns.Msg) *dns.Msg {
 	q := x.req.Question[0]
 	x.chain = followChain(resp, q.Name, q.Qtype)
 	if x.chain.outOfChain > 0 {
