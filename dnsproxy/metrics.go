@@ -37,14 +37,14 @@ const (
 	ReasonUpstreamError    = "upstream_error"    // network error talking upstream: SERVFAIL
 	ReasonReplyTooLarge    = "reply_too_large"   // the answer could not be packed: SERVFAIL
 	// Response path (upstream packets).
-	ReasonRespMalformed      = "response_malformed"        // does not parse: dropped, still waiting
-	ReasonRespID             = "response_id_mismatch"      // dropped, still waiting
-	ReasonRespSource         = "response_source_mismatch"  // dropped, still waiting
-	ReasonRespQuestion       = "response_question_mismatch" // dropped, still waiting
-	ReasonRespNotResponse    = "response_not_response"     // QR clear: dropped, still waiting
-	ReasonRespOutOfChain     = "response_out_of_chain"     // answer record outside the CNAME chain: stripped, never learned
-	ReasonHoldTimeout        = "hold_timeout"              // OnLearn past HoldTimeout: answer released anyway
-	ReasonLearnError         = "learn_error"               // OnLearn failed: answer released anyway
+	ReasonRespMalformed   = "response_malformed"         // does not parse: dropped, still waiting
+	ReasonRespID          = "response_id_mismatch"       // dropped, still waiting
+	ReasonRespSource      = "response_source_mismatch"   // dropped, still waiting
+	ReasonRespQuestion    = "response_question_mismatch" // dropped, still waiting
+	ReasonRespNotResponse = "response_not_response"      // QR clear: dropped, still waiting
+	ReasonRespOutOfChain  = "response_out_of_chain"      // answer record outside the CNAME chain: stripped, never learned
+	ReasonHoldTimeout     = "hold_timeout"               // OnLearn past HoldTimeout: answer released anyway
+	ReasonLearnError      = "learn_error"                // OnLearn failed: answer released anyway
 )
 
 // Results: the `result` label of moat_dnsproxy_rejected_total.

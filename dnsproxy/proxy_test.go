@@ -309,4 +309,3 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
-
