@@ -42,7 +42,9 @@ type upstream struct {
 	seen   []seen
 }
 
-func startUpstream(t *testing.T) *upstream {
+func startUpstream(t *testing.T) *upstream { return startUpstreamTB(t) }
+
+func startUpstreamTB(t testing.TB) *upstream {
 	t.Helper()
 	u := &upstream{zone: map[string][]string{}}
 	var pc net.PacketConn
