@@ -23,6 +23,11 @@ func transparentControl(network, _ string, c syscall.RawConn) error {
 	err := c.Control(func(fd uintptr) {
 		serr = setTransparent(int(fd), network)
 		if serr == nil && (network == "udp4" || network == "udp6") {
+			// SO_REUSEADDR lets the one-shot reply sockets (sendFrom) bind
+			// to an original destination on the listener's port.
+			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
+				return
+			}
 			if network == "udp6" {
 				serr = errors.Join(
 					unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_RECVORIGDSTADDR, 1),
