@@ -13,29 +13,30 @@ import (
 // Rejection reasons: the `reason` label of moat_dnsproxy_rejected_total.
 const (
 	// Query path.
-	ReasonShortHeader      = "short_header"      // fewer than 12 bytes: dropped
-	ReasonNotQuery         = "not_query"         // QR bit set: dropped
-	ReasonMalformed        = "malformed"         // does not parse: FORMERR
-	ReasonTruncatedMessage = "truncated_message" // ends inside a record: FORMERR
-	ReasonCompressionLoop  = "compression_loop"  // FORMERR
-	ReasonNameTooLong      = "name_too_long"     // over 255 octets: FORMERR
-	ReasonQuestionCount    = "question_count"    // not exactly one question: FORMERR
-	ReasonRecordsInQuery   = "records_in_query"  // answer or authority records in a query: FORMERR
-	ReasonOpcode           = "opcode"            // not a standard query: NOTIMP
-	ReasonInvalidName      = "invalid_name"      // escaped bytes (dots, NULs, …) in a label: REFUSED
-	ReasonQclass           = "qclass"            // not IN: REFUSED
-	ReasonUnknownQtype     = "unknown_qtype"     // unassigned type: REFUSED
-	ReasonQtypeNotAllowed  = "qtype_not_allowed" // AXFR, IXFR, OPT, TSIG, …: REFUSED
-	ReasonUnknownSource    = "unknown_source"    // source is no local endpoint: REFUSED
-	ReasonNoRuleSet        = "no_rule_set"       // no DNS rules for the destination: REFUSED
-	ReasonPolicyDenied     = "policy_denied"     // REFUSED (or NXDOMAIN)
-	ReasonOverload         = "overload"          // over MaxInflight: SERVFAIL
-	ReasonOverloadEndpoint = "overload_endpoint" // over MaxInflightPerEndpoint: SERVFAIL
-	ReasonTooManyTCP       = "tcp_conns"         // over MaxTCPConns: connection closed
-	ReasonMarkFailed       = "mark_failed"       // SO_MARK could not be set: SERVFAIL
-	ReasonUpstreamTimeout  = "upstream_timeout"  // SERVFAIL
-	ReasonUpstreamError    = "upstream_error"    // network error talking upstream: SERVFAIL
-	ReasonReplyTooLarge    = "reply_too_large"   // the answer could not be packed: SERVFAIL
+	ReasonShortHeader        = "short_header"         // fewer than 12 bytes: dropped
+	ReasonNotQuery           = "not_query"            // QR bit set: dropped
+	ReasonMalformed          = "malformed"            // does not parse: FORMERR
+	ReasonTruncatedMessage   = "truncated_message"    // ends inside a record: FORMERR
+	ReasonCompressionLoop    = "compression_loop"     // FORMERR
+	ReasonNameTooLong        = "name_too_long"        // over 255 octets: FORMERR
+	ReasonQuestionCount      = "question_count"       // not exactly one question: FORMERR
+	ReasonRecordsInQuery     = "records_in_query"     // answer or authority records in a query: FORMERR
+	ReasonOpcode             = "opcode"               // not a standard query: NOTIMP
+	ReasonInvalidName        = "invalid_name"         // escaped bytes (dots, NULs, …) in a label: REFUSED
+	ReasonQclass             = "qclass"               // not IN: REFUSED
+	ReasonUnknownQtype       = "unknown_qtype"        // unassigned type: REFUSED
+	ReasonQtypeNotAllowed    = "qtype_not_allowed"    // AXFR, IXFR, OPT, TSIG, …: REFUSED
+	ReasonUnknownSource      = "unknown_source"       // source is no local endpoint: REFUSED
+	ReasonDestinationIsProxy = "destination_is_proxy" // sent to the proxy's own port, not redirected: REFUSED
+	ReasonNoRuleSet          = "no_rule_set"          // no DNS rules for the destination: REFUSED
+	ReasonPolicyDenied       = "policy_denied"        // REFUSED (or NXDOMAIN)
+	ReasonOverload           = "overload"             // over MaxInflight: SERVFAIL
+	ReasonOverloadEndpoint   = "overload_endpoint"    // over MaxInflightPerEndpoint: SERVFAIL
+	ReasonTooManyTCP         = "tcp_conns"            // over MaxTCPConns: connection closed
+	ReasonMarkFailed         = "mark_failed"          // SO_MARK could not be set: SERVFAIL
+	ReasonUpstreamTimeout    = "upstream_timeout"     // SERVFAIL
+	ReasonUpstreamError      = "upstream_error"       // network error talking upstream: SERVFAIL
+	ReasonReplyTooLarge      = "reply_too_large"      // the answer could not be packed: SERVFAIL
 	// Response path (upstream packets).
 	ReasonRespMalformed   = "response_malformed"         // does not parse: dropped, still waiting
 	ReasonRespID          = "response_id_mismatch"       // dropped, still waiting

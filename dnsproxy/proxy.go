@@ -36,6 +36,8 @@ type Proxy struct {
 	bindErr  error
 	udp      []*net.UDPConn
 	tcp      []*net.TCPListener
+	// self are the bound listening addresses (UDP and TCP).
+	self []netip.AddrPort
 
 	// upstreamHook, when set (tests), sees every upstream socket.
 	upstreamHook func(fd int)
@@ -116,6 +118,8 @@ func (p *Proxy) bind(ctx context.Context) error {
 		}
 		p.tcp = append(p.tcp, ln.(*net.TCPListener))
 	}
+	udp, tcp := p.Addrs()
+	p.self = append(udp, tcp...)
 	return nil
 }
 
@@ -213,6 +217,11 @@ func (p *Proxy) handle(ctx context.Context, q *query) *dns.Msg {
 		}
 		return errorReply(q.raw, req, prob.rcode)
 	}
+	if p.isSelf(q.server) {
+		// Only the datapath's redirect may reach the proxy; a query sent
+		// to the proxy's own port would be forwarded to itself.
+		return p.reject(pn, req, ReasonDestinationIsProxy, dns.RcodeRefused)
+	}
 	ep, ok := p.cfg.Endpoints.Lookup(q.client.Addr().Unmap())
 	if !ok {
 		return p.reject(pn, req, ReasonUnknownSource, dns.RcodeRefused)
@@ -298,6 +307,23 @@ func (p *Proxy) leaveEndpoint(k EndpointKey) {
 	if p.epCount[k]--; p.epCount[k] <= 0 {
 		delete(p.epCount, k)
 	}
+}
+
+// isSelf reports whether dst is one of the proxy's own listening
+// addresses: the same port on a loopback, unspecified or listening
+// address, or on an address of the host identity.
+func (p *Proxy) isSelf(dst netip.AddrPort) bool {
+	a := dst.Addr().Unmap()
+	for _, l := range p.self {
+		if l.Port() != dst.Port() {
+			continue
+		}
+		la := l.Addr().Unmap()
+		if a == la || a.IsLoopback() || a.IsUnspecified() || la.IsUnspecified() && p.cfg.Remotes.IdentityOf(a) == policy.IDHost {
+			return true
+		}
+	}
+	return false
 }
 
 // errClosed reports a listener closed by shutdown.

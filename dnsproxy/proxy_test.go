@@ -309,3 +309,39 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestQueryToTheProxyItselfRefused: a query whose destination is the
+// proxy's own listening address (reached directly, not through the
+// redirect) is refused instead of being forwarded to the proxy itself.
+func TestQueryToTheProxyItselfRefused(t *testing.T) {
+	h := newHarness(t, nil)
+	if r := h.exchange("udp", mkQuery("a.allowed.test.", dns.TypeA)); r.Rcode != dns.RcodeNameError {
+		t.Fatalf("control: rcode %s, want the upstream's NXDOMAIN", dns.RcodeToString[r.Rcode])
+	}
+	for _, dst := range []netip.AddrPort{h.udp, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), h.udp.Port()), netip.AddrPortFrom(netip.IPv4Unspecified(), h.tcp.Port())} {
+		if !h.p.isSelf(dst) {
+			t.Errorf("isSelf(%s) = false, want true", dst)
+		}
+	}
+	if h.p.isSelf(h.up.addr) {
+		t.Errorf("isSelf(upstream %s) = true", h.up.addr)
+	}
+	// A proxy whose destination is its own address, as a direct query
+	// to its port would be.
+	free, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := free.LocalAddr().(*net.UDPAddr).AddrPort()
+	_ = free.Close()
+	h2 := newHarness(t, func(c *Config) {
+		c.Listen = []netip.AddrPort{self}
+		c.StaticDestination = self
+	})
+	if r := h2.exchange("udp", mkQuery("b.allowed.test.", dns.TypeA)); r.Rcode != dns.RcodeRefused {
+		t.Errorf("query to the proxy itself: rcode %s, want REFUSED", dns.RcodeToString[r.Rcode])
+	}
+	if v := h2.rejected(ReasonDestinationIsProxy, resultRefused); v != 1 {
+		t.Errorf("rejected{destination_is_proxy} = %v, want 1", v)
+	}
+}
