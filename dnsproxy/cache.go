@@ -345,3 +345,34 @@ func (c *Cache) Flush(pattern string) (int, error) {
 	}
 	return n, nil
 }
+
+// restore adds saved entries: those unexpired, or in use. Returns the
+// restored addresses per name.
+func (c *Cache) restore(entries []CacheEntry) map[string][]netip.Addr {
+	now := c.cfg.Now()
+	out := map[string][]netip.Addr{}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, en := range entries {
+		ip := en.IP.Unmap()
+		if !en.Expires.After(now) && !c.inUse(ip) {
+			continue
+		}
+		name := fqdn.Normalize(en.Name)
+		e := c.names[name]
+		if e == nil {
+			e = &nameEntry{ips: map[netip.Addr]*ipEntry{}}
+			c.names[name] = e
+		}
+		if old := e.ips[ip]; old != nil {
+			if en.Expires.After(old.expires) {
+				old.expires = en.Expires
+			}
+			continue
+		}
+		e.ips[ip] = &ipEntry{expires: en.Expires, lastSeen: en.LastSeen}
+		out[name] = append(out[name], ip)
+	}
+	c.reportLocked()
+	return out
+}

@@ -44,6 +44,7 @@ func PolicyFromPlan(p *policy.Plan) Policy {
 
 // compiledPolicy is a Policy ready for the hot path. Immutable.
 type compiledPolicy struct {
+	src       Policy
 	endpoints map[EndpointKey][]compiledSet
 	selectors []compiledSelector
 }
@@ -121,7 +122,7 @@ func ruleValid(r *policy.DNSRule) error {
 // usable either way.
 func compilePolicy(pol Policy) (*compiledPolicy, error) {
 	var errs []error
-	cp := &compiledPolicy{endpoints: make(map[EndpointKey][]compiledSet, len(pol.Endpoints))}
+	cp := &compiledPolicy{src: pol, endpoints: make(map[EndpointKey][]compiledSet, len(pol.Endpoints))}
 	for key, sets := range pol.Endpoints {
 		out := make([]compiledSet, 0, len(sets))
 		for si := range sets {
