@@ -61,6 +61,11 @@ const (
 )
 
 type metrics struct {
+	// Children resolved once, by protocol (policy.ProtoUDP, ProtoTCP).
+	allowed    map[string]prometheus.Counter
+	upstreamBy map[string]prometheus.Observer
+	processBy  map[string]prometheus.Observer
+
 	rejected   *prometheus.CounterVec
 	queries    *prometheus.CounterVec
 	upstream   *prometheus.HistogramVec
@@ -117,6 +122,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "moat_dnsproxy_cache_evictions_total",
 			Help: "Addresses the FQDN cache forgot, by reason (expired, cap, flush).",
 		}, []string{"reason"}),
+	}
+	m.allowed = map[string]prometheus.Counter{}
+	m.upstreamBy = map[string]prometheus.Observer{}
+	m.processBy = map[string]prometheus.Observer{}
+	for _, pn := range []string{"udp", "tcp"} {
+		m.allowed[pn] = m.queries.WithLabelValues(pn, "allowed")
+		m.upstreamBy[pn] = m.upstream.WithLabelValues(pn)
+		m.processBy[pn] = m.processing.WithLabelValues(pn)
 	}
 	for _, c := range []prometheus.Collector{m.rejected, m.queries, m.upstream, m.processing, m.hold, m.inflight, m.cacheNames, m.cacheIPs, m.evictions} {
 		if err := reg.Register(c); err != nil {

@@ -256,11 +256,11 @@ func (p *Proxy) handle(ctx context.Context, q *query) *dns.Msg {
 		p.emitRequest(x, false)
 		return p.reject(pn, req, ReasonPolicyDenied, p.cfg.DenyRcode)
 	}
-	p.m.queries.WithLabelValues(pn, "allowed").Inc()
+	p.m.allowed[pn].Inc()
 	p.emitRequest(x, true)
 	resp := p.forward(ctx, x)
 	p.emitResponse(x, resp)
-	p.m.processing.WithLabelValues(pn).Observe(max(0, time.Since(q.start)-x.upstreamTime-x.holdTime).Seconds())
+	p.m.processBy[pn].Observe(max(0, time.Since(q.start)-x.upstreamTime-x.holdTime).Seconds())
 	return resp
 }
 

@@ -345,3 +345,34 @@ func TestQueryToTheProxyItselfRefused(t *testing.T) {
 		t.Errorf("rejected{destination_is_proxy} = %v, want 1", v)
 	}
 }
+
+func TestTCPConnectionBound(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MaxTCPConns = 1 })
+	first, err := net.Dial("tcp4", h.tcp.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	// The first connection works (and stays open).
+	c := &dns.Conn{Conn: first}
+	if err := c.WriteMsg(mkQuery("a.allowed.test.", dns.TypeA)); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if r, err := c.ReadMsg(); err != nil || r.Rcode != dns.RcodeNameError {
+		t.Fatalf("first connection: %v, %v", r, err)
+	}
+	// The second is closed at once and counted.
+	second, err := net.Dial("tcp4", h.tcp.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	_ = second.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := second.Read(make([]byte, 1)); err == nil {
+		t.Errorf("second connection read %d bytes, want it closed", n)
+	}
+	if v := h.rejected(ReasonTooManyTCP, resultDrop); v != 1 {
+		t.Errorf("rejected{tcp_conns} = %v, want 1", v)
+	}
+}

@@ -47,6 +47,9 @@ type compiledPolicy struct {
 	src       Policy
 	endpoints map[EndpointKey][]compiledSet
 	selectors []compiledSelector
+	// anySelector matches what any selector matches: the fast "no" of
+	// selectorsFor.
+	anySelector *fqdn.Matcher
 }
 
 type compiledSet struct {
@@ -161,6 +164,7 @@ func compilePolicy(pol Policy) (*compiledPolicy, error) {
 		}
 		cp.endpoints[key] = out
 	}
+	var allNames, allPatterns []string
 	for i, s := range pol.FQDNs {
 		var names, patterns []string
 		if s.Selector.MatchName != "" {
@@ -175,7 +179,14 @@ func compilePolicy(pol Policy) (*compiledPolicy, error) {
 			continue
 		}
 		cp.selectors = append(cp.selectors, compiledSelector{sel: s, m: m})
+		allNames = append(allNames, names...)
+		allPatterns = append(allPatterns, patterns...)
 	}
+	anySel, err := fqdn.NewMatcher(allNames, allPatterns)
+	if err != nil {
+		return nil, fmt.Errorf("compile toFQDNs selectors: %w", err)
+	}
+	cp.anySelector = anySel
 	return cp, errors.Join(errs...)
 }
 
@@ -209,6 +220,9 @@ func (cp *compiledPolicy) decide(ep EndpointKey, proto policy.Protocol, port uin
 
 // selectorsFor returns the toFQDNs selections that select name.
 func (cp *compiledPolicy) selectorsFor(name string) []policy.FQDNSelection {
+	if !cp.anySelector.Match(name) {
+		return nil
+	}
 	var out []policy.FQDNSelection
 	for i := range cp.selectors {
 		if cp.selectors[i].m.Match(name) {

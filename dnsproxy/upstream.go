@@ -83,7 +83,7 @@ func (p *Proxy) forward(ctx context.Context, x *exchange) *dns.Msg {
 		resp, reason = p.exchangeTCP(uctx, wire, x.q.server, out.Id, out.Question[0], control)
 	}
 	x.upstreamTime = time.Since(t0)
-	p.m.upstream.WithLabelValues(pn).Observe(x.upstreamTime.Seconds())
+	p.m.upstreamBy[pn].Observe(x.upstreamTime.Seconds())
 	if resp == nil {
 		return servfail(reason)
 	}
