@@ -53,12 +53,16 @@ func (p *Proxy) serveUDP(ctx context.Context, c *net.UDPConn, wg *sync.WaitGroup
 
 // writeUDP sends resp, truncated to what the client takes over UDP.
 func (p *Proxy) writeUDP(c *net.UDPConn, q *query, resp *dns.Msg) {
-	resp.Truncate(q.udpSize)
-	b, err := resp.Pack()
-	if err != nil {
-		p.m.reject(ReasonReplyTooLarge, resultDrop)
-		return
+	b := q.rawReply
+	if b == nil || len(b) > q.udpSize {
+		resp.Truncate(q.udpSize)
+		var err error
+		if b, err = resp.Pack(); err != nil {
+			p.m.reject(ReasonReplyTooLarge, resultDrop)
+			return
+		}
 	}
+	var err error
 	if p.cfg.Transparent {
 		err = sendFrom(q.server, q.client, b)
 	} else {
@@ -117,10 +121,12 @@ func (p *Proxy) serveTCPConn(ctx context.Context, conn *net.TCPConn) {
 		if resp == nil {
 			continue
 		}
-		b, err := resp.Pack()
-		if err != nil {
-			p.m.reject(ReasonReplyTooLarge, resultDrop)
-			return
+		b := q.rawReply
+		if b == nil {
+			if b, err = resp.Pack(); err != nil {
+				p.m.reject(ReasonReplyTooLarge, resultDrop)
+				return
+			}
 		}
 		out := make([]byte, 2+len(b))
 		binary.BigEndian.PutUint16(out, uint16(len(b)))

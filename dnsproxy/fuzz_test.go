@@ -135,10 +135,10 @@ func FuzzResponse(f *testing.F) {
 			}
 		}
 		req := new(dns.Msg)
-		req.SetQuestion("WWW.allowed.test.", dns.TypeA)
+		req.SetQuestion("www.allowed.test.", dns.TypeA)
 		req.Id = 77
 		x := &exchange{q: &query{proto: policy.ProtoUDP, start: time.Now()}, req: req, ep: testEndpoint, remote: testDNSID}
-		out := p.finishAnswer(context.Background(), x, m)
+		out := p.finishAnswer(context.Background(), x, m, append([]byte(nil), raw...))
 		for _, rr := range out.Answer {
 			if !onChain[fqdn.Normalize(rr.Header().Name)] {
 				t.Fatalf("answer keeps an out-of-chain record %s", rr)
@@ -156,8 +156,23 @@ func FuzzResponse(f *testing.F) {
 				t.Fatalf("learned %s, not an A record on the chain", e.IP)
 			}
 		}
-		if out.Id != 77 || out.Question[0].Name != "WWW.allowed.test." {
+		if out.Id != 77 || out.Question[0].Name != "www.allowed.test." {
 			t.Fatalf("answer id %d question %v: want the client's", out.Id, out.Question)
+		}
+		if rr := x.q.rawReply; rr != nil {
+			// Relayed as is: it must say what out says.
+			rm := new(dns.Msg)
+			if err := rm.Unpack(rr); err != nil {
+				t.Fatalf("relayed bytes do not parse: %v", err)
+			}
+			if rm.Id != 77 || len(rm.Question) != 1 || rm.Question[0] != out.Question[0] || len(rm.Answer) != len(out.Answer) {
+				t.Fatalf("relayed answer %v differs from %v", rm, out)
+			}
+			for _, a := range rm.Answer {
+				if !onChain[fqdn.Normalize(a.Header().Name)] {
+					t.Fatalf("relayed answer keeps an out-of-chain record %s", a)
+				}
+			}
 		}
 		out.Truncate(dns.MinMsgSize)
 		if _, err := out.Pack(); err != nil {

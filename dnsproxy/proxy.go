@@ -189,6 +189,9 @@ type query struct {
 	// udpSize is the largest answer the client takes over UDP (512, or
 	// its EDNS0 buffer size); set once the query parsed.
 	udpSize int
+	// rawReply, when set, is the upstream's answer with the client's ID,
+	// sent as is when it fits (the message handle returns is equivalent).
+	rawReply []byte
 }
 
 func protoName(p policy.Protocol) string {

@@ -60,44 +60,60 @@ func (p *Proxy) forward(ctx context.Context, x *exchange) *dns.Msg {
 
 	out := &dns.Msg{MsgHdr: x.req.MsgHdr, Question: x.req.Question}
 	out.Id = uint16(rand.Uint32())
+	onlyOPT := true
 	for _, rr := range x.req.Extra {
 		if rr.Header().Rrtype == dns.TypeOPT {
 			out.Extra = append(out.Extra, rr)
+		} else {
+			onlyOPT = false
 		}
 	}
-	wire, err := out.Pack()
-	if err != nil {
-		return servfail(ReasonMalformed)
+	var wire []byte
+	if onlyOPT && x.req.Len() == len(x.q.raw) {
+		// The client's bytes are exactly the parsed message (no
+		// compression, nothing trailing): forward them with the new ID.
+		wire = append([]byte(nil), x.q.raw...)
+		binary.BigEndian.PutUint16(wire, out.Id)
+	} else {
+		var err error
+		if wire, err = out.Pack(); err != nil {
+			return servfail(ReasonMalformed)
+		}
 	}
 	uctx, cancel := context.WithTimeout(ctx, p.cfg.UpstreamTimeout)
 	defer cancel()
 	t0 := time.Now()
 	var resp *dns.Msg
+	var raw []byte
 	var reason string
 	if x.q.proto == policy.ProtoUDP {
-		resp, reason = p.exchangeUDP(uctx, wire, x.q.server, out.Id, out.Question[0], control)
+		resp, raw, reason = p.exchangeUDP(uctx, wire, x.q.server, out.Id, out.Question[0], control)
 		if resp != nil && resp.Truncated {
-			resp, reason = p.exchangeTCP(uctx, wire, x.q.server, out.Id, out.Question[0], control)
+			resp, raw, reason = p.exchangeTCP(uctx, wire, x.q.server, out.Id, out.Question[0], control)
 		}
 	} else {
-		resp, reason = p.exchangeTCP(uctx, wire, x.q.server, out.Id, out.Question[0], control)
+		resp, raw, reason = p.exchangeTCP(uctx, wire, x.q.server, out.Id, out.Question[0], control)
 	}
 	x.upstreamTime = time.Since(t0)
 	p.m.upstreamBy[pn].Observe(x.upstreamTime.Seconds())
 	if resp == nil {
 		return servfail(reason)
 	}
-	return p.finishAnswer(ctx, x, resp)
+	return p.finishAnswer(ctx, x, resp, raw)
 }
 
 // finishAnswer turns an accepted upstream answer into the client's: records
 // outside the CNAME chain removed, selected names learned (the hold), the
-// client's ID and question spelling restored.
-func (p *Proxy) finishAnswer(ctx context.Context, x *exchange, resp *dns.Msg) *dns.Msg {
+// client's ID and question spelling restored. raw, the answer's bytes, is
+// relayed as is (with the client's ID) when nothing had to change.
+func (p *Proxy) finishAnswer(ctx context.Context, x *exchange, resp *dns.Msg, raw []byte) *dns.Msg {
 	q := x.req.Question[0]
 	x.chain = followChain(resp, q.Name, q.Qtype)
 	if x.chain.outOfChain > 0 {
 		p.m.rejected.WithLabelValues(ReasonRespOutOfChain, resultStripped).Add(float64(x.chain.outOfChain))
+	} else if raw != nil && len(resp.Question) == 1 && resp.Question[0].Name == q.Name {
+		binary.BigEndian.PutUint16(raw, x.req.Id)
+		x.q.rawReply = raw
 	}
 	p.hold(ctx, x)
 	resp.Id = x.req.Id
@@ -108,7 +124,7 @@ func (p *Proxy) finishAnswer(ctx context.Context, x *exchange, resp *dns.Msg) *d
 
 // exchangeUDP sends wire from a fresh socket and waits for the first
 // packet checkResponse accepts; others are counted and ignored.
-func (p *Proxy) exchangeUDP(ctx context.Context, wire []byte, server netip.AddrPort, id uint16, q dns.Question, control func(string, string, syscall.RawConn) error) (*dns.Msg, string) {
+func (p *Proxy) exchangeUDP(ctx context.Context, wire []byte, server netip.AddrPort, id uint16, q dns.Question, control func(string, string, syscall.RawConn) error) (*dns.Msg, []byte, string) {
 	lc := net.ListenConfig{Control: control}
 	local := "0.0.0.0:0"
 	if network("udp", server) == "udp6" {
@@ -116,7 +132,7 @@ func (p *Proxy) exchangeUDP(ctx context.Context, wire []byte, server netip.AddrP
 	}
 	pc, err := lc.ListenPacket(ctx, network("udp", server), local)
 	if err != nil {
-		return nil, upstreamReason(err)
+		return nil, nil, upstreamReason(err)
 	}
 	c := pc.(*net.UDPConn)
 	defer c.Close()
@@ -126,7 +142,7 @@ func (p *Proxy) exchangeUDP(ctx context.Context, wire []byte, server netip.AddrP
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Now()) })
 	defer stop()
 	if _, err := c.WriteToUDPAddrPort(wire, server); err != nil {
-		return nil, upstreamReason(err)
+		return nil, nil, upstreamReason(err)
 	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -134,24 +150,24 @@ func (p *Proxy) exchangeUDP(ctx context.Context, wire []byte, server netip.AddrP
 	for {
 		n, from, err := c.ReadFromUDPAddrPort(buf)
 		if err != nil {
-			return nil, upstreamReason(err)
+			return nil, nil, upstreamReason(err)
 		}
 		m, reason := checkResponse(buf[:n], from, server, id, q)
 		if reason != "" {
 			p.m.reject(reason, resultDrop)
 			continue
 		}
-		return m, ""
+		return m, append([]byte(nil), buf[:n]...), ""
 	}
 }
 
 // exchangeTCP sends wire over a fresh TCP connection and reads answers
 // until one is accepted.
-func (p *Proxy) exchangeTCP(ctx context.Context, wire []byte, server netip.AddrPort, id uint16, q dns.Question, control func(string, string, syscall.RawConn) error) (*dns.Msg, string) {
+func (p *Proxy) exchangeTCP(ctx context.Context, wire []byte, server netip.AddrPort, id uint16, q dns.Question, control func(string, string, syscall.RawConn) error) (*dns.Msg, []byte, string) {
 	d := net.Dialer{Control: control}
 	conn, err := d.DialContext(ctx, network("tcp", server), server.String())
 	if err != nil {
-		return nil, upstreamReason(err)
+		return nil, nil, upstreamReason(err)
 	}
 	defer conn.Close()
 	if dl, ok := ctx.Deadline(); ok {
@@ -163,7 +179,7 @@ func (p *Proxy) exchangeTCP(ctx context.Context, wire []byte, server netip.AddrP
 	binary.BigEndian.PutUint16(msg, uint16(len(wire)))
 	copy(msg[2:], wire)
 	if _, err := conn.Write(msg); err != nil {
-		return nil, upstreamReason(err)
+		return nil, nil, upstreamReason(err)
 	}
 	peer := addrPort(conn.RemoteAddr())
 	bp := bufPool.Get().(*[]byte)
@@ -172,14 +188,14 @@ func (p *Proxy) exchangeTCP(ctx context.Context, wire []byte, server netip.AddrP
 	for {
 		b, err := readTCPMsg(conn, buf)
 		if err != nil {
-			return nil, upstreamReason(err)
+			return nil, nil, upstreamReason(err)
 		}
 		m, reason := checkResponse(b, peer, server, id, q)
 		if reason != "" {
 			p.m.reject(reason, resultDrop)
 			continue
 		}
-		return m, ""
+		return m, append([]byte(nil), b...), ""
 	}
 }
 
