@@ -28,7 +28,10 @@
 //
 //   - Config{Listen: 127.0.0.1:P and [::1]:P, Transparent: true}: one UDP
 //     and one TCP IP_TRANSPARENT socket per address (Addrs reports them;
-//     P is the port the datapath's DNS redirect entries carry). The tc
+//     P is the port the datapath's DNS redirect entries carry; loopback so
+//     no endpoint can address it, if the datapath e2e confirms that
+//     bpf_sk_assign delivers to loopback-bound sockets, else the wildcard
+//     address, which destination_is_proxy below still covers). The tc
 //     program hands redirected port-53 packets to these sockets with
 //     bpf_sk_assign and the to-proxy mark (policy.ToProxyMark(P)); the
 //     fwmark 0x200/0xf00 rule delivers them locally.
