@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
@@ -119,8 +120,7 @@ type Source struct {
 	dirty    map[objKey]struct{}
 	policies map[int]*policyWatch // by index into policyKinds; guarded by mu
 	ctx      context.Context      // Run's, for the policy informers it starts
-	stale    time.Time            // since when a watch fails (zero: fine)
-	probing  bool
+	health   *apiHealth
 	known    map[objKey]struct{} // policy objects Drain knows
 
 	// Drain's state (one goroutine).
@@ -146,6 +146,8 @@ func NewForConfig(rc *rest.Config, cfg Config, log *slog.Logger) (*Source, error
 	if rc.UserAgent == "" {
 		rc.UserAgent = "moat-agent/" + cfg.NodeName
 	}
+	h := &apiHealth{}
+	rc.Wrap(h.wrap)
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("create kubernetes client: %w", err)
@@ -154,12 +156,17 @@ func NewForConfig(rc *rest.Config, cfg Config, log *slog.Logger) (*Source, error
 	if err != nil {
 		return nil, fmt.Errorf("create dynamic client: %w", err)
 	}
-	return New(cs, dyn, cfg, log)
+	return newSource(cs, dyn, cfg, log, h)
 }
 
 // New builds a Source over the given clients. Nothing talks to the API
-// before Run.
+// before Run. Staleness is seen only through the informers' watch errors;
+// NewForConfig also sees every failing request.
 func New(cs kubernetes.Interface, dyn dynamic.Interface, cfg Config, log *slog.Logger) (*Source, error) {
+	return newSource(cs, dyn, cfg, log, &apiHealth{})
+}
+
+func newSource(cs kubernetes.Interface, dyn dynamic.Interface, cfg Config, log *slog.Logger, h *apiHealth) (*Source, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -173,6 +180,7 @@ func New(cs kubernetes.Interface, dyn dynamic.Interface, cfg Config, log *slog.L
 		dirty:           map[objKey]struct{}{},
 		policies:        map[int]*policyWatch{},
 		known:           map[objKey]struct{}{},
+		health:          h,
 		appliedPods:     map[objKey]appliedPod{},
 		appliedNS:       map[string]map[string]string{},
 		appliedPolicies: map[objKey]string{},
@@ -212,6 +220,13 @@ func New(cs kubernetes.Interface, dyn dynamic.Interface, cfg Config, log *slog.L
 		}
 	}
 	crdGVR := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+	h.onChange = func(stale bool, since time.Time, err error) {
+		if stale {
+			log.Warn("kubernetes API unreachable: enforcement stays as it is until it answers", "err", err)
+			return
+		}
+		log.Info("kubernetes API answers again", "staleFor", time.Since(since).Round(time.Millisecond))
+	}
 	s.crds = dynamicinformer.NewFilteredDynamicInformer(dyn, crdGVR, "", 0, cache.Indexers{}, nil).Informer()
 	if err := s.crds.SetTransform(transformCRD); err != nil {
 		return nil, err
@@ -289,17 +304,12 @@ func (s *Source) changed(kind objKind, pol int, obj any) {
 	}
 	s.mu.Lock()
 	s.dirty[objKey{kind: kind, policy: pol, namespace: m.GetNamespace(), name: m.GetName()}] = struct{}{}
-	s.stale = time.Time{}
 	s.mu.Unlock()
 	s.wake()
 }
 
-// fresh records that the API answered.
-func (s *Source) fresh() {
-	s.mu.Lock()
-	s.stale = time.Time{}
-	s.mu.Unlock()
-}
+// fresh is called when a relist delivers an unchanged object.
+func (s *Source) fresh() {}
 
 func (s *Source) wake() {
 	select {
@@ -472,61 +482,21 @@ func (s *Source) runPolicyWatchLocked(w *policyWatch) {
 	go w.informer.RunWithContext(ctx)
 }
 
-// setErrorHandler marks the sources stale when a list or watch fails and
-// starts a probe that clears it once the API answers again.
+// setErrorHandler marks the sources stale when a list or watch fails
+// (the transport marks them fresh again, see health.go).
 func (s *Source) setErrorHandler(inf cache.SharedIndexInformer) {
 	_ = inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
-		s.mu.Lock()
-		if s.stale.IsZero() {
-			s.stale = time.Now()
-			s.log.Warn("kubernetes watch failed: enforcement stays as it is until the API answers", "err", err)
-		}
-		start := !s.probing && s.ctx != nil
-		s.probing = s.probing || start
-		pctx := s.ctx
-		s.mu.Unlock()
-		if start {
-			go s.probe(pctx)
+		var status apierrors.APIStatus
+		if !errors.As(err, &status) { // an answer (403, 410...) is no outage
+			s.health.record(false, err)
 		}
 		cache.DefaultWatchErrorHandler(ctx, r, err)
 	})
 }
 
-// probe asks the apiserver for its version until it answers (only while
-// a watch fails: an idle agent only watches), then clears staleness.
-func (s *Source) probe(ctx context.Context) {
-	defer func() {
-		s.mu.Lock()
-		s.probing = false
-		s.mu.Unlock()
-	}()
-	delay := 500 * time.Millisecond
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(delay):
-		}
-		if _, err := s.cs.Discovery().ServerVersion(); err == nil {
-			s.mu.Lock()
-			if !s.stale.IsZero() {
-				s.log.Info("kubernetes API answers again", "staleFor", time.Since(s.stale).Round(time.Millisecond))
-			}
-			s.stale = time.Time{}
-			s.mu.Unlock()
-			return
-		}
-		delay = min(2*delay, 5*time.Second)
-	}
-}
-
-// StaleSince returns since when a watch has been failing (zero when the
-// API answers).
-func (s *Source) StaleSince() time.Time {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stale
-}
+// StaleSince returns since when the API has been unreachable (zero when
+// it answers).
+func (s *Source) StaleSince() time.Time { return s.health.staleSince() }
 
 // Report is what one Drain did.
 type Report struct {
