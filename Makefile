@@ -7,7 +7,7 @@ SHELL       := bash
 PKGS    ?= ./...
 EXAMPLE ?= examples/starwars
 
-.PHONY: all build demo policy-demo bench-l4 e2e test test-unit vet tidy-check generate generate-check bench clean
+.PHONY: all build demo policy-demo bench-l4 e2e test test-unit vet tidy-check generate generate-api generate-check bench clean k8s-bins
 
 all: build
 
@@ -42,24 +42,43 @@ tidy-check:
 # The output goes through internal/cmd/testreport: failed tests with their
 # output, every skip with its reason, and a last line "N passed, N failed,
 # N skipped"; it fails on a skip outside its short allowlist.
+# The Kubernetes control-plane tests (internal/k8stest) run a real etcd and
+# kube-apiserver that scripts/k8s-bins.sh builds from e2e/cluster/tools and
+# caches on the machine (minutes the first time, instant after).
 test: tidy-check vet
 	$(GO) build -o bin/testreport ./internal/cmd/testreport
-	$(GO) test -json -race -count=1 -p 1 -timeout 20m $(PKGS) | bin/testreport
+	bins="$$(scripts/k8s-bins.sh)" && MOAT_K8S_BINS="$$bins" $(GO) test -json -race -count=1 -p 1 -timeout 20m $(PKGS) | bin/testreport
+
+## k8s-bins: build (or find cached) etcd, kube-apiserver and kubectl for the Kubernetes tests
+k8s-bins:
+	scripts/k8s-bins.sh
 
 ## e2e: the netns end-to-end suite alone (root)
 e2e:
 	MOAT_PRIVILEGED_TESTS=1 $(GO) test -count=1 -timeout 10m ./e2e/...
 
 test-unit:
-	$(GO) test -count=1 $(PKGS)
+	bins="$$(scripts/k8s-bins.sh)" && MOAT_K8S_BINS="$$bins" $(GO) test -count=1 $(PKGS)
 
-## generate: rebuild the committed bpf2go output from bpf/ (clang-14)
-generate:
+## generate: rebuild the committed generated code: bpf2go output from bpf/ (clang-14), and the API deepcopy and CRDs
+generate: generate-api
 	$(GO) generate ./datapath/...
 
-## generate-check: fail when the committed generated code differs from a fresh build
+## generate-api: regenerate api/ deepcopy functions and the CRD manifests (charts/moat/crds, charts/moat/extra-crds) with controller-gen
+generate-api:
+	$(GO) tool controller-gen object paths=./api/...
+	rm -f charts/moat/crds/moat.io_*.yaml charts/moat/extra-crds/cilium/cilium.io_*.yaml
+	$(GO) tool controller-gen crd:crdVersions=v1 paths=./api/v1alpha1/... output:crd:artifacts:config=charts/moat/crds
+	$(GO) tool controller-gen crd:crdVersions=v1 paths=./api/ciliumv2/... output:crd:artifacts:config=charts/moat/extra-crds/cilium
+
+GENERATED := datapath/ api/ charts/moat/crds/ charts/moat/extra-crds/
+
+## generate-check: fail when the committed generated code differs from a fresh build (changed or new files)
 generate-check: generate
-	git diff --exit-code -- datapath/ || (echo "generated BPF objects are stale: run make generate and commit" >&2; exit 1)
+	@if [ -n "$$(git status --porcelain -- $(GENERATED))" ]; then \
+		git status --short -- $(GENERATED) >&2; git diff --stat -- $(GENERATED) >&2; \
+		echo "generated code is stale: run make generate and commit" >&2; exit 1; \
+	fi
 
 ## bench: Go benchmarks (policy compile, translation, xDS push, matchers)
 bench:

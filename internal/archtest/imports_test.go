@@ -135,6 +135,7 @@ var thirdParty = map[string][]string{
 	"internal/metricslint": {"github.com/prometheus/client_golang", "github.com/prometheus/client_model"},
 	"internal/cmd":         {},
 	"internal/archtest":    {},
+	"internal/k8stest":     {"k8s.io/client-go", "k8s.io/apimachinery", "k8s.io/api"},
 	"agent":                nil,
 	"cmd":                  nil,
 	"e2e":                  nil,
