@@ -210,7 +210,7 @@ spec:
   endpointSelector: {matchLabels: {app: web}}
   ingress:
   - fromEndpoints: [{matchLabels: {app: client}}]
-    toPorts: [{ports: [{port: "%s", protocol: TCP}]}]
+    toPorts: [{ports: [{port: "%s", protocol: TCP}]%s}]
   egress:
   - toEntities: [kube-apiserver]
     toPorts: [{ports: [{port: "6443", protocol: TCP}]}]
@@ -225,7 +225,7 @@ spec:
 // the sources were stale.
 func TestKubernetesTwoAgents(t *testing.T) {
 	cl := k8stest.Start(t)
-	cl.ApplyCRDs(t, "../k8s/testdata/crds")
+	cl.ApplyCRDs(t, "../charts/moat/crds")
 	cs := cl.Client(t)
 	createNode(t, cs, "node-1", "192.168.60.1")
 	createNode(t, cs, "node-2", "192.168.60.2")
@@ -256,7 +256,7 @@ func TestKubernetesTwoAgents(t *testing.T) {
 
 	// Add.
 	start := time.Now()
-	kubectlApply(t, cl, fmt.Sprintf(kubeWebPolicy, "80"))
+	kubectlApply(t, cl, fmt.Sprintf(kubeWebPolicy, "80", ""))
 	var clientOn1 policy.ID
 	st1, p1 := a1.waitAPI(t, "web allows client on 80", func(st Status, p *policy.Plan) bool {
 		clientOn1 = planIPCache(p)["10.2.2.10/32"]
@@ -275,16 +275,17 @@ func TestKubernetesTwoAgents(t *testing.T) {
 	a2.waitAPI(t, "node-2 has the policy", func(st Status, p *policy.Plan) bool { return st.Policies == 1 })
 
 	// Update.
-	kubectlApply(t, cl, fmt.Sprintf(kubeWebPolicy, "8080"))
+	kubectlApply(t, cl, fmt.Sprintf(kubeWebPolicy, "8080", ""))
 	a1.waitAPI(t, "web allows client on 8080", func(st Status, p *policy.Plan) bool {
 		return slices.Equal(allowedFrom(planEP(p, "shop", "web"), policy.Ingress, clientOn1), []uint16{8080})
 	})
 
-	// A bad update: reported with the field path; 8080 stays.
-	kubectlApply(t, cl, fmt.Sprintf(kubeWebPolicy, "99999"))
+	// A bad update the CRD's schema cannot reject (regex syntax): reported
+	// with the field path; 8080 stays.
+	kubectlApply(t, cl, fmt.Sprintf(kubeWebPolicy, "8081", `, rules: {http: [{path: "(" }]}`))
 	for _, a := range []*kubeAgent{a1, a2} {
 		st, p := a.waitAPI(t, "the bad update reported", func(st Status, p *policy.Plan) bool { return len(st.PolicyErrors) == 1 })
-		want := "NetworkPolicy.moat.io shop/web: spec.ingress[0].toPorts[0].ports[0].port"
+		want := "NetworkPolicy.moat.io shop/web: spec.ingress[0].toPorts[0].rules.http[0].path"
 		if !strings.Contains(st.PolicyErrors[0], want) || !strings.Contains(st.PolicyErrors[0], "previous version") {
 			t.Errorf("%s: policy error %q, want it to name %q and say the previous version stays", a.a.cfg.NodeName, st.PolicyErrors[0], want)
 		}
@@ -313,7 +314,7 @@ func TestKubernetesTwoAgents(t *testing.T) {
 		a.waitAPI(t, "sources fresh again", func(st Status, _ *policy.Plan) bool { return st.SourcesStaleSince.IsZero() })
 	}
 	// Positive control: a change after the restart still arrives.
-	kubectlApply(t, cl, fmt.Sprintf(kubeWebPolicy, "9090"))
+	kubectlApply(t, cl, fmt.Sprintf(kubeWebPolicy, "9090", ""))
 	a1.waitAPI(t, "web allows client on 9090 after the restart", func(st Status, p *policy.Plan) bool {
 		return len(st.PolicyErrors) == 0 && slices.Equal(allowedFrom(planEP(p, "shop", "web"), policy.Ingress, clientOn1), []uint16{9090})
 	})
