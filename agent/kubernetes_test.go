@@ -272,7 +272,15 @@ func TestKubernetesTwoAgents(t *testing.T) {
 	if planIPCache(p1)["192.168.60.2/32"] != policy.IDRemoteNode || planIPCache(p1)["192.168.60.1/32"] != policy.IDHost {
 		t.Errorf("node addresses in node-1's ipcache: %v", planIPCache(p1))
 	}
-	a2.waitAPI(t, "node-2 has the policy", func(st Status, p *policy.Plan) bool { return st.Policies == 1 })
+	_, p2 := a2.waitAPI(t, "node-2 has the policy", func(st Status, p *policy.Plan) bool { return st.Policies == 1 })
+	// Cluster-wide identities: the same number for client on both nodes
+	// (local on node-2, a peer on node-1), and for web.
+	if c2 := planEP(p2, "shop", "client"); c2 == nil || c2.Identity != clientOn1 {
+		t.Errorf("client's identity on node-2 %+v, on node-1 %d: want the same number", c2, clientOn1)
+	}
+	if w1, w2 := planEP(p1, "shop", "web").Identity, planIPCache(p2)["10.2.1.10/32"]; w1 != w2 {
+		t.Errorf("web's identity on node-1 %d, on node-2 %d: want the same number", w1, w2)
+	}
 
 	// Update.
 	kubectlApply(t, cl, fmt.Sprintf(kubeWebPolicy, "8080", ""))

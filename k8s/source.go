@@ -121,7 +121,9 @@ type Source struct {
 	policies map[int]*policyWatch // by index into policyKinds; guarded by mu
 	ctx      context.Context      // Run's, for the policy informers it starts
 	health   *apiHealth
-	known    map[objKey]struct{} // policy objects Drain knows
+	// reapply: Drain re-applies every pod (ReapplyPods).
+	reapply bool
+	known   map[objKey]struct{} // policy objects Drain knows
 
 	// Drain's state (one goroutine).
 	appliedPods     map[objKey]appliedPod
@@ -318,6 +320,16 @@ func (s *Source) wake() {
 	}
 }
 
+// ReapplyPods makes the next Drain delete and re-apply every pod in
+// force, so that each takes its label set's current identity number (the
+// allocator renumbered one). Safe from any goroutine.
+func (s *Source) ReapplyPods() {
+	s.mu.Lock()
+	s.reapply = true
+	s.mu.Unlock()
+	s.wake()
+}
+
 // Changed fires when Drain has something to do.
 func (s *Source) Changed() <-chan struct{} { return s.kick }
 
@@ -498,31 +510,9 @@ func (s *Source) setErrorHandler(inf cache.SharedIndexInformer) {
 // it answers).
 func (s *Source) StaleSince() time.Time { return s.health.staleSince() }
 
-// Report is what one Drain did.
-type Report struct {
-	// Changed: something was applied to the Sink.
-	Changed bool
-	// ConfigChanged: the ConfigMap's data changed (ConfigMap returns it).
-	ConfigChanged bool
-	// Errors are the Sink's errors while applying (identity allocation).
-	Errors []error
-}
-
-// Drain applies every recorded change to sink: namespaces first (so that
-// pods get their labels at once), then nodes, the apiserver's addresses,
-// pods and policies. Objects whose content did not change are skipped.
-func (s *Source) Drain(sink Sink) Report {
-	s.mu.Lock()
-	keys := make([]objKey, 0, len(s.dirty))
-	for k := range s.dirty {
-		keys = append(keys, k)
-	}
-	clear(s.dirty)
-	pols := make(map[int]*policyWatch, len(s.policies))
-	for i, w := range s.policies {
-		pols[i] = w
-	}
-	s.mu.Unlock()
+// sortKeys orders changed objects: by kind (namespaces first), policy
+// kind, namespace and name.
+func sortKeys(keys []objKey) {
 	slices.SortFunc(keys, func(a, b objKey) int {
 		if a.kind != b.kind {
 			return int(a.kind) - int(b.kind)
@@ -543,7 +533,51 @@ func (s *Source) Drain(sink Sink) Report {
 		}
 		return 0
 	})
+}
+
+// Report is what one Drain did.
+type Report struct {
+	// Changed: something was applied to the Sink.
+	Changed bool
+	// ConfigChanged: the ConfigMap's data changed (ConfigMap returns it).
+	ConfigChanged bool
+	// Errors are the Sink's errors while applying (identity allocation).
+	Errors []error
+}
+
+// Drain applies every recorded change to sink: namespaces first (so that
+// pods get their labels at once), then nodes, the apiserver's addresses,
+// pods and policies. Objects whose content did not change are skipped.
+func (s *Source) Drain(sink Sink) Report {
+	s.mu.Lock()
+	keys := make([]objKey, 0, len(s.dirty))
+	for k := range s.dirty {
+		keys = append(keys, k)
+	}
+	clear(s.dirty)
+	reapply := s.reapply
+	s.reapply = false
+	pols := make(map[int]*policyWatch, len(s.policies))
+	for i, w := range s.policies {
+		pols[i] = w
+	}
+	s.mu.Unlock()
+	sortKeys(keys)
 	var r Report
+	if reapply {
+		for k, ap := range s.appliedPods {
+			var err error
+			if ap.local {
+				_, err = sink.DeleteEndpoint(k.namespace, k.name)
+			} else {
+				_, err = sink.DeleteRemoteEndpoint(k.namespace, k.name)
+			}
+			r.merge(true, err)
+			delete(s.appliedPods, k)
+			keys = append(keys, k)
+		}
+		sortKeys(keys)
+	}
 	nodesDirty, slicesDirty := false, false
 	for _, k := range keys {
 		switch k.kind {
@@ -597,7 +631,7 @@ func (s *Source) applyNamespace(sink Sink, k objKey) (bool, error) {
 		delete(s.appliedNS, k.name)
 		return true, sink.DeleteNamespace(k.name)
 	}
-	ls := s.filter.apply(obj.(*corev1.Namespace).Labels)
+	ls := obj.(*corev1.Namespace).Labels // namespace labels are all kept
 	if old, ok := s.appliedNS[k.name]; ok && reflect.DeepEqual(old, ls) {
 		return false, nil
 	}
