@@ -14,4 +14,5 @@
 //
 // +kubebuilder:object:generate=true
 // +groupName=cilium.io
+// +versionName=v2
 package ciliumv2

@@ -10,9 +10,12 @@ import (
 
 // Port values in the CEL rules below: a port is an integer or a string
 // that strconv.ParseInt reads ("80", "+80", "080"); "", "0" and omitted
-// mean every port. portZero and portNum are the CEL forms of "the port is
-// 0" and "the port as an integer" for a port p that passed PortValue's own
-// rules.
+// mean every port. The rules convert a string port with int() only where
+// PortValue's pattern makes it a number (an invalid port fails that
+// pattern first). "L7 rules need a specific port" treats only 0, "" and
+// "0" as zero: other spellings of zero ("00", "+0") are left to moat's
+// validation. The list limits (MaxItems) exist because the apiserver
+// bounds the estimated CEL cost of a CRD; moat itself has no limits.
 
 // PortRule is one element of toPorts: ports plus optional L7 rules. L7
 // rules need at least one specific port; HTTP rules need protocol TCP or

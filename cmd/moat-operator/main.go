@@ -28,7 +28,10 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:], os.Stderr); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "moat-operator:", err)
 		os.Exit(1)
 	}
@@ -73,7 +76,10 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	return o, nil
 }
 
-func run(args []string, stderr io.Writer) error {
+// run parses args and runs the operator until ctx ends (SIGTERM or
+// SIGINT in main): the lease is released and the metrics server closed
+// before it returns.
+func run(ctx context.Context, args []string, stderr io.Writer) error {
 	o, err := parseArgs(args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -92,7 +98,8 @@ func run(args []string, stderr io.Writer) error {
 	}
 	o.cfg.REST = rc
 	o.cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return operator.Run(ctx, o.cfg)
+	o.cfg.Logger.Info("moat-operator starting", "namespace", o.cfg.Namespace, "replica", o.cfg.Identity)
+	err = operator.Run(ctx, o.cfg)
+	o.cfg.Logger.Info("moat-operator stopped")
+	return err
 }

@@ -171,6 +171,15 @@ func New(cfg Config) (*Allocator, error) {
 	a.counter = &counter{cs: cfg.Kube, namespace: cfg.Namespace, name: cfg.CounterName, log: a.log, stats: &a.stats}
 	a.informer = dynamicinformer.NewFilteredDynamicInformer(cfg.Dynamic, Resource, "", 0,
 		cache.Indexers{indexID: indexByID}, nil).Informer()
+	// managedFields are most of an Identity's bytes and never read here.
+	if err := a.informer.SetTransform(func(obj any) (any, error) {
+		if u, ok := obj.(*unstructured.Unstructured); ok {
+			u.SetManagedFields(nil)
+		}
+		return obj, nil
+	}); err != nil {
+		return nil, fmt.Errorf("identity allocator: set transform: %w", err)
+	}
 	if _, err := a.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { a.observe(obj, false) },
 		UpdateFunc: func(_, obj any) { a.observe(obj, false) },

@@ -29,7 +29,7 @@ const testNS = "moat-system"
 func startCluster(t *testing.T) *k8stest.Cluster {
 	t.Helper()
 	c := k8stest.Start(t)
-	c.ApplyCRDs(t, "testdata/identity-crd.yaml")
+	c.ApplyCRDs(t, "../../charts/moat/crds/moat.io_identities.yaml")
 	c.MustKubectl(t, "create", "namespace", testNS)
 	return c
 }

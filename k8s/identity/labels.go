@@ -66,18 +66,30 @@ func (f LabelFilter) excluded(key string) bool {
 	return false
 }
 
+// Keep returns the pod labels the filter keeps (a new map; nil when none
+// are kept). PodLabels applies it; a caller that builds a policy.Endpoint
+// itself uses it to stay identical.
+func (f LabelFilter) Keep(podLabels map[string]string) map[string]string {
+	var kept map[string]string
+	for k, v := range podLabels {
+		if f.excluded(k) {
+			continue
+		}
+		if kept == nil {
+			kept = make(map[string]string, len(podLabels))
+		}
+		kept[k] = v
+	}
+	return kept
+}
+
 // PodLabels returns the security label set of a pod in namespace ns: its
 // labels without those f excludes, its namespace, and its namespace's
 // labels (policy.EndpointLabels). The agent (endpoints and ipcache) and
 // moat-operator (identity GC) both use it, so they agree on which identity a
 // pod needs.
 func PodLabels(ns string, podLabels, nsLabels map[string]string, f LabelFilter) policy.Labels {
-	kept := make(map[string]string, len(podLabels))
-	for k, v := range podLabels {
-		if !f.excluded(k) {
-			kept[k] = v
-		}
-	}
+	kept := f.Keep(podLabels)
 	var nsp *policy.Namespace
 	if nsLabels != nil {
 		nsp = &policy.Namespace{Name: ns, Labels: nsLabels}

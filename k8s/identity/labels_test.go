@@ -35,6 +35,12 @@ func TestPodLabels(t *testing.T) {
 			}
 		})
 	}
+	if kept := (LabelFilter{}).Keep(map[string]string{"pod-template-hash": "x"}); kept != nil {
+		t.Errorf("Keep of only excluded labels = %v, want nil", kept)
+	}
+	if kept := (LabelFilter{}).Keep(pod); len(kept) != 2 || kept["app"] != "web" || kept["tier"] != "front" {
+		t.Errorf("Keep = %v, want app and tier", kept)
+	}
 	// A rollout (new pod-template-hash) keeps the identity.
 	a := PodLabels("prod", pod, ns, LabelFilter{})
 	pod2 := map[string]string{"app": "web", "pod-template-hash": "0000", "tier": "front"}

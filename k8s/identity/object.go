@@ -9,17 +9,17 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/moatnet/moat/api/v1alpha1"
 	"github.com/moatnet/moat/policy"
 )
 
 // Resource is the cluster-scoped Identity resource (moat.io/v1alpha1).
-var Resource = schema.GroupVersionResource{Group: "moat.io", Version: "v1alpha1", Resource: "identities"}
+var Resource = v1alpha1.GroupVersion.WithResource("identities")
 
 // Kind is the Identity kind.
-const Kind = "Identity"
+const Kind = v1alpha1.KindIdentity
 
 // AnnotationUnusedSince marks an identity that moat-operator found unused,
 // with the RFC 3339 time (UTC, fractional seconds allowed) it first did. An agent that uses the identity
@@ -50,8 +50,8 @@ func FromUnstructured(u *unstructured.Unstructured) (*Object, error) {
 	if err != nil || !ok {
 		return nil, fmt.Errorf("identity %s: spec.id: missing or not an integer", u.GetName())
 	}
-	if id < int64(policy.IDFirstAllocated) || id >= int64(policy.IDLocalFlag) {
-		return nil, fmt.Errorf("identity %s: spec.id %d: outside %d..%d", u.GetName(), id, policy.IDFirstAllocated, policy.IDLocalFlag-1)
+	if id < v1alpha1.MinIdentity || id > v1alpha1.MaxIdentity {
+		return nil, fmt.Errorf("identity %s: spec.id %d: outside %d..%d", u.GetName(), id, v1alpha1.MinIdentity, v1alpha1.MaxIdentity)
 	}
 	ls, _, err := unstructured.NestedStringMap(u.Object, "spec", "labels")
 	if err != nil {
@@ -75,7 +75,7 @@ func NewUnstructured(ls policy.Labels, id policy.ID) *unstructured.Unstructured 
 		labels[k] = v
 	}
 	u := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": Resource.GroupVersion().String(),
+		"apiVersion": v1alpha1.APIVersion,
 		"kind":       Kind,
 		"metadata":   map[string]any{"name": ObjectName(ls)},
 		"spec":       map[string]any{"id": int64(id), "labels": labels},

@@ -49,7 +49,7 @@ type env struct {
 func startEnv(t *testing.T) *env {
 	t.Helper()
 	c := k8stest.Start(t)
-	c.ApplyCRDs(t, "../identity/testdata/identity-crd.yaml", "testdata/policy-crds.yaml")
+	c.ApplyCRDs(t, "../../charts/moat/crds")
 	c.MustKubectl(t, "create", "namespace", opNS)
 	applyChartRBAC(t, c, "rbac-operator.yaml")
 	applyChartRBAC(t, c, "rbac-agent.yaml")

@@ -27,13 +27,14 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
 
+	"github.com/moatnet/moat/api/v1alpha1"
 	"github.com/moatnet/moat/policy"
 )
 
 // Policy resources whose status the operator writes.
 var (
-	NetworkPolicyResource            = schema.GroupVersionResource{Group: "moat.io", Version: "v1alpha1", Resource: "networkpolicies"}
-	ClusterwideNetworkPolicyResource = schema.GroupVersionResource{Group: "moat.io", Version: "v1alpha1", Resource: "clusterwidenetworkpolicies"}
+	NetworkPolicyResource            = v1alpha1.GroupVersion.WithResource("networkpolicies")
+	ClusterwideNetworkPolicyResource = v1alpha1.GroupVersion.WithResource("clusterwidenetworkpolicies")
 )
 
 // Condition type and reasons of a policy's status.
