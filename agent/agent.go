@@ -44,7 +44,7 @@ type Agent struct {
 	reg *prometheus.Registry
 	m   *agentMetrics
 
-	alloc    *policy.FileAllocator
+	alloc    policy.Allocator
 	compiler *policy.Compiler
 	xds      *xds.Server
 	ring     *flow.Ring
@@ -208,12 +208,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := os.MkdirAll(a.cfg.RunDir, 0o750); err != nil {
 		return fmt.Errorf("create run dir: %w", err)
 	}
-	alloc, err := policy.NewFileAllocator(a.cfg.StateDir)
-	if err != nil {
-		return fmt.Errorf("open identity allocator: %w", err)
+	if ks, ok := a.src.(*kubeSource); ok {
+		a.alloc = ks.alloc // cluster-wide, through the API
+	} else {
+		alloc, err := policy.NewFileAllocator(a.cfg.StateDir)
+		if err != nil {
+			return fmt.Errorf("open identity allocator: %w", err)
+		}
+		a.alloc = alloc
 	}
-	a.alloc = alloc
-	a.compiler = policy.NewCompiler(policy.Options{AllowHostIngress: a.cfg.AllowHostIngress}, alloc)
+	a.compiler = policy.NewCompiler(policy.Options{AllowHostIngress: a.cfg.AllowHostIngress}, a.alloc)
 
 	runProxy, err := a.newProxy()
 	if err != nil {

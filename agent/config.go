@@ -39,6 +39,10 @@ type Config struct {
 	// both. A change after the start is validated and reported; it takes
 	// effect when the agent restarts.
 	ConfigMap string `json:"configMap,omitempty"`
+	// Namespace is the agent's namespace (Kubernetes mode): it holds the
+	// identity counter ConfigMap. Default: the ConfigMap's namespace, else
+	// kube-system.
+	Namespace string `json:"namespace,omitempty"`
 	// IdentityExcludedLabels are the pod and namespace label keys left out
 	// of identities (Kubernetes mode; a key ending in "*" is a prefix).
 	// Empty means k8s.DefaultExcludedLabels (pod-template-hash,

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,6 +31,8 @@ type kubeAgent struct {
 	a    *Agent
 	r    *recorder
 	http *http.Client
+	// stop stops the agent and waits for Run to return (once).
+	stop func()
 }
 
 func startKubeAgent(t *testing.T, cl *k8stest.Cluster, node string, mod func(*Config)) *kubeAgent {
@@ -67,17 +70,21 @@ func startKubeAgent(t *testing.T, cl *k8stest.Cluster, node string, mod func(*Co
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("agent %s: %v", node, err)
+	var once sync.Once
+	ka.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("agent %s: %v", node, err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("agent %s did not stop", node)
 			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("agent %s did not stop", node)
-		}
-	})
+		})
+	}
+	t.Cleanup(ka.stop)
 	return ka
 }
 
@@ -109,6 +116,23 @@ func (k *kubeAgent) waitAPI(t *testing.T, what string, cond func(st Status, p *p
 		okP := k.get(t, "/v1/plan", &p)
 		if okS && okP && cond(st, &p) {
 			return st, &p
+		}
+		if time.Now().After(deadline) {
+			js, _ := json.MarshalIndent(st, "", " ")
+			t.Fatalf("%s: timed out waiting for %s; status:\n%s", k.a.cfg.NodeName, what, js)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitStatus polls the agent's status until cond holds.
+func (k *kubeAgent) waitStatus(t *testing.T, what string, cond func(st Status) bool) Status {
+	t.Helper()
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		var st Status
+		if k.get(t, "/v1/status", &st) && cond(st) {
+			return st
 		}
 		if time.Now().After(deadline) {
 			js, _ := json.MarshalIndent(st, "", " ")
@@ -210,7 +234,7 @@ spec:
   endpointSelector: {matchLabels: {app: web}}
   ingress:
   - fromEndpoints: [{matchLabels: {app: client}}]
-    toPorts: [{ports: [{port: "%s", protocol: TCP}]}]
+    toPorts: [{ports: [{port: "%s", protocol: TCP}]%s}]
   egress:
   - toEntities: [kube-apiserver]
     toPorts: [{ports: [{port: "6443", protocol: TCP}]}]
@@ -225,7 +249,7 @@ spec:
 // the sources were stale.
 func TestKubernetesTwoAgents(t *testing.T) {
 	cl := k8stest.Start(t)
-	cl.ApplyCRDs(t, "../k8s/testdata/crds")
+	cl.ApplyCRDs(t, "../charts/moat/crds")
 	cs := cl.Client(t)
 	createNode(t, cs, "node-1", "192.168.60.1")
 	createNode(t, cs, "node-2", "192.168.60.2")
@@ -256,7 +280,7 @@ func TestKubernetesTwoAgents(t *testing.T) {
 
 	// Add.
 	start := time.Now()
-	kubectlApply(t, cl, fmt.Sprintf(kubeWebPolicy, "80"))
+	kubectlApply(t, cl, fmt.Sprintf(kubeWebPolicy, "80", ""))
 	var clientOn1 policy.ID
 	st1, p1 := a1.waitAPI(t, "web allows client on 80", func(st Status, p *policy.Plan) bool {
 		clientOn1 = planIPCache(p)["10.2.2.10/32"]
@@ -272,19 +296,28 @@ func TestKubernetesTwoAgents(t *testing.T) {
 	if planIPCache(p1)["192.168.60.2/32"] != policy.IDRemoteNode || planIPCache(p1)["192.168.60.1/32"] != policy.IDHost {
 		t.Errorf("node addresses in node-1's ipcache: %v", planIPCache(p1))
 	}
-	a2.waitAPI(t, "node-2 has the policy", func(st Status, p *policy.Plan) bool { return st.Policies == 1 })
+	_, p2 := a2.waitAPI(t, "node-2 has the policy", func(st Status, p *policy.Plan) bool { return st.Policies == 1 })
+	// Cluster-wide identities: the same number for client on both nodes
+	// (local on node-2, a peer on node-1), and for web.
+	if c2 := planEP(p2, "shop", "client"); c2 == nil || c2.Identity != clientOn1 {
+		t.Errorf("client's identity on node-2 %+v, on node-1 %d: want the same number", c2, clientOn1)
+	}
+	if w1, w2 := planEP(p1, "shop", "web").Identity, planIPCache(p2)["10.2.1.10/32"]; w1 != w2 {
+		t.Errorf("web's identity on node-1 %d, on node-2 %d: want the same number", w1, w2)
+	}
 
 	// Update.
-	kubectlApply(t, cl, fmt.Sprintf(kubeWebPolicy, "8080"))
+	kubectlApply(t, cl, fmt.Sprintf(kubeWebPolicy, "8080", ""))
 	a1.waitAPI(t, "web allows client on 8080", func(st Status, p *policy.Plan) bool {
 		return slices.Equal(allowedFrom(planEP(p, "shop", "web"), policy.Ingress, clientOn1), []uint16{8080})
 	})
 
-	// A bad update: reported with the field path; 8080 stays.
-	kubectlApply(t, cl, fmt.Sprintf(kubeWebPolicy, "99999"))
+	// A bad update the CRD's schema cannot reject (regex syntax): reported
+	// with the field path; 8080 stays.
+	kubectlApply(t, cl, fmt.Sprintf(kubeWebPolicy, "8081", `, rules: {http: [{path: "(" }]}`))
 	for _, a := range []*kubeAgent{a1, a2} {
 		st, p := a.waitAPI(t, "the bad update reported", func(st Status, p *policy.Plan) bool { return len(st.PolicyErrors) == 1 })
-		want := "NetworkPolicy.moat.io shop/web: spec.ingress[0].toPorts[0].ports[0].port"
+		want := "NetworkPolicy.moat.io shop/web: spec.ingress[0].toPorts[0].rules.http[0].path"
 		if !strings.Contains(st.PolicyErrors[0], want) || !strings.Contains(st.PolicyErrors[0], "previous version") {
 			t.Errorf("%s: policy error %q, want it to name %q and say the previous version stays", a.a.cfg.NodeName, st.PolicyErrors[0], want)
 		}
@@ -313,7 +346,7 @@ func TestKubernetesTwoAgents(t *testing.T) {
 		a.waitAPI(t, "sources fresh again", func(st Status, _ *policy.Plan) bool { return st.SourcesStaleSince.IsZero() })
 	}
 	// Positive control: a change after the restart still arrives.
-	kubectlApply(t, cl, fmt.Sprintf(kubeWebPolicy, "9090"))
+	kubectlApply(t, cl, fmt.Sprintf(kubeWebPolicy, "9090", ""))
 	a1.waitAPI(t, "web allows client on 9090 after the restart", func(st Status, p *policy.Plan) bool {
 		return len(st.PolicyErrors) == 0 && slices.Equal(allowedFrom(planEP(p, "shop", "web"), policy.Ingress, clientOn1), []uint16{9090})
 	})
@@ -332,5 +365,121 @@ func TestKubernetesTwoAgents(t *testing.T) {
 			web := planEP(p, "shop", "web")
 			return st.Policies == 0 && (web == nil || !web.Ingress.Enforced)
 		})
+	}
+}
+
+// TestKubernetesRestartWaitsForTheAPI: an agent that restarts while the
+// apiserver is down changes no map (its sources are not synced: the pins
+// keep enforcing); when the API answers, its first Sync carries the whole
+// plan, the same as before the restart.
+func TestKubernetesRestartWaitsForTheAPI(t *testing.T) {
+	cl := k8stest.Start(t)
+	cl.ApplyCRDs(t, "../charts/moat/crds")
+	cs := cl.Client(t)
+	createNode(t, cs, "node-1", "192.168.61.1")
+	if _, err := cs.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().ServiceAccounts("shop").Create(t.Context(), &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	createPod(t, cs, "shop", "web", "node-1", "10.3.1.10", map[string]string{"app": "web"}, map[string]string{"moat.io/interface": "lxcweb"})
+	createPod(t, cs, "shop", "client", "node-1", "10.3.1.11", map[string]string{"app": "client"}, nil)
+	kubectlApply(t, cl, fmt.Sprintf(kubeWebPolicy, "80", ""))
+
+	// fakeMaps records web's ingress allows of every Sync.
+	webSync := func(r *recorder) (int, []int) {
+		evs, _ := r.snapshot()
+		n, last := 0, []int(nil)
+		for _, e := range evs {
+			if e.kind == "sync" {
+				n++
+				last = e.allowed
+			}
+		}
+		return n, last
+	}
+	a := startKubeAgent(t, cl, "node-1", nil)
+	a.r.waitFor(t, "web's allow on 80 synced", func([]event) bool {
+		_, last := webSync(a.r)
+		return slices.Equal(last, []int{80})
+	})
+	a.stop()
+
+	cl.StopAPIServer()
+	b := startKubeAgent(t, cl, "node-1", nil)
+	b.waitStatus(t, "the restarted agent's API: not synced, stale", func(st Status) bool {
+		return !st.SourcesSynced && !st.SourcesStaleSince.IsZero() && st.Revision == 0
+	})
+	// Give it time to do something wrong: a second of polling.
+	time.Sleep(time.Second)
+	if n, _ := webSync(b.r); n != 0 {
+		t.Fatalf("the restarted agent synced %d times while the API was down; want none", n)
+	}
+	if err := cl.StartAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	b.r.waitFor(t, "the first sync after the API answers", func([]event) bool { n, _ := webSync(b.r); return n > 0 })
+	evs, _ := b.r.snapshot()
+	for _, e := range evs {
+		if e.kind == "sync" {
+			if !slices.Equal(e.allowed, []int{80}) || !slices.Contains(e.ifaces, "web") {
+				t.Errorf("first sync after the restart: web allows %v on %v, want the whole plan ([80] on web)", e.allowed, e.ifaces)
+			}
+			break
+		}
+	}
+}
+
+// TestKubernetesConfigMapChanges: the agent watches its ConfigMap; a bad
+// change is reported naming the key or field and the running configuration
+// stays; a good one is reported as pending a restart.
+func TestKubernetesConfigMapChanges(t *testing.T) {
+	cl := k8stest.Start(t)
+	cl.ApplyCRDs(t, "../charts/moat/crds")
+	cs := cl.Client(t)
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "moat-config", Namespace: "kube-system"}, Data: map[string]string{"flowBuffer": "100"}}
+	if _, err := cs.CoreV1().ConfigMaps("kube-system").Create(t.Context(), cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// What cmd/moat-agent does at start: the ConfigMap over the file.
+	base, err := ApplyConfigMap(Config{}, "kube-system/moat-config", cm.Data)
+	if err != nil || base.FlowBuffer != 100 {
+		t.Fatalf("ApplyConfigMap = %+v, %v; want flowBuffer 100", base.FlowBuffer, err)
+	}
+	a := startKubeAgent(t, cl, "node-1", func(c *Config) {
+		c.ConfigMap = "kube-system/moat-config"
+		c.FlowBuffer = base.FlowBuffer
+	})
+	a.waitAPI(t, "synced, no config error", func(st Status, _ *policy.Plan) bool { return st.SourcesSynced && st.ConfigError == "" })
+	for _, tc := range []struct {
+		data map[string]string
+		want []string
+	}{
+		{map[string]string{"flowBuffer": "-1"}, []string{"flowBuffer: -1: must be at least 1", "the running configuration stays"}},
+		{map[string]string{"flowBuffer": "100", "flowBufer": "7"}, []string{`unknown field "flowBufer"`, "the running configuration stays"}},
+		{map[string]string{"flowBuffer": "many"}, []string{"flowBuffer", "the running configuration stays"}},
+		{map[string]string{"flowBuffer": "200"}, []string{"changed: restart the agent to apply it"}},
+		{map[string]string{"flowBuffer": "100"}, nil},
+	} {
+		cm.Data = tc.data
+		if _, err := cs.CoreV1().ConfigMaps("kube-system").Update(t.Context(), cm, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		st, _ := a.waitAPI(t, fmt.Sprintf("config error for %v", tc.data), func(st Status, _ *policy.Plan) bool {
+			if tc.want == nil {
+				return st.ConfigError == ""
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(st.ConfigError, w) {
+					return false
+				}
+			}
+			return true
+		})
+		t.Logf("%v → %q", tc.data, st.ConfigError)
+		if a.a.cfg.FlowBuffer != 100 {
+			t.Fatalf("running flowBuffer %d, want 100 (a ConfigMap change applies at restart)", a.a.cfg.FlowBuffer)
+		}
 	}
 }

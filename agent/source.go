@@ -7,10 +7,14 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/moatnet/moat/datapath"
 	"github.com/moatnet/moat/k8s"
+	"github.com/moatnet/moat/k8s/identity"
 	"github.com/moatnet/moat/policy"
 )
 
@@ -51,14 +55,27 @@ func (fileSource) refresh(ctx context.Context, a *Agent) bool {
 // driven.
 type kubeSource struct {
 	src *k8s.Source
+	// alloc numbers label sets cluster-wide (Identity objects).
+	alloc *identity.Allocator
 	// configMap names the agent's ConfigMap ("namespace/name", "" for none).
 	configMap string
 }
 
-func (k *kubeSource) run(ctx context.Context) error { return k.src.Run(ctx) }
-func (k *kubeSource) changed() <-chan struct{}      { return k.src.Changed() }
-func (k *kubeSource) synced() bool                  { return k.src.Synced() }
-func (k *kubeSource) staleSince() time.Time         { return k.src.StaleSince() }
+func (k *kubeSource) run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return k.src.Run(ctx) })
+	g.Go(func() error { return k.alloc.Run(ctx) })
+	return g.Wait()
+}
+
+func (k *kubeSource) changed() <-chan struct{} { return k.src.Changed() }
+
+// synced waits for the identities too: the first Plan allocates.
+func (k *kubeSource) synced() bool {
+	return k.src.Synced() && k.alloc.Informer().HasSynced()
+}
+
+func (k *kubeSource) staleSince() time.Time { return k.src.StaleSince() }
 
 // kubeSink is the compiler as the k8s source feeds it: the node's
 // addresses include the endpoints' veth gateways, as in standalone mode.
@@ -126,5 +143,30 @@ func newKubeSource(cfg Config, rc *rest.Config, log *slog.Logger) (*kubeSource, 
 	if err != nil {
 		return nil, fmt.Errorf("create kubernetes source: %w", err)
 	}
-	return &kubeSource{src: src, configMap: cfg.ConfigMap}, nil
+	ns := cfg.Namespace
+	if ns == "" {
+		ns = kc.ConfigMapNamespace
+	}
+	if ns == "" {
+		ns = "kube-system"
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("create kubernetes client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("create dynamic client: %w", err)
+	}
+	alloc, err := identity.New(identity.Config{
+		Dynamic: dyn, Kube: cs, Namespace: ns,
+		Logger: log,
+		// A label set renumbered under us (its Identity deleted and made
+		// again): re-apply the pods, which take the new number.
+		OnChange: func(policy.Labels, policy.ID, policy.ID) { src.ReapplyPods() },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create identity allocator: %w", err)
+	}
+	return &kubeSource{src: src, alloc: alloc, configMap: cfg.ConfigMap}, nil
 }

@@ -2,7 +2,9 @@ package k8s
 
 import (
 	"fmt"
-	"strings"
+
+	"github.com/moatnet/moat/k8s/identity"
+	"github.com/moatnet/moat/policy"
 )
 
 // AnnotationInterface names, on a local pod, the host-side interface of
@@ -12,29 +14,15 @@ import (
 // on.
 const AnnotationInterface = "moat.io/interface"
 
-// DefaultExcludedLabels are the pod labels left out of security label sets:
-// they change with every rollout and would give each ReplicaSet or revision
-// an identity of its own.
-var DefaultExcludedLabels = []string{
-	"pod-template-hash",
-	"controller-revision-hash",
-	"pod-template-generation",
-	"statefulset.kubernetes.io/pod-name",
-	"apps.kubernetes.io/pod-index",
-	"batch.kubernetes.io/controller-uid",
-	"batch.kubernetes.io/job-name",
-	"controller-uid",
-	"job-name",
-}
-
 // Config configures a Source.
 type Config struct {
 	// NodeName is this node: pods scheduled to it are local endpoints, its
 	// addresses the host's.
 	NodeName string
-	// ExcludedLabels are label keys left out of pod and namespace label
-	// sets before they become identities; a key ending in "*" is a prefix.
-	// nil means DefaultExcludedLabels; an empty list excludes nothing.
+	// ExcludedLabels are pod label keys left out of security label sets
+	// (identity.LabelFilter: a key ending in "*" is a prefix; nil means
+	// identity.DefaultExcludedLabels, an empty list excludes nothing). The
+	// operator's identity GC must use the same filter.
 	ExcludedLabels []string
 	// ConfigMapNamespace/ConfigMapName name the agent's ConfigMap, watched
 	// when both are set (ConfigMap returns its data).
@@ -46,10 +34,8 @@ func (c Config) Validate() error {
 	if c.NodeName == "" {
 		return fmt.Errorf("nodeName: required in Kubernetes mode")
 	}
-	for i, k := range c.ExcludedLabels {
-		if strings.TrimSuffix(k, "*") == "" {
-			return fmt.Errorf("excludedLabels[%d]: empty key", i)
-		}
+	if err := (identity.LabelFilter{Exclude: c.ExcludedLabels}).Validate(); err != nil {
+		return err
 	}
 	if (c.ConfigMapNamespace == "") != (c.ConfigMapName == "") {
 		return fmt.Errorf("configMap: want both a namespace and a name")
@@ -57,44 +43,24 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// labelFilter drops the excluded label keys.
-type labelFilter struct {
-	exact    map[string]bool
-	prefixes []string
-}
+// labelFilter keeps the security-relevant pod labels, exactly as
+// identity.PodLabels does (the operator counts identities in use with it).
+type labelFilter struct{ f identity.LabelFilter }
 
 func newLabelFilter(keys []string) labelFilter {
-	if keys == nil {
-		keys = DefaultExcludedLabels
-	}
-	f := labelFilter{exact: map[string]bool{}}
-	for _, k := range keys {
-		if p, ok := strings.CutSuffix(k, "*"); ok {
-			f.prefixes = append(f.prefixes, p)
-			continue
-		}
-		f.exact[k] = true
-	}
-	return f
+	return labelFilter{identity.LabelFilter{Exclude: keys}}
 }
 
-func (f labelFilter) excluded(k string) bool {
-	if f.exact[k] {
-		return true
-	}
-	for _, p := range f.prefixes {
-		if strings.HasPrefix(k, p) {
-			return true
-		}
-	}
-	return false
-}
-
-// apply returns labels without the excluded keys (nil for none left).
+// apply returns a pod's labels without the excluded keys (nil for none).
 func (f labelFilter) apply(labels map[string]string) map[string]string {
+	if len(labels) == 0 {
+		return nil
+	}
+	ls := identity.PodLabels("", labels, nil, f.f)
 	var out map[string]string
 	for k, v := range labels {
-		if f.excluded(k) {
+		_, key := policy.ParseLabelKey(k)
+		if l, ok := ls[key]; !ok || l.Value != v {
 			continue
 		}
 		if out == nil {

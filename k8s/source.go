@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
@@ -119,9 +120,10 @@ type Source struct {
 	dirty    map[objKey]struct{}
 	policies map[int]*policyWatch // by index into policyKinds; guarded by mu
 	ctx      context.Context      // Run's, for the policy informers it starts
-	stale    time.Time            // since when a watch fails (zero: fine)
-	probing  bool
-	known    map[objKey]struct{} // policy objects Drain knows
+	health   *apiHealth
+	// reapply: Drain re-applies every pod (ReapplyPods).
+	reapply bool
+	known   map[objKey]struct{} // policy objects Drain knows
 
 	// Drain's state (one goroutine).
 	appliedPods     map[objKey]appliedPod
@@ -146,6 +148,8 @@ func NewForConfig(rc *rest.Config, cfg Config, log *slog.Logger) (*Source, error
 	if rc.UserAgent == "" {
 		rc.UserAgent = "moat-agent/" + cfg.NodeName
 	}
+	h := &apiHealth{}
+	rc.Wrap(h.wrap)
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("create kubernetes client: %w", err)
@@ -154,12 +158,17 @@ func NewForConfig(rc *rest.Config, cfg Config, log *slog.Logger) (*Source, error
 	if err != nil {
 		return nil, fmt.Errorf("create dynamic client: %w", err)
 	}
-	return New(cs, dyn, cfg, log)
+	return newSource(cs, dyn, cfg, log, h)
 }
 
 // New builds a Source over the given clients. Nothing talks to the API
-// before Run.
+// before Run. Staleness is seen only through the informers' watch errors;
+// NewForConfig also sees every failing request.
 func New(cs kubernetes.Interface, dyn dynamic.Interface, cfg Config, log *slog.Logger) (*Source, error) {
+	return newSource(cs, dyn, cfg, log, &apiHealth{})
+}
+
+func newSource(cs kubernetes.Interface, dyn dynamic.Interface, cfg Config, log *slog.Logger, h *apiHealth) (*Source, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -173,6 +182,7 @@ func New(cs kubernetes.Interface, dyn dynamic.Interface, cfg Config, log *slog.L
 		dirty:           map[objKey]struct{}{},
 		policies:        map[int]*policyWatch{},
 		known:           map[objKey]struct{}{},
+		health:          h,
 		appliedPods:     map[objKey]appliedPod{},
 		appliedNS:       map[string]map[string]string{},
 		appliedPolicies: map[objKey]string{},
@@ -212,6 +222,13 @@ func New(cs kubernetes.Interface, dyn dynamic.Interface, cfg Config, log *slog.L
 		}
 	}
 	crdGVR := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+	h.onChange = func(stale bool, since time.Time, err error) {
+		if stale {
+			log.Warn("kubernetes API unreachable: enforcement stays as it is until it answers", "err", err)
+			return
+		}
+		log.Info("kubernetes API answers again", "staleFor", time.Since(since).Round(time.Millisecond))
+	}
 	s.crds = dynamicinformer.NewFilteredDynamicInformer(dyn, crdGVR, "", 0, cache.Indexers{}, nil).Informer()
 	if err := s.crds.SetTransform(transformCRD); err != nil {
 		return nil, err
@@ -289,23 +306,28 @@ func (s *Source) changed(kind objKind, pol int, obj any) {
 	}
 	s.mu.Lock()
 	s.dirty[objKey{kind: kind, policy: pol, namespace: m.GetNamespace(), name: m.GetName()}] = struct{}{}
-	s.stale = time.Time{}
 	s.mu.Unlock()
 	s.wake()
 }
 
-// fresh records that the API answered.
-func (s *Source) fresh() {
-	s.mu.Lock()
-	s.stale = time.Time{}
-	s.mu.Unlock()
-}
+// fresh is called when a relist delivers an unchanged object.
+func (s *Source) fresh() {}
 
 func (s *Source) wake() {
 	select {
 	case s.kick <- struct{}{}:
 	default:
 	}
+}
+
+// ReapplyPods makes the next Drain delete and re-apply every pod in
+// force, so that each takes its label set's current identity number (the
+// allocator renumbered one). Safe from any goroutine.
+func (s *Source) ReapplyPods() {
+	s.mu.Lock()
+	s.reapply = true
+	s.mu.Unlock()
+	s.wake()
 }
 
 // Changed fires when Drain has something to do.
@@ -472,60 +494,45 @@ func (s *Source) runPolicyWatchLocked(w *policyWatch) {
 	go w.informer.RunWithContext(ctx)
 }
 
-// setErrorHandler marks the sources stale when a list or watch fails and
-// starts a probe that clears it once the API answers again.
+// setErrorHandler marks the sources stale when a list or watch fails
+// (the transport marks them fresh again, see health.go).
 func (s *Source) setErrorHandler(inf cache.SharedIndexInformer) {
 	_ = inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
-		s.mu.Lock()
-		if s.stale.IsZero() {
-			s.stale = time.Now()
-			s.log.Warn("kubernetes watch failed: enforcement stays as it is until the API answers", "err", err)
-		}
-		start := !s.probing && s.ctx != nil
-		s.probing = s.probing || start
-		pctx := s.ctx
-		s.mu.Unlock()
-		if start {
-			go s.probe(pctx)
+		var status apierrors.APIStatus
+		if !errors.As(err, &status) { // an answer (403, 410...) is no outage
+			s.health.record(false, err)
 		}
 		cache.DefaultWatchErrorHandler(ctx, r, err)
 	})
 }
 
-// probe asks the apiserver for its version until it answers (only while
-// a watch fails: an idle agent only watches), then clears staleness.
-func (s *Source) probe(ctx context.Context) {
-	defer func() {
-		s.mu.Lock()
-		s.probing = false
-		s.mu.Unlock()
-	}()
-	delay := 500 * time.Millisecond
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(delay):
-		}
-		if _, err := s.cs.Discovery().ServerVersion(); err == nil {
-			s.mu.Lock()
-			if !s.stale.IsZero() {
-				s.log.Info("kubernetes API answers again", "staleFor", time.Since(s.stale).Round(time.Millisecond))
-			}
-			s.stale = time.Time{}
-			s.mu.Unlock()
-			return
-		}
-		delay = min(2*delay, 5*time.Second)
-	}
-}
+// StaleSince returns since when the API has been unreachable (zero when
+// it answers).
+func (s *Source) StaleSince() time.Time { return s.health.staleSince() }
 
-// StaleSince returns since when a watch has been failing (zero when the
-// API answers).
-func (s *Source) StaleSince() time.Time {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stale
+// sortKeys orders changed objects: by kind (namespaces first), policy
+// kind, namespace and name.
+func sortKeys(keys []objKey) {
+	slices.SortFunc(keys, func(a, b objKey) int {
+		if a.kind != b.kind {
+			return int(a.kind) - int(b.kind)
+		}
+		if a.policy != b.policy {
+			return a.policy - b.policy
+		}
+		if a.namespace != b.namespace {
+			if a.namespace < b.namespace {
+				return -1
+			}
+			return 1
+		}
+		if a.name < b.name {
+			return -1
+		} else if a.name > b.name {
+			return 1
+		}
+		return 0
+	})
 }
 
 // Report is what one Drain did.
@@ -548,32 +555,29 @@ func (s *Source) Drain(sink Sink) Report {
 		keys = append(keys, k)
 	}
 	clear(s.dirty)
+	reapply := s.reapply
+	s.reapply = false
 	pols := make(map[int]*policyWatch, len(s.policies))
 	for i, w := range s.policies {
 		pols[i] = w
 	}
 	s.mu.Unlock()
-	slices.SortFunc(keys, func(a, b objKey) int {
-		if a.kind != b.kind {
-			return int(a.kind) - int(b.kind)
-		}
-		if a.policy != b.policy {
-			return a.policy - b.policy
-		}
-		if a.namespace != b.namespace {
-			if a.namespace < b.namespace {
-				return -1
-			}
-			return 1
-		}
-		if a.name < b.name {
-			return -1
-		} else if a.name > b.name {
-			return 1
-		}
-		return 0
-	})
+	sortKeys(keys)
 	var r Report
+	if reapply {
+		for k, ap := range s.appliedPods {
+			var err error
+			if ap.local {
+				_, err = sink.DeleteEndpoint(k.namespace, k.name)
+			} else {
+				_, err = sink.DeleteRemoteEndpoint(k.namespace, k.name)
+			}
+			r.merge(true, err)
+			delete(s.appliedPods, k)
+			keys = append(keys, k)
+		}
+		sortKeys(keys)
+	}
 	nodesDirty, slicesDirty := false, false
 	for _, k := range keys {
 		switch k.kind {
@@ -627,7 +631,7 @@ func (s *Source) applyNamespace(sink Sink, k objKey) (bool, error) {
 		delete(s.appliedNS, k.name)
 		return true, sink.DeleteNamespace(k.name)
 	}
-	ls := s.filter.apply(obj.(*corev1.Namespace).Labels)
+	ls := obj.(*corev1.Namespace).Labels // namespace labels are all kept
 	if old, ok := s.appliedNS[k.name]; ok && reflect.DeepEqual(old, ls) {
 		return false, nil
 	}

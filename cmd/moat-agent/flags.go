@@ -28,6 +28,7 @@ func newFlagSet(cfg *agent.Config) (fs *flag.FlagSet, configPath *string, noMetr
 	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", cfg.Kubeconfig, "Kubernetes mode: kubeconfig of the cluster (policies and pods from the API)")
 	fs.BoolVar(&cfg.InCluster, "in-cluster", cfg.InCluster, "Kubernetes mode with the pod's service account")
 	fs.StringVar(&cfg.ConfigMap, "config-map", cfg.ConfigMap, "Kubernetes mode: the agent's ConfigMap, namespace/name (e.g. kube-system/moat-config): config fields over the file, under the flags")
+	fs.StringVar(&cfg.Namespace, "namespace", cfg.Namespace, "Kubernetes mode: the agent's namespace, for the identity counter ConfigMap (default: the ConfigMap's, else kube-system)")
 	fs.Var(listFlag{list: &cfg.IdentityExcludedLabels, set: new(bool)}, "identity-excluded-labels", "label key left out of identities, \"prefix*\" for a prefix (repeat the flag; default: pod-template-hash, controller-revision-hash, ...)")
 	fs.StringVar(&cfg.Policies, "policies", cfg.Policies, "policy file or directory to watch")
 	fs.StringVar(&cfg.Endpoints, "endpoints", cfg.Endpoints, "endpoints file to watch")
