@@ -77,7 +77,7 @@ func rbacDefaultSA(t *testing.T, cs kubernetes.Interface, ns string) {
 // pods or policies, and no other ConfigMap.
 func TestAgentRBAC(t *testing.T) {
 	cl := k8stest.Start(t)
-	cl.ApplyCRDs(t, "testdata/crds", "testdata/cilium-crds", "identity/testdata/identity-crd.yaml")
+	cl.ApplyCRDs(t, "../charts/moat/crds", "../charts/moat/extra-crds/cilium")
 	applyAgentRBAC(t, cl, rbacNS)
 	sa := cl.ServiceAccountConfig(t, rbacNS, "moat-agent")
 

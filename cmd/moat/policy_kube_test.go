@@ -118,7 +118,11 @@ endpoints:
 func startKubeState(t *testing.T) (*k8stest.Cluster, string) {
 	t.Helper()
 	cl := k8stest.Start(t)
-	cl.ApplyCRDs(t, filepath.Join(root, "k8s", "testdata", "crds"), filepath.Join(root, "k8s", "testdata", "cilium-crds"))
+	// moat's CRDs without Identity (added where a test wants identities),
+	// and cilium.io's.
+	cl.ApplyCRDs(t, filepath.Join(root, "charts", "moat", "crds", "moat.io_networkpolicies.yaml"),
+		filepath.Join(root, "charts", "moat", "crds", "moat.io_clusterwidenetworkpolicies.yaml"),
+		filepath.Join(root, "charts", "moat", "extra-crds", "cilium"))
 	cs := cl.Client(t)
 	ctx := t.Context()
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"env": "prod"}}}, metav1.CreateOptions{}); err != nil {
@@ -224,7 +228,7 @@ func TestPolicyTraceKubeconfigMatchesStandalone(t *testing.T) {
 // that has none yet.
 func TestPolicyTraceKubeconfigIdentities(t *testing.T) {
 	cl, _ := startKubeState(t)
-	cl.ApplyCRDs(t, filepath.Join(root, "k8s", "identity", "testdata", "identity-crd.yaml"))
+	cl.ApplyCRDs(t, filepath.Join(root, "charts", "moat", "crds", "moat.io_identities.yaml"))
 	dyn, err := dynamic.NewForConfig(cl.Config())
 	if err != nil {
 		t.Fatal(err)
@@ -274,8 +278,8 @@ func TestPolicyValidateKubeconfig(t *testing.T) {
 	if code != 0 || !strings.HasPrefix(out, "3 policies valid (") {
 		t.Fatalf("clean cluster: exit %d: %s%s", code, out, stderr)
 	}
-	// A regex the schema cannot check, in a moat policy and a CNP; a
-	// Kubernetes NetworkPolicy the apiserver accepts but moat rejects.
+	// Regexes the CRD schemas cannot check, in a moat policy and a CNP:
+	// stored by the apiserver, rejected by moat.
 	bad := []string{`apiVersion: moat.io/v1alpha1
 kind: NetworkPolicy
 metadata: {name: bad-regex, namespace: shop}
@@ -288,12 +292,14 @@ spec:
         http: [{path: "/v1/("}]
 `, `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
-metadata: {name: bad-port, namespace: default}
+metadata: {name: bad-method, namespace: default}
 spec:
   endpointSelector: {}
   egress:
   - toPorts:
-    - ports: [{port: "99999", protocol: TCP}]
+    - ports: [{port: "80", protocol: TCP}]
+      rules:
+        http: [{method: "GET|(POST"}]
 `}
 	for i, b := range bad {
 		f := filepath.Join(t.TempDir(), "bad.yaml")
@@ -310,7 +316,7 @@ spec:
 	}
 	for _, want := range []string{
 		"NetworkPolicy.moat.io shop/bad-regex: spec.ingress[0].toPorts[0].rules.http[0].path",
-		"CiliumNetworkPolicy.cilium.io default/bad-port: spec.egress[0].toPorts[0].ports[0].port",
+		"CiliumNetworkPolicy.cilium.io default/bad-method: spec.egress[0].toPorts[0].rules.http[0].method",
 	} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("validate does not name %q:\n%s", want, stderr)
@@ -335,7 +341,7 @@ spec:
 // same output as an admin's, and that role grants no write and no Secret.
 func TestPolicyReaderRBAC(t *testing.T) {
 	cl, _ := startKubeState(t)
-	cl.ApplyCRDs(t, filepath.Join(root, "k8s", "identity", "testdata", "identity-crd.yaml"))
+	cl.ApplyCRDs(t, filepath.Join(root, "charts", "moat", "crds", "moat.io_identities.yaml"))
 	data, err := os.ReadFile(filepath.Join(root, "charts", "moat", "templates", "rbac-agent.yaml"))
 	if err != nil {
 		t.Fatal(err)

@@ -61,7 +61,7 @@ func run(ctx context.Context, b *testing.B, cfg Config, logw io.Writer) (*Report
 	}
 	logf("starting etcd + kube-apiserver")
 	cl := k8stest.Start(b)
-	cl.ApplyCRDs(b, filepath.Join(root, "k8s", "testdata", "crds"), filepath.Join(root, "k8s", "identity", "testdata", "identity-crd.yaml"))
+	cl.ApplyCRDs(b, filepath.Join(root, "charts", "moat", "crds"))
 	admin := rest.CopyConfig(cl.Config())
 	admin.QPS, admin.Burst = 2000, 4000
 	cs, err := kubernetes.NewForConfig(admin)
