@@ -128,7 +128,7 @@ current-context: bench
 
 	start = time.Now()
 	var st agent.Status
-	err = waitFor(ctx, 5*time.Minute, 100*time.Millisecond, func() (bool, error) {
+	err = waitFor(ctx, 20*time.Minute, 100*time.Millisecond, func() (bool, error) {
 		if ag.exited() {
 			return false, fmt.Errorf("moat-agent exited: %s", ag.logTail())
 		}
