@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/moatnet/moat/k8s/identity"
-	"github.com/moatnet/moat/policy"
 )
 
 // AnnotationInterface names, on a local pod, the host-side interface of
@@ -53,20 +52,5 @@ func newLabelFilter(keys []string) labelFilter {
 
 // apply returns a pod's labels without the excluded keys (nil for none).
 func (f labelFilter) apply(labels map[string]string) map[string]string {
-	if len(labels) == 0 {
-		return nil
-	}
-	ls := identity.PodLabels("", labels, nil, f.f)
-	var out map[string]string
-	for k, v := range labels {
-		_, key := policy.ParseLabelKey(k)
-		if l, ok := ls[key]; !ok || l.Value != v {
-			continue
-		}
-		if out == nil {
-			out = make(map[string]string, len(labels))
-		}
-		out[k] = v
-	}
-	return out
+	return f.f.Keep(labels)
 }

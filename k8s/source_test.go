@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +17,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/moatnet/moat/internal/k8stest"
@@ -309,7 +312,44 @@ spec:
 	n2.waitPlan(t, "node-2: client-a gone", func(p *policy.Plan, _ []*PolicyError) bool {
 		return endpointOf(p, "shop", "client-a") == nil && endpointOf(p, "shop", "client-b") != nil
 	})
-	_ = netip.Addr{}
+
+	// Figures: apply → node-1's plan for policies created through the API
+	// (no kubectl process in the measurement), one at a time.
+	dyn, err := dynamic.NewForConfig(cl.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gvr := schema.GroupVersionResource{Group: "moat.io", Version: "v1alpha1", Resource: "networkpolicies"}
+	var lat []time.Duration
+	for i := range 20 {
+		port := 20000 + i
+		u := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "moat.io/v1alpha1", "kind": "NetworkPolicy",
+			"metadata": map[string]any{"name": fmt.Sprintf("p%d", i), "namespace": "shop"},
+			"spec": map[string]any{
+				"endpointSelector": map[string]any{"matchLabels": map[string]any{"app": "web"}},
+				"ingress": []any{map[string]any{
+					"fromEndpoints": []any{map[string]any{"matchLabels": map[string]any{"app": "client"}}},
+					"toPorts":       []any{map[string]any{"ports": []any{map[string]any{"port": fmt.Sprint(port), "protocol": "TCP"}}}},
+				}},
+			},
+		}}
+		start := time.Now()
+		if _, err := dyn.Resource(gvr).Namespace("shop").Create(t.Context(), u, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		n1.waitPlan(t, fmt.Sprintf("port %d in the plan", port), func(p *policy.Plan, _ []*PolicyError) bool {
+			for _, e := range endpointOf(p, "shop", "web").Ingress.Entries {
+				if e.Ports.From == uint16(port) {
+					return true
+				}
+			}
+			return false
+		})
+		lat = append(lat, time.Since(start))
+	}
+	slices.Sort(lat)
+	t.Logf("create → plan over %d policies: p50 %s, max %s (includes the create round trip)", len(lat), lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
 }
 
 func slicesEqual(a, b []uint16) bool {

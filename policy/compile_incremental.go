@@ -356,7 +356,7 @@ func (c *Compiler) UpsertEndpoint(ep Endpoint) error {
 	old := c.endpoints[key]
 	if old == nil {
 		c.endpoints[key] = &endpointState{key: key, ep: ep, ident: st, addrs: endpointAddrs(&ep)}
-		c.addAddrOwner(key, &ep)
+		c.addOwner(c.addrOwners, key, &ep)
 		c.sortedEndpoints = nil
 		return nil
 	}
@@ -369,8 +369,8 @@ func (c *Compiler) UpsertEndpoint(ep Endpoint) error {
 			c.ipcPatch = append(c.ipcPatch, netip.PrefixFrom(a, a.BitLen()))
 		}
 	} else {
-		c.removeAddrOwner(key, &oldEP)
-		c.addAddrOwner(key, &ep)
+		c.removeOwner(c.addrOwners, key, &oldEP)
+		c.addOwner(c.addrOwners, key, &ep)
 	}
 	if err := c.dropIdentity(oldIdent, true); err != nil {
 		return fmt.Errorf("upsert endpoint %s/%s: %w", ep.Namespace, ep.Name, err)
@@ -387,7 +387,7 @@ func (c *Compiler) DeleteEndpoint(namespace, name string) (bool, error) {
 	}
 	delete(c.endpoints, key)
 	c.sortedEndpoints = nil
-	c.removeAddrOwner(key, &old.ep)
+	c.removeOwner(c.addrOwners, key, &old.ep)
 	if err := c.dropIdentity(old.ident, true); err != nil {
 		return true, fmt.Errorf("delete endpoint %s/%s: %w", namespace, name, err)
 	}

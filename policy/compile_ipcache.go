@@ -9,14 +9,15 @@ import (
 // incrementally: a change of an endpoint's identity patches one entry, a
 // change of the set of prefixes rebuilds the list.
 
-// addAddrOwner records that endpoint k uses its addresses.
-func (c *Compiler) addAddrOwner(k endpointKey, ep *Endpoint) {
+// addOwner records that endpoint k uses its addresses, in owners: the
+// local endpoints' (addrOwners) or the remote ones' (remoteOwners).
+func (c *Compiler) addOwner(owners map[netip.Addr]map[endpointKey]struct{}, k endpointKey, ep *Endpoint) {
 	for _, a := range endpointAddrs(ep) {
 		a = a.Unmap()
-		m := c.addrOwners[a]
+		m := owners[a]
 		if m == nil {
 			m = map[endpointKey]struct{}{}
-			c.addrOwners[a] = m
+			owners[a] = m
 			c.ipcacheDirty = true
 		}
 		m[k] = struct{}{}
@@ -24,13 +25,14 @@ func (c *Compiler) addAddrOwner(k endpointKey, ep *Endpoint) {
 	}
 }
 
-func (c *Compiler) removeAddrOwner(k endpointKey, ep *Endpoint) {
+// removeOwner undoes addOwner.
+func (c *Compiler) removeOwner(owners map[netip.Addr]map[endpointKey]struct{}, k endpointKey, ep *Endpoint) {
 	for _, a := range endpointAddrs(ep) {
 		a = a.Unmap()
-		m := c.addrOwners[a]
+		m := owners[a]
 		delete(m, k)
 		if len(m) == 0 {
-			delete(c.addrOwners, a)
+			delete(owners, a)
 			c.ipcacheDirty = true
 		}
 		c.ipcPatch = append(c.ipcPatch, netip.PrefixFrom(a, a.BitLen()))

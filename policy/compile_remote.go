@@ -38,7 +38,7 @@ func (c *Compiler) UpsertRemoteEndpoint(ep Endpoint) error {
 	old := c.remotes[key]
 	c.remotes[key] = &endpointState{key: key, ep: ep, ident: st, addrs: endpointAddrs(&ep)}
 	if old == nil {
-		c.addRemoteOwner(key, &ep)
+		c.addOwner(c.remoteOwners, key, &ep)
 		return nil
 	}
 	if old.ep.IPv4 == ep.IPv4 && old.ep.IPv6 == ep.IPv6 {
@@ -47,8 +47,8 @@ func (c *Compiler) UpsertRemoteEndpoint(ep Endpoint) error {
 			c.ipcPatch = append(c.ipcPatch, netip.PrefixFrom(a, a.BitLen()))
 		}
 	} else {
-		c.removeRemoteOwner(key, &old.ep)
-		c.addRemoteOwner(key, &ep)
+		c.removeOwner(c.remoteOwners, key, &old.ep)
+		c.addOwner(c.remoteOwners, key, &ep)
 	}
 	if err := c.dropIdentity(old.ident, false); err != nil {
 		return fmt.Errorf("upsert remote endpoint %s/%s: %w", ep.Namespace, ep.Name, err)
@@ -65,7 +65,7 @@ func (c *Compiler) DeleteRemoteEndpoint(namespace, name string) (bool, error) {
 		return false, nil
 	}
 	delete(c.remotes, key)
-	c.removeRemoteOwner(key, &old.ep)
+	c.removeOwner(c.remoteOwners, key, &old.ep)
 	if err := c.dropIdentity(old.ident, false); err != nil {
 		return true, fmt.Errorf("delete remote endpoint %s/%s: %w", namespace, name, err)
 	}
@@ -108,33 +108,6 @@ func (c *Compiler) setAddrSet(set map[netip.Addr]struct{}, addrs []netip.Addr) {
 		set[a] = struct{}{}
 	}
 	c.ipcacheDirty = true
-}
-
-func (c *Compiler) addRemoteOwner(k endpointKey, ep *Endpoint) {
-	for _, a := range endpointAddrs(ep) {
-		a = a.Unmap()
-		m := c.remoteOwners[a]
-		if m == nil {
-			m = map[endpointKey]struct{}{}
-			c.remoteOwners[a] = m
-			c.ipcacheDirty = true
-		}
-		m[k] = struct{}{}
-		c.ipcPatch = append(c.ipcPatch, netip.PrefixFrom(a, a.BitLen()))
-	}
-}
-
-func (c *Compiler) removeRemoteOwner(k endpointKey, ep *Endpoint) {
-	for _, a := range endpointAddrs(ep) {
-		a = a.Unmap()
-		m := c.remoteOwners[a]
-		delete(m, k)
-		if len(m) == 0 {
-			delete(c.remoteOwners, a)
-			c.ipcacheDirty = true
-		}
-		c.ipcPatch = append(c.ipcPatch, netip.PrefixFrom(a, a.BitLen()))
-	}
 }
 
 // remoteIdentity returns the identity of the first remote owner of a (by

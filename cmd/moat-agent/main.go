@@ -5,7 +5,20 @@
 //
 //	moat-agent --config /etc/moat/agent.yaml
 //	moat-agent --policies DIR --endpoints FILE [flags]
+//	moat-agent --kubeconfig FILE --node-name NODE [--config-map kube-system/moat-config]
+//	moat-agent --in-cluster --node-name NODE   (Kubernetes mode in a pod)
 //	moat-agent cleanup          detach programs and remove pinned state
+//
+// In Kubernetes mode (--kubeconfig or --in-cluster) policies (moat.io,
+// cilium.io/v2 when its CRDs exist, networking.k8s.io/v1), pods,
+// namespaces, nodes and the apiserver's addresses come from the API through
+// informers (package k8s), identities are cluster-wide Identity objects
+// (k8s/identity), and the ConfigMap named by --config-map holds config
+// fields (one key per field) over the config file, under the flags. Until
+// the CNI hands pods to the agent, a local pod is enforced on only when its
+// moat.io/interface annotation names its host-side veth (adopted like the
+// standalone interface field); otherwise it is compiled into the Plan and
+// the ipcache only.
 //
 // Every field of the config file has a flag (the field's name in kebab
 // case); a flag given on the command line overrides the file, and a
