@@ -7,7 +7,7 @@ SHELL       := bash
 PKGS    ?= ./...
 EXAMPLE ?= examples/starwars
 
-.PHONY: all build demo policy-demo bench-l4 e2e test test-unit vet tidy-check generate generate-check bench clean k8s-bins
+.PHONY: all build demo policy-demo bench-l4 e2e test test-unit vet tidy-check generate generate-api generate-check bench clean k8s-bins
 
 all: build
 
@@ -60,13 +60,25 @@ e2e:
 test-unit:
 	bins="$$(scripts/k8s-bins.sh)" && MOAT_K8S_BINS="$$bins" $(GO) test -count=1 $(PKGS)
 
-## generate: rebuild the committed bpf2go output from bpf/ (clang-14)
-generate:
+## generate: rebuild the committed generated code: bpf2go output from bpf/ (clang-14), and the API deepcopy and CRDs
+generate: generate-api
 	$(GO) generate ./datapath/...
 
-## generate-check: fail when the committed generated code differs from a fresh build
+## generate-api: regenerate api/ deepcopy functions and the CRD manifests (charts/moat/crds, charts/moat/extra-crds) with controller-gen
+generate-api:
+	$(GO) tool controller-gen object paths=./api/...
+	rm -f charts/moat/crds/moat.io_*.yaml charts/moat/extra-crds/cilium/cilium.io_*.yaml
+	$(GO) tool controller-gen crd:crdVersions=v1 paths=./api/v1alpha1/... output:crd:artifacts:config=charts/moat/crds
+	$(GO) tool controller-gen crd:crdVersions=v1 paths=./api/ciliumv2/... output:crd:artifacts:config=charts/moat/extra-crds/cilium
+
+GENERATED := datapath/ api/ charts/moat/crds/ charts/moat/extra-crds/
+
+## generate-check: fail when the committed generated code differs from a fresh build (changed or new files)
 generate-check: generate
-	git diff --exit-code -- datapath/ || (echo "generated BPF objects are stale: run make generate and commit" >&2; exit 1)
+	@if [ -n "$$(git status --porcelain -- $(GENERATED))" ]; then \
+		git status --short -- $(GENERATED) >&2; git diff --stat -- $(GENERATED) >&2; \
+		echo "generated code is stale: run make generate and commit" >&2; exit 1; \
+	fi
 
 ## bench: Go benchmarks (policy compile, translation, xDS push, matchers)
 bench:

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -62,6 +63,9 @@ type Agent struct {
 	alsGrace time.Duration
 	// lockDir holds the node lock (LockDir; tests use their own).
 	lockDir string
+	// uplinkRoutes says which destinations are routed through an uplink
+	// (nil: no uplinks); set once the datapath is open.
+	uplinkRoutes atomic.Pointer[datapath.UplinkRoutes]
 
 	policies  *policySource
 	endpoints endpointsSource
@@ -264,6 +268,9 @@ func (a *Agent) openKernel(ctx context.Context) (_ *nodeParts, err error) {
 		return nil, fmt.Errorf("open datapath: %w", err)
 	}
 	closers = append(closers, func() { dp.Close() })
+	if err := a.setUplinks(dp); err != nil {
+		return nil, err
+	}
 	ct := &ctCollector{dp: dp, log: a.log.With("component", "conntrack"), interval: time.Duration(a.cfg.ConntrackGCInterval)}
 	a.reg.MustRegister(ct, &mapPressureCollector{dp: dp, ct: ct})
 	node := &nodeParts{maps: dp, close: closeAll}
@@ -366,6 +373,8 @@ func (a *Agent) newProxy() (func(context.Context) error, error) {
 			AdminAddr:       adminSock,
 			// The egress proxy keeps the client's address towards local endpoints.
 			LocalDestination: a.isLocalEndpoint,
+			// And towards destinations routed through an uplink.
+			UplinkDestination: a.viaUplink,
 		}, a.log.With("component", "l7proxy"), a.reg)
 		if err != nil {
 			return nil, fmt.Errorf("create embedded proxy: %w", err)

@@ -68,6 +68,15 @@ type Config struct {
 	// PrefilterInterfaces, before the network stack.
 	PrefilterDeny       []string `json:"prefilterDeny,omitempty"`
 	PrefilterInterfaces []string `json:"prefilterInterfaces,omitempty"`
+	// Uplinks are the node's interfaces towards other nodes and the world
+	// (by name). The egress proxy's upstream connections keep the client
+	// pod's address towards every destination routed through one of them,
+	// as they do towards local endpoints: the replies that arrive there
+	// are handed to the proxy (bpf/moat.c, from_uplink). Without uplinks,
+	// destinations outside the node see the node's address. An interface
+	// on which the node masquerades pod traffic must not be listed: the
+	// replies would arrive addressed to the node and never reach the proxy.
+	Uplinks []string `json:"uplinks,omitempty"`
 
 	// AllowHostIngress lets the node itself into every endpoint (kubelet
 	// probes); off in standalone mode, where the host is a peer like others.

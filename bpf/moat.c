@@ -6,6 +6,10 @@
  *                  enforcing the endpoint's egress policy.
  *   to_endpoint    tc egress of the host veth: packets entering the pod,
  *                  enforcing the endpoint's ingress policy.
+ *   from_uplink    tc ingress of the node's uplinks (interfaces towards
+ *                  other nodes and the world): hands the replies of the
+ *                  proxies' upstream legs to the proxy's socket; enforces
+ *                  nothing else and passes every other packet untouched.
  *
  * The endpoint is identified by the host veth's ifindex. A flow's first
  * packet decides its verdict, which connection tracking keeps for the life
@@ -27,7 +31,9 @@
  * The proxies' upstream legs keep the client's address: a reply of one,
  * leaving the server's endpoint addressed to the client, is handed to the
  * proxy's socket in the host netns (pass_reply, proxy_return in proxy.h),
- * never routed on to the client.
+ * never routed on to the client. A reply from outside the node (an upstream
+ * leg to the world or to another node's pod) arrives on an uplink, where
+ * from_uplink does the same.
  *
  * A fragmented datagram's later fragments have no ports: they take those
  * of its first fragment (frag.h) and are then policied like any packet of
@@ -707,4 +713,31 @@ SEC("tc")
 int to_endpoint(struct __sk_buff *skb)
 {
 	return handle(skb, DIR_INGRESS);
+}
+
+/*
+ * from_uplink hands a reply of a proxy's upstream leg that arrives from
+ * outside the node to the proxy's socket. The upstream keeps the client
+ * pod's address, so the reply is addressed to a local endpoint: routed as
+ * usual it would go to the pod (which has no such connection; the host
+ * stack would even early-demux it to the proxy's socket and then drop it
+ * on the forward path). Only a TCP packet addressed to a local endpoint
+ * whose exact tuple is an established or connecting socket of a proxy
+ * (proxy_return: not a listener, from-proxy mark) is taken; anything else,
+ * forged or not, passes on unchanged to the usual routing and the
+ * destination's to_endpoint. A refused assignment drops the packet (fail
+ * closed: it must not reach the pod instead).
+ */
+SEC("tc")
+int from_uplink(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+
+	if (parse_packet(skb, &p) != PARSE_OK || p.fragment || p.key.proto != IPPROTO_TCP)
+		return TC_ACT_OK;
+	if (!bpf_map_lookup_elem(&moat_local_ep, p.key.daddr))
+		return TC_ACT_OK;
+	if (proxy_return(skb, &p) < 0)
+		return TC_ACT_SHOT;
+	return TC_ACT_OK;
 }

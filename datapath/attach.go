@@ -12,17 +12,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// hook is a tc attach point of a host-side veth.
+// hook is a tc attach point: of a host-side veth, or of an uplink.
 type hook uint8
 
 const (
-	hookIngress hook = iota // tc ingress: from_endpoint (the endpoint's egress policy)
-	hookEgress              // tc egress: to_endpoint (the endpoint's ingress policy)
+	hookIngress hook = iota // tc ingress of a veth: from_endpoint (the endpoint's egress policy)
+	hookEgress              // tc egress of a veth: to_endpoint (the endpoint's ingress policy)
+	hookUplink              // tc ingress of an uplink: from_uplink (proxy upstream replies)
 )
 
 func (h hook) String() string {
-	if h == hookEgress {
+	switch h {
+	case hookEgress:
 		return "egress"
+	case hookUplink:
+		return "uplink"
 	}
 	return "ingress"
 }
@@ -36,8 +40,11 @@ func (k linkKey) pinName() string { return fmt.Sprintf("%d-tc-%s", k.ifindex, k.
 
 // tcFilterName names moat's legacy tc filters, so Cleanup can find them.
 func (k linkKey) tcFilterName() string {
-	if k.hook == hookEgress {
+	switch k.hook {
+	case hookEgress:
 		return "moat-to-endpoint"
+	case hookUplink:
+		return "moat-from-uplink"
 	}
 	return "moat-from-endpoint"
 }
@@ -56,13 +63,18 @@ func parsePinName(name string) (linkKey, bool) {
 		return linkKey{n, hookIngress}, true
 	case "egress":
 		return linkKey{n, hookEgress}, true
+	case "uplink":
+		return linkKey{n, hookUplink}, true
 	}
 	return linkKey{}, false
 }
 
 func (d *Datapath) program(h hook) *ebpf.Program {
-	if h == hookEgress {
+	switch h {
+	case hookEgress:
 		return d.objs.ToEndpoint
+	case hookUplink:
+		return d.objs.FromUplink
 	}
 	return d.objs.FromEndpoint
 }
@@ -176,35 +188,92 @@ func (d *Datapath) Detach(ifindex int) error {
 	defer d.mu.Unlock()
 	var errs []error
 	for _, h := range []hook{hookIngress, hookEgress} {
-		k := linkKey{ifindex, h}
-		errs = append(errs, d.pins().release(d.links, k, k.where()))
-		if d.tcFilter[k] {
-			if err := netlink.FilterDel(tcFilter(k, -1)); err != nil && !errors.Is(err, unix.ENODEV) && !errors.Is(err, unix.ENOENT) {
-				errs = append(errs, fmt.Errorf("delete tc %s filter on ifindex %d: %w", h, ifindex, err))
-			}
-			delete(d.tcFilter, k)
-		}
+		errs = append(errs, d.detachHook(linkKey{ifindex, h}))
 	}
 	return errors.Join(errs...)
 }
 
-// Attached returns the interfaces that have the programs attached.
+// detachHook removes the program at one attach point. The caller holds d.mu.
+func (d *Datapath) detachHook(k linkKey) error {
+	var errs []error
+	errs = append(errs, d.pins().release(d.links, k, k.where()))
+	if d.tcFilter[k] {
+		if err := netlink.FilterDel(tcFilter(k, -1)); err != nil && !errors.Is(err, unix.ENODEV) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("delete tc %s filter on ifindex %d: %w", k.hook, k.ifindex, err))
+		}
+		delete(d.tcFilter, k)
+	}
+	return errors.Join(errs...)
+}
+
+// Attached returns the interfaces that have the endpoint programs attached
+// (not the uplinks: see Uplinks).
 func (d *Datapath) Attached() []int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	return d.attachedWhere(func(h hook) bool { return h != hookUplink })
+}
+
+// attachedWhere returns the interfaces with a link or legacy tc filter at a
+// hook that keep accepts. The caller holds d.mu.
+func (d *Datapath) attachedWhere(keep func(hook) bool) []int {
 	seen := map[int]bool{}
 	var out []int
 	for k := range d.links {
-		if !seen[k.ifindex] {
+		if keep(k.hook) && !seen[k.ifindex] {
 			seen[k.ifindex] = true
 			out = append(out, k.ifindex)
 		}
 	}
 	for k := range d.tcFilter {
-		if !seen[k.ifindex] {
+		if keep(k.hook) && !seen[k.ifindex] {
 			seen[k.ifindex] = true
 			out = append(out, k.ifindex)
 		}
 	}
 	return out
+}
+
+// SetUplinks makes from_uplink's tc ingress attachments exactly the given
+// interfaces (the node's interfaces towards other nodes and the world):
+// it attaches it where it is missing (swapping in place where a previous
+// agent pinned it) and detaches it from every other interface. Its replies
+// of proxy upstream legs that keep a client pod's address reach the
+// proxy's socket only when they arrive on one of these interfaces. An
+// endpoint's veth is not an uplink.
+func (d *Datapath) SetUplinks(ifindexes []int) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return errors.New("set uplinks: datapath closed")
+	}
+	want := map[int]bool{}
+	var errs []error
+	for _, idx := range ifindexes {
+		if idx <= 0 {
+			errs = append(errs, fmt.Errorf("set uplinks: ifindex %d: must be positive", idx))
+			continue
+		}
+		if d.links[linkKey{idx, hookIngress}] != nil || d.tcFilter[linkKey{idx, hookIngress}] {
+			errs = append(errs, fmt.Errorf("set uplinks: ifindex %d is an endpoint's veth", idx))
+			continue
+		}
+		want[idx] = true
+		if err := d.attachHook(linkKey{idx, hookUplink}); err != nil {
+			errs = append(errs, fmt.Errorf("set uplinks: %w", err))
+		}
+	}
+	for _, idx := range d.attachedWhere(func(h hook) bool { return h == hookUplink }) {
+		if !want[idx] {
+			errs = append(errs, d.detachHook(linkKey{idx, hookUplink}))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Uplinks returns the interfaces that have from_uplink attached.
+func (d *Datapath) Uplinks() []int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.attachedWhere(func(h hook) bool { return h == hookUplink })
 }

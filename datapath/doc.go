@@ -11,7 +11,10 @@
 // the cgroup sock_ops program that reports TCP health (unanswered SYNs,
 // retransmissions, RTT, resets: sockops*.go, bpf/sockops.c) and the XDP
 // prefilter that drops a CIDR deny list before the stack (prefilter*.go,
-// bpf/xdp.c).
+// bpf/xdp.c). A third tc program, from_uplink, sits at tc ingress of the
+// node's uplinks (SetUplinks, uplink.go): it hands the replies of a proxy's
+// upstream legs that keep a client pod's address and arrive from outside
+// the node to the proxy's socket, and passes everything else untouched.
 //
 // Maps, in the order a packet meets them (bpf/maps.h): moat_ct, one LRU
 // entry per flow and endpoint that the flow's packets and its replies both

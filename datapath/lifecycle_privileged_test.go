@@ -163,10 +163,13 @@ func TestPrivilegedRestartKeepsEnforcing(t *testing.T) {
 		{L4Key: policy.L4Key{Identity: tp.idA, Proto: policy.ProtoAny}, Verdict: policy.VerdictAllow},
 	}})
 
-	// The agent keeps the host veths' forwarding on (KeepForwarding): a
-	// host-wide ip_forward change by another program on a shared host
-	// switched it off and made the new flows of this test go unanswered
-	// while the tracked ones went on (TestPrivilegedForwardingToggle).
+	// The agent keeps the host veths' forwarding on (KeepForwarding), and so
+	// does this test: a host-wide ip_forward write by another program on a
+	// shared host switches it off, and new flows then go unanswered while
+	// the tracked ones go on (TestPrivilegedForwardingToggle). That is not
+	// what made this test fail under load: its new pingers lost their own
+	// replies in their raw sockets, filled by the background pinger's
+	// (testutil.Pinger now filters; TestPrivilegedPingerKeepsItsReplies).
 	keepCtx, stopKeep := context.WithCancel(t.Context())
 	keepDone := make(chan error, 1)
 	go func() {

@@ -187,6 +187,7 @@ const (
 	moatMapMoatPolicyH       = "moat_policy_h"
 	moatMapMoatRuleStats     = "moat_rule_stats"
 	moatProgFromEndpoint     = "from_endpoint"
+	moatProgFromUplink       = "from_uplink"
 	moatProgToEndpoint       = "to_endpoint"
 	moatVarCtLifetimeClosing = "ct_lifetime_closing"
 	moatVarCtLifetimeOther   = "ct_lifetime_other"
@@ -242,6 +243,7 @@ type moatSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type moatProgramSpecs struct {
 	FromEndpoint *ebpf.ProgramSpec `ebpf:"from_endpoint"`
+	FromUplink   *ebpf.ProgramSpec `ebpf:"from_uplink"`
 	ToEndpoint   *ebpf.ProgramSpec `ebpf:"to_endpoint"`
 }
 
@@ -355,12 +357,14 @@ type moatVariables struct {
 // It can be passed to loadMoatObjects or ebpf.CollectionSpec.LoadAndAssign.
 type moatPrograms struct {
 	FromEndpoint *ebpf.Program `ebpf:"from_endpoint"`
+	FromUplink   *ebpf.Program `ebpf:"from_uplink"`
 	ToEndpoint   *ebpf.Program `ebpf:"to_endpoint"`
 }
 
 func (p *moatPrograms) Close() error {
 	return _MoatClose(
 		p.FromEndpoint,
+		p.FromUplink,
 		p.ToEndpoint,
 	)
 }

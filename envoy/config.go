@@ -58,6 +58,19 @@ type Config struct {
 	// data plane, strict mode rejects escaped slashes only: the other
 	// ambiguity checks are l7proxy's.
 	PathMode httpnorm.Mode
+	// EgressKeepSource puts original_src on the egress listener too, so
+	// that its upstream connections leave from the client pod's address
+	// (without a mark of its own: each cluster's SO_MARK keeps carrying
+	// the client's identity). Envoy applies it to every destination of the
+	// listener, so it is for nodes where the replies of every egress
+	// destination come back through the datapath: local endpoints (their
+	// veth) and destinations routed through an uplink with the datapath's
+	// uplink program. The node's own addresses, and local endpoints whose
+	// ingress also goes through the proxy, answer from the host itself:
+	// those replies go to the client pod instead, so such destinations
+	// must not be redirected to this listener. Off by default (l7proxy,
+	// without it, decides per destination).
+	EgressKeepSource bool
 }
 
 // WithDefaults returns c with zero fields set to their defaults.

@@ -33,14 +33,15 @@ const (
 // given filter chains.
 //
 // The ingress listener keeps the client's address on its upstream
-// connections (original_src, with the cluster's from-proxy mark): the
-// destination is always the local endpoint its chain matched, whose veth
-// program hands the server's replies back to the proxy's socket
-// (bpf/proxy.h, proxy_return). The egress listener does not: original_src
-// applies to every destination of a listener, and a remote destination's
-// replies arrive on a host interface without that program (l7proxy keeps
-// the client's address towards local endpoints only, which Envoy cannot
-// express).
+// connections (original_src, with the ingress from-proxy mark, identity
+// unknown): the destination is always the local endpoint its chain matched,
+// whose veth program hands the server's replies back to the proxy's socket
+// (bpf/proxy.h, proxy_return). The egress listener does the same only with
+// Config.EgressKeepSource (original_src without a mark: the cluster of the
+// client's identity sets SO_MARK), since original_src applies to every
+// destination of a listener and a destination whose replies do not come
+// back through the datapath would break (l7proxy, without it, keeps the
+// client's address per destination, which Envoy cannot express).
 func httpListener(cfg Config, d policy.Direction, chains []*listenerv3.FilterChain) (*listenerv3.Listener, error) {
 	port := cfg.port(d)
 	l := &listenerv3.Listener{
@@ -49,21 +50,28 @@ func httpListener(cfg Config, d policy.Direction, chains []*listenerv3.FilterCha
 		Transparent:  wrapperspb.Bool(true),
 		FilterChains: chains,
 	}
+	var osrc *originalsrcv3.OriginalSrc
 	if d == policy.Egress {
 		l.TrafficDirection = corev3.TrafficDirection_OUTBOUND
+		if cfg.EgressKeepSource {
+			osrc = &originalsrcv3.OriginalSrc{}
+		}
 	} else {
 		l.TrafficDirection = corev3.TrafficDirection_INBOUND
 		mark, err := policy.ProxyMark(d, policy.IDUnknown)
 		if err != nil {
 			return nil, fmt.Errorf("build listener %s: %w", l.Name, err)
 		}
-		osrc, err := toAny(&originalsrcv3.OriginalSrc{Mark: mark})
+		osrc = &originalsrcv3.OriginalSrc{Mark: mark}
+	}
+	if osrc != nil {
+		a, err := toAny(osrc)
 		if err != nil {
 			return nil, fmt.Errorf("build listener %s: %w", l.Name, err)
 		}
 		l.ListenerFilters = []*listenerv3.ListenerFilter{{
 			Name:       originalSrcFilterName,
-			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: osrc},
+			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: a},
 		}}
 	}
 	for _, a := range cfg.ListenAddresses[1:] {

@@ -2,6 +2,7 @@ package envoy
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -328,4 +329,62 @@ func TestBenchPlanTranslates(t *testing.T) {
 	if n := len(byType[resource.RouteType]); n != 4+1 {
 		t.Errorf("%d route configurations, want 5", n)
 	}
+}
+
+// TestTranslateGoldenEgressKeepSource: with EgressKeepSource the egress
+// listener carries original_src without a mark of its own (the clusters'
+// SO_MARK keeps the client's identity), like the ingress listener's but for
+// the mark; the ingress listener is unchanged, and the default config puts
+// no listener filter on the egress listener.
+func TestTranslateGoldenEgressKeepSource(t *testing.T) {
+	plan := goldenCases()[egressCaseIndex(t)].plan()
+	res, err := Translate(plan, Config{NodeName: "node-1", EgressKeepSource: true})
+	if err != nil {
+		t.Fatalf("Translate: %v", err)
+	}
+	if err := res.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	checkGoldenResources(t, "ingress-and-egress-keep-source", res)
+
+	filters := func(r *Resources, d policy.Direction) []string {
+		for _, l := range r.Listeners {
+			if l.GetName() == ListenerName(d, Config{}.WithDefaults().port(d)) {
+				var out []string
+				for _, f := range l.GetListenerFilters() {
+					osrc := &originalsrcv3.OriginalSrc{}
+					if err := f.GetTypedConfig().UnmarshalTo(osrc); err != nil {
+						t.Fatalf("unpack %s: %v", f.GetName(), err)
+					}
+					out = append(out, fmt.Sprintf("%s mark=%#x", f.GetName(), osrc.GetMark()))
+				}
+				return out
+			}
+		}
+		t.Fatalf("no %v listener", d)
+		return nil
+	}
+	if got, want := filters(res, policy.Egress), []string{originalSrcFilterName + " mark=0x0"}; !slices.Equal(got, want) {
+		t.Errorf("egress listener filters %v, want %v", got, want)
+	}
+	if got, want := filters(res, policy.Ingress), []string{originalSrcFilterName + " mark=0xa00"}; !slices.Equal(got, want) {
+		t.Errorf("ingress listener filters %v, want %v", got, want)
+	}
+	def, err := Translate(plan, Config{NodeName: "node-1"})
+	if err != nil {
+		t.Fatalf("Translate (default): %v", err)
+	}
+	if got := filters(def, policy.Egress); len(got) != 0 {
+		t.Errorf("default egress listener filters %v, want none", got)
+	}
+}
+
+func egressCaseIndex(t *testing.T) int {
+	for i, c := range goldenCases() {
+		if c.name == "ingress-and-egress" {
+			return i
+		}
+	}
+	t.Fatal("no ingress-and-egress golden case")
+	return 0
 }

@@ -55,6 +55,13 @@ type Config struct {
 	// (the ingress proxy's always do); nil: none is, they leave from the
 	// node's address.
 	LocalDestination func(netip.Addr) bool
+	// UplinkDestination says whether the replies from an address that is
+	// not a local endpoint's come back to the proxy's socket: the host
+	// routes it through an uplink whose datapath program hands them to the
+	// proxy (datapath.UplinkRoutes). The egress proxy's upstream
+	// connections to one keep the client's address too; nil: none does,
+	// they leave from the node's address.
+	UplinkDestination func(netip.Addr) bool
 
 	// Test hooks. ListenOverride, when set ("127.0.0.1:0"), binds every
 	// listener there instead of its xDS address, without IP_TRANSPARENT;

@@ -53,7 +53,8 @@ const maxSourcePools = 4096
 // client and not the node: a transparent socket (IP_TRANSPARENT) bound to
 // the client's address, port chosen by the kernel. The server's replies,
 // addressed to the client, come back to this socket because the datapath
-// assigns them to it (bpf/proxy.h, proxy_return). A pool per source keeps a
+// assigns them to it (bpf/proxy.h, proxy_return: at the server's veth, or at
+// an uplink for a server outside the node). A pool per source keeps a
 // connection opened for one client from carrying another's requests.
 // Connections that leave from the node's address share the pool of the zero
 // address.
@@ -231,29 +232,35 @@ type keepSourceInfo struct {
 
 // keepSource says whether the upstream connections of a downstream
 // connection leave from the client's address. They do when the server's
-// replies come back through an endpoint's veth, whose program hands them to
-// the proxy's socket:
+// replies come back to the proxy's socket because the datapath hands them
+// to it:
 //   - on a listener with the original_src filter (envoy/ puts it on the
 //     ingress listener, whose destinations are the local endpoints its
-//     chains match);
+//     chains match; their replies leave through the endpoint's veth);
 //   - towards a local endpoint (Config.LocalDestination: the egress proxy),
-//     unless the ingress listener takes that destination: the ingress
-//     proxy's answers to the upstream are then made in the host itself,
-//     and routing would send them to the client's veth, not back to this
-//     socket.
+//     whose replies leave through its veth;
+//   - towards an address the host routes through an uplink
+//     (Config.UplinkDestination: a server outside the node, another node's
+//     pod), whose replies arrive there;
 //
-// A remote destination's replies would arrive on a host interface that has
-// no return program, so it is reached from the node's address.
+// but not to a destination that the ingress listener takes: the ingress
+// proxy's answers to the upstream are then made in the host itself, and
+// routing would send them to the client's veth, not back to this socket.
+//
+// Any other destination (the node itself, an interface without the
+// datapath's uplink program) is reached from the node's address.
 func (p *Proxy) keepSource(ci *connInfo) bool {
 	snap := p.snap.Load()
 	if ls := snap.listeners[ci.listener]; ls != nil && ls.originalSrc {
 		return true
 	}
-	if p.cfg.LocalDestination == nil || !p.cfg.LocalDestination(ci.dest.Addr()) {
+	dest := ci.dest.Addr()
+	local := p.cfg.LocalDestination != nil && p.cfg.LocalDestination(dest)
+	if !local && (p.cfg.UplinkDestination == nil || !p.cfg.UplinkDestination(dest)) {
 		return false
 	}
 	for _, ls := range snap.listeners {
-		if ls.originalSrc && ls.matchChain(ci.source.Addr(), ci.dest.Addr()) != nil {
+		if ls.originalSrc && ls.matchChain(ci.source.Addr(), dest) != nil {
 			return false
 		}
 	}

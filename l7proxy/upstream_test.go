@@ -3,6 +3,7 @@ package l7proxy
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -109,5 +110,48 @@ func TestClientTuples(t *testing.T) {
 	c.remove(k)
 	if c.has(client, dest) || len(c.n) != 0 {
 		t.Fatalf("all closed: tuples %v, want none", c.n)
+	}
+}
+
+// keepSource: the ingress listener (original_src) always keeps the client's
+// address; the egress listener keeps it towards a local endpoint and towards
+// an address routed through an uplink, never towards one that the ingress
+// listener takes, and not towards anything else (the node itself, an
+// interface without the uplink program).
+func TestKeepSource(t *testing.T) {
+	client := netip.MustParseAddrPort("10.0.0.20:40000")
+	local := netip.MustParseAddr("10.0.0.10")
+	guarded := netip.MustParseAddr("10.0.0.11")
+	world := netip.MustParseAddr("192.0.2.77")
+	node := netip.MustParseAddr("172.16.0.1")
+	ingress := &listenerSpec{originalSrc: true, chains: []*chainSpec{{dst: []netip.Prefix{netip.PrefixFrom(guarded, 32)}}}}
+	egress := &listenerSpec{}
+	in := func(a netip.Addr, set ...netip.Addr) bool { return slices.Contains(set, a) }
+	tests := []struct {
+		name     string
+		listener string
+		dest     netip.Addr
+		uplinks  bool // UplinkDestination set
+		want     bool
+	}{
+		{"ingress listener", "in", guarded, false, true},
+		{"egress to a local endpoint", "out", local, false, true},
+		{"egress to a local endpoint the ingress proxy takes", "out", guarded, true, false},
+		{"egress to the world routed through an uplink", "out", world, true, true},
+		{"egress to the world without uplinks", "out", world, false, false},
+		{"egress to the node itself", "out", node, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := &Proxy{cfg: Config{LocalDestination: func(a netip.Addr) bool { return in(a, local, guarded) }}}
+			if tt.uplinks {
+				p.cfg.UplinkDestination = func(a netip.Addr) bool { return in(a, world) }
+			}
+			p.snap.Store(&snapshot{listeners: map[string]*listenerSpec{"in": ingress, "out": egress}})
+			ci := &connInfo{listener: tt.listener, source: client, dest: netip.AddrPortFrom(tt.dest, 80)}
+			if got := p.keepSource(ci); got != tt.want {
+				t.Errorf("keepSource(%s -> %v) = %v, want %v", tt.listener, tt.dest, got, tt.want)
+			}
+		})
 	}
 }

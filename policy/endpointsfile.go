@@ -55,7 +55,11 @@ const KindEndpoints = "Endpoints"
 // names it in errors. The error, when not nil, is an ErrorList.
 func ParseEndpoints(file string, data []byte) (*EndpointsFile, error) {
 	errs := &docErrors{file: file}
-	docs := splitDocuments(data)
+	docs, err := splitDocuments(data)
+	if err != nil {
+		errs.add("", "invalid YAML: %v", err)
+		return nil, errs.list
+	}
 	var raw *rawDoc
 	for i := range docs {
 		d := &docs[i]

@@ -1,13 +1,17 @@
 package policy
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"regexp"
 	"strconv"
 	"strings"
 
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
 	"github.com/moatnet/moat/api/v1alpha1"
@@ -17,8 +21,9 @@ import (
 // Reading files and directories belongs to the loader beside this package
 // (policyload), which the agent and the CLI share.
 //
-// A file may hold several YAML documents separated by "---" lines; empty
-// documents are ignored and the others are numbered from 1. Accepted
+// A file may hold several YAML documents separated by "---" lines, split
+// as kubectl splits them (splitDocuments); empty documents are ignored and
+// the others are numbered from 1. Accepted
 // documents:
 //
 //   - moat.io/v1alpha1 NetworkPolicy and ClusterwideNetworkPolicy
@@ -42,40 +47,93 @@ type rawDoc struct {
 	line int
 }
 
-// splitDocuments splits a multi-document YAML stream at "---" lines.
-func splitDocuments(data []byte) []rawDoc {
-	var (
-		docs  []rawDoc
-		cur   bytes.Buffer
-		start = 1
-	)
+// splitDocuments splits a YAML stream into its documents with the reader
+// kubectl uses (k8s.io/apimachinery/pkg/util/yaml), so that a file splits
+// here exactly as it does for `kubectl apply -f`: a document ends at a line
+// that starts with "---" followed by nothing but spaces or a comment; any
+// other text after "---" is an error. Separator lines and empty documents
+// are dropped; each document keeps the line of the file it starts on, for
+// error messages. On a bad separator the documents before it are returned
+// with the error, which names the separator's line; the rest of the file
+// is not read.
+func splitDocuments(data []byte) ([]rawDoc, error) {
+	// The file's lines as the reader sees them (it splits at "\n" and drops a
+	// "\r" before it), to place each document it returns.
 	lines := bytes.SplitAfter(data, []byte("\n"))
-	for i, line := range lines {
-		trimmed := bytes.TrimRight(line, "\r\n")
-		if bytes.HasPrefix(trimmed, []byte("---")) && (len(trimmed) == 3 || trimmed[3] == ' ' || trimmed[3] == '\t') {
-			docs = append(docs, rawDoc{data: bytes.Clone(cur.Bytes()), line: start})
-			cur.Reset()
-			start = i + 2
-			if rest := bytes.TrimSpace(trimmed[3:]); len(rest) > 0 && rest[0] != '#' {
-				// Content on the marker line belongs to the next document.
-				start = i + 1
-				cur.Write(rest)
-				cur.WriteByte('\n')
-			}
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	var docs []rawDoc
+	next := 0 // index in lines of the first line not yet returned
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return docs, nil
+		}
+		if err != nil {
+			return docs, separatorError(lines, next, err)
+		}
+		// The reader skipped the separator lines before the document.
+		for next < len(lines) && bytes.HasPrefix(lines[next], []byte(docSeparator)) {
+			next++
+		}
+		docs = append(docs, rawDoc{data: doc, line: next + 1})
+		next += bytes.Count(doc, []byte("\n")) // the reader ends every line with one
+	}
+}
+
+// docSeparator starts a line that separates documents.
+const docSeparator = "---"
+
+// separatorError names the line of the separator the reader rejected: the
+// first line from line index from on that starts with "---" and goes on
+// with more than spaces and a comment.
+func separatorError(lines [][]byte, from int, err error) error {
+	for i := from; i < len(lines); i++ {
+		rest, ok := bytes.CutPrefix(bytes.TrimRight(lines[i], "\r\n"), []byte(docSeparator))
+		if !ok {
 			continue
 		}
-		cur.Write(line)
+		if rest = bytes.TrimSpace(rest); len(rest) > 0 && rest[0] != '#' {
+			return fmt.Errorf("line %d: %q is not a document separator: only spaces or a comment may follow %q on its line (the rest of the file is not read)",
+				i+1, bytes.TrimRight(lines[i], "\r\n"), docSeparator)
+		}
 	}
-	return append(docs, rawDoc{data: cur.Bytes(), line: start})
+	return fmt.Errorf("split YAML documents: %w", err)
 }
 
 var yamlLineRE = regexp.MustCompile(`line (\d+)`)
+
+// textAfterDocumentEnd rejects a document that goes on after a "..." end
+// marker line. YAML reads the text after it as another document, which
+// neither the stream reader (it splits at "---" only) nor the YAML decoder
+// (it reads the first document) would return: a policy there would be
+// ignored without a word. Comments and blank lines may follow the marker.
+// A marker line cannot occur inside a scalar (YAML forbids it there).
+func textAfterDocumentEnd(doc rawDoc) error {
+	marker := 0 // line of the end marker, once seen
+	for i, line := range bytes.Split(doc.data, []byte("\n")) {
+		line = bytes.TrimRight(line, "\r")
+		if marker == 0 {
+			if rest, ok := bytes.CutPrefix(line, []byte("...")); ok && (len(rest) == 0 || rest[0] == ' ' || rest[0] == '\t') {
+				marker = doc.line + i
+			}
+			continue
+		}
+		if t := bytes.TrimSpace(line); len(t) > 0 && t[0] != '#' {
+			return fmt.Errorf("line %d: text after the document end marker \"...\" (line %d) would start another document, which is not read; separate documents with \"---\"",
+				doc.line+i, marker)
+		}
+	}
+	return nil
+}
 
 // toGeneric turns one document into generic JSON values; nil means empty.
 func toGeneric(doc rawDoc) (any, error) {
 	trimmed := bytes.TrimSpace(doc.data)
 	if len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') && json.Valid(trimmed) {
 		return decodeGeneric(trimmed)
+	}
+	if err := textAfterDocumentEnd(doc); err != nil {
+		return nil, err
 	}
 	j, err := yaml.YAMLToJSONStrict(doc.data)
 	if err != nil {
@@ -97,7 +155,8 @@ func parseBytes(file string, data []byte) ([]Policy, ErrorList) {
 		errs ErrorList
 		num  int
 	)
-	for _, raw := range splitDocuments(data) {
+	docs, splitErr := splitDocuments(data)
+	for _, raw := range docs {
 		if len(bytes.TrimSpace(raw.data)) == 0 {
 			continue
 		}
@@ -120,6 +179,12 @@ func parseBytes(file string, data []byte) ([]Policy, ErrorList) {
 			pols[i].Source = Source{File: file, Doc: num}
 		}
 		out = append(out, pols...)
+	}
+	if splitErr != nil {
+		// The document the bad separator ends (or starts) is not returned.
+		de := &docErrors{file: file, doc: num + 1}
+		de.add("", "invalid YAML: %v", splitErr)
+		errs = append(errs, de.list...)
 	}
 	return out, errs
 }

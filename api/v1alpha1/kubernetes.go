@@ -8,10 +8,13 @@ import (
 )
 
 // KubernetesNetworkPolicy mirrors networking.k8s.io/v1 NetworkPolicy for
-// decoding, so that moat need not depend on k8s.io/api.
+// decoding, so that moat need not depend on k8s.io/api. It embeds the
+// meta aliases for the reason given in cilium.go.
+//
+// +kubebuilder:object:generate=false
 type KubernetesNetworkPolicy struct {
-	metav1.TypeMeta   `json:",inline"`
-	metav1.ObjectMeta `json:"metadata,omitempty"`
+	TypeMeta   `json:",inline"`
+	ObjectMeta `json:"metadata,omitempty"`
 
 	Spec   KubernetesNetworkPolicySpec `json:"spec,omitempty"`
 	Status json.RawMessage             `json:"status,omitempty"`

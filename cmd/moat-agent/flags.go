@@ -40,6 +40,7 @@ func newFlagSet(cfg *agent.Config) (fs *flag.FlagSet, configPath *string, noMetr
 	fs.StringVar(&cfg.TCPHealthCgroup, "tcp-health-cgroup", cfg.TCPHealthCgroup, "cgroup v2 directory the TCP health program watches (default: the root)")
 	fs.Var(listFlag{list: &cfg.PrefilterDeny, set: new(bool)}, "prefilter-deny", "CIDR denied at XDP before the network stack (repeat the flag for more)")
 	fs.Var(listFlag{list: &cfg.PrefilterInterfaces, set: new(bool)}, "prefilter-interfaces", "interface the XDP prefilter attaches to (repeat the flag for more)")
+	fs.Var(listFlag{list: &cfg.Uplinks, set: new(bool)}, "uplinks", "interface towards other nodes and the world, where replies to the egress proxy's upstream connections arrive; upstreams routed through one keep the client's address (repeat the flag for more)")
 	fs.BoolVar(&cfg.AllowHostIngress, "allow-host-ingress", cfg.AllowHostIngress, "let the node itself into every endpoint")
 	fs.StringVar(&cfg.Proxy, "proxy", cfg.Proxy, "HTTP proxy: embedded (default), envoy (run --envoy-binary) or external")
 	fs.StringVar(&cfg.EnvoyBinary, "envoy-binary", cfg.EnvoyBinary, "Envoy executable for --proxy envoy")

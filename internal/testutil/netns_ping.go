@@ -8,7 +8,9 @@ import (
 	"net/netip"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
 )
 
 // ErrNoReply is a Recv or Ping that got no echo reply before its deadline.
@@ -17,6 +19,13 @@ var ErrNoReply = errors.New("no echo reply")
 // Pinger sends ICMP echo requests from inside a netns over a raw socket
 // (root only; the ping binary is not needed). One goroutine may Send while
 // another Recvs.
+//
+// Every raw ICMP socket of a netns gets a copy of every ICMP packet the
+// netns receives, so a socket filter lets the kernel queue only this
+// pinger's echo replies: otherwise another pinger's traffic fills the
+// socket's receive buffer while it is not read (a pinger just opened, a
+// reader not yet scheduled on a loaded host) and the kernel drops this
+// pinger's own reply, which then looks like a lost packet.
 type Pinger struct {
 	conn net.PacketConn
 	id   uint16
@@ -25,6 +34,10 @@ type Pinger struct {
 	// first Send. Above the MTU, the kernel sends the request in fragments.
 	Payload int
 }
+
+// testHookBeforeFilter, when set by a test, runs between the socket's
+// creation and its filter.
+var testHookBeforeFilter func()
 
 // pingerIDs hands out echo identifiers, so that concurrent pingers in one
 // netns never take each other's replies.
@@ -39,7 +52,15 @@ func OpenPinger(do func(func() error) error) (*Pinger, error) {
 		if err != nil {
 			return fmt.Errorf("open raw icmp socket: %w", err)
 		}
-		pg = &Pinger{conn: c, id: uint16(pingerIDs.Add(1) + uint32(os.Getpid()))}
+		id := uint16(pingerIDs.Add(1) + uint32(os.Getpid()))
+		if testHookBeforeFilter != nil {
+			testHookBeforeFilter()
+		}
+		if err := filterEchoReplies(c.(*net.IPConn), id); err != nil {
+			c.Close()
+			return err
+		}
+		pg = &Pinger{conn: c, id: id}
 		return nil
 	})
 	return pg, err
@@ -123,4 +144,62 @@ func icmpChecksum(b []byte) uint16 {
 		sum = sum>>16 + sum&0xffff
 	}
 	return ^uint16(sum)
+}
+
+// filterEchoReplies attaches a classic BPF socket filter to a raw ICMPv4
+// socket that keeps only echo replies with identifier id, then drops what
+// the socket queued before (a raw socket receives from its creation on: on
+// a loaded host the other pingers' replies can fill its buffer before the
+// filter is in place). A raw socket's filter sees the packet from its IP
+// header on.
+func filterEchoReplies(c *net.IPConn, id uint16) error {
+	const (
+		ldxMSH = syscall.BPF_LDX | syscall.BPF_B | syscall.BPF_MSH // X = 4 * (pkt[k] & 0xf): the IP header length
+		ldbInd = syscall.BPF_LD | syscall.BPF_B | syscall.BPF_IND  // A = pkt[X + k]
+		ldhInd = syscall.BPF_LD | syscall.BPF_H | syscall.BPF_IND  // A = pkt[X + k : 2]
+		jeq    = syscall.BPF_JMP | syscall.BPF_JEQ | syscall.BPF_K
+		ret    = syscall.BPF_RET | syscall.BPF_K
+	)
+	prog := []syscall.SockFilter{
+		{Code: ldxMSH, K: 0},
+		{Code: ldbInd, K: 0},            // ICMP type
+		{Code: jeq, Jt: 0, Jf: 3, K: 0}, // echo reply?
+		{Code: ldhInd, K: 4},            // identifier
+		{Code: jeq, Jt: 0, Jf: 1, K: uint32(id)},
+		{Code: ret, K: 0xffff}, // keep the packet
+		{Code: ret, K: 0},      // drop it
+	}
+	fprog := syscall.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("filter echo replies: %w", err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		_, _, errno := syscall.Syscall6(syscall.SYS_SETSOCKOPT, fd, syscall.SOL_SOCKET, syscall.SO_ATTACH_FILTER,
+			uintptr(unsafe.Pointer(&fprog)), unsafe.Sizeof(fprog), 0)
+		if errno != 0 {
+			serr = errno
+		}
+	}); err != nil {
+		return fmt.Errorf("filter echo replies: %w", err)
+	}
+	if serr != nil {
+		return fmt.Errorf("filter echo replies: attach socket filter: %w", serr)
+	}
+	buf := make([]byte, 1500)
+	if err := rc.Read(func(fd uintptr) bool {
+		for {
+			if _, _, err := syscall.Recvfrom(int(fd), buf, syscall.MSG_DONTWAIT); err != nil {
+				serr = err
+				return true // EAGAIN: the queue is empty
+			}
+		}
+	}); err != nil {
+		return fmt.Errorf("filter echo replies: drain: %w", err)
+	}
+	if !errors.Is(serr, syscall.EAGAIN) {
+		return fmt.Errorf("filter echo replies: drain: %w", serr)
+	}
+	return nil
 }
