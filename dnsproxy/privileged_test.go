@@ -33,6 +33,10 @@ import (
 
 const childEnv = "MOAT_DNSPROXY_TRANSPARENT_CHILD"
 
+// rounds is how many allowed and denied queries the child sends per
+// transport, back to back.
+const rounds = 10
+
 func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "1" {
 		if err := transparentChild(); err != nil {
@@ -110,16 +114,18 @@ func TestPrivilegedTransparentProxy(t *testing.T) {
 	// The upstream saw the proxy (10.97.0.1), never the client, over UDP
 	// and TCP, and only for the allowed name.
 	qs := u.queries()
-	if len(qs) != 2 {
-		t.Fatalf("upstream saw %d queries, want 2 (UDP and TCP)", len(qs))
+	if len(qs) != 2*rounds {
+		t.Fatalf("upstream saw %d queries, want %d (UDP, then TCP)", len(qs), 2*rounds)
 	}
 	for _, q := range qs {
 		if q.remote.Addr() != netip.MustParseAddr("10.97.0.1") || q.msg.Question[0].Name != "www.allowed.test." {
 			t.Errorf("upstream saw %s from %s, want www.allowed.test. from the proxy 10.97.0.1", q.msg.Question[0].Name, q.remote)
 		}
 	}
-	if !qs[1].tcp || qs[0].tcp {
-		t.Errorf("upstream transports tcp=%v,%v, want UDP then TCP", qs[0].tcp, qs[1].tcp)
+	for i, q := range qs {
+		if q.tcp != (i >= rounds) {
+			t.Errorf("upstream query %d: tcp=%v, want %d UDP then %d TCP", i, q.tcp, rounds, rounds)
+		}
 	}
 }
 
@@ -185,25 +191,27 @@ func transparentChild() error {
 		// miekg's client uses a connected socket: an answer from any
 		// address but 10.97.0.2:53 would never reach it.
 		c := &dns.Client{Net: netw, Timeout: 5 * time.Second, Dialer: &net.Dialer{LocalAddr: local, Timeout: 5 * time.Second}}
-		r, _, err := c.Exchange(mkQuery("www.allowed.test.", dns.TypeA), server.String())
-		if err != nil {
-			return fmt.Errorf("%s query through the transparent proxy: %w", netw, err)
-		}
-		if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "192.0.2.10" {
-			return fmt.Errorf("%s answer: %v", netw, r)
-		}
-		r, _, err = c.Exchange(mkQuery("evil.test.", dns.TypeA), server.String())
-		if err != nil {
-			return fmt.Errorf("%s denied query: %w", netw, err)
-		}
-		if r.Rcode != dns.RcodeRefused {
-			return fmt.Errorf("%s denied query: rcode %s, want REFUSED", netw, dns.RcodeToString[r.Rcode])
+		for range rounds {
+			r, _, err := c.Exchange(mkQuery("www.allowed.test.", dns.TypeA), server.String())
+			if err != nil {
+				return fmt.Errorf("%s query through the transparent proxy: %w", netw, err)
+			}
+			if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "192.0.2.10" {
+				return fmt.Errorf("%s answer: %v", netw, r)
+			}
+			r, _, err = c.Exchange(mkQuery("evil.test.", dns.TypeA), server.String())
+			if err != nil {
+				return fmt.Errorf("%s denied query: %w", netw, err)
+			}
+			if r.Rcode != dns.RcodeRefused {
+				return fmt.Errorf("%s denied query: rcode %s, want REFUSED", netw, dns.RcodeToString[r.Rcode])
+			}
 		}
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(marks) != 2 {
-		return fmt.Errorf("saw %d upstream sockets, want 2", len(marks))
+	if len(marks) != 2*rounds {
+		return fmt.Errorf("saw %d upstream sockets, want %d", len(marks), 2*rounds)
 	}
 	for _, m := range marks {
 		if uint32(m) != wantMark {

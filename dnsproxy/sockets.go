@@ -83,9 +83,9 @@ func origDst(oob []byte) (netip.AddrPort, bool) {
 var oobSize = unix.CmsgSpace(unix.SizeofSockaddrInet6)
 
 // sendFrom sends b to client from the address from: a transparent UDP
-// socket bound to it (SO_REUSEADDR, so it can share the port with the
-// listener), used once. This is how an answer appears to come from the
-// original server.
+// socket bound to it (SO_REUSEADDR, so it can share the address with the
+// listener and with other replies) and connected to the client, used once.
+// This is how an answer appears to come from the original server.
 func sendFrom(from, client netip.AddrPort, b []byte) error {
 	family := unix.AF_INET
 	network := "udp4"
@@ -103,7 +103,13 @@ func sendFrom(from, client netip.AddrPort, b []byte) error {
 	if err := unix.Bind(fd, sockaddr(from, family)); err != nil {
 		return fmt.Errorf("bind reply socket to %s: %w", from, err)
 	}
-	if err := unix.Sendto(fd, b, 0, sockaddr(client, family)); err != nil {
+	// Connected to the client, the socket can only ever match packets
+	// of this one client port (never another client's query to the same
+	// server) during its microseconds of life.
+	if err := unix.Connect(fd, sockaddr(client, family)); err != nil {
+		return fmt.Errorf("connect reply socket %s to %s: %w", from, client, err)
+	}
+	if _, err := unix.Write(fd, b); err != nil {
 		return fmt.Errorf("send reply from %s to %s: %w", from, client, err)
 	}
 	return nil
