@@ -57,6 +57,9 @@ func (c *Compiler) ipcValue(pf netip.Prefix) (ID, bool) {
 				return IDHost, true
 			}
 		}
+		if id, ok := c.learnedValue(pf.Addr()); ok {
+			return id, true
+		}
 	}
 	if pf.Bits() == 0 {
 		return IDWorld, true
@@ -94,6 +97,7 @@ func (c *Compiler) syncIPCache() {
 	for a := range c.addrOwners {
 		set[netip.PrefixFrom(a, a.BitLen())] = struct{}{}
 	}
+	c.addLearnedPrefixes(set)
 	c.ipcache = make([]IPCacheEntry, 0, len(set))
 	for pf := range set {
 		id, _ := c.ipcValue(pf)
