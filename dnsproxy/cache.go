@@ -21,7 +21,8 @@ import (
 
 // InUse reports whether a live connection uses ip (the agent answers from
 // conntrack). The cache never forgets such an address, neither by expiry
-// nor by the per-name cap. Safe for concurrent use.
+// nor by the per-name cap. Safe for concurrent use; it is called with the
+// cache locked, so it must be quick and must not call the cache.
 type InUse interface {
 	InUse(ip netip.Addr) bool
 }

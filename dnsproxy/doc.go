@@ -23,4 +23,34 @@
 // The package never touches BPF maps or routes: the agent connects it to the
 // datapath through the small interfaces it defines (Endpoints, Remotes,
 // InUse, LearnFunc, the Mark function).
+//
+// # Wiring (what the agent and the datapath provide)
+//
+//   - Config{Listen: 127.0.0.1:P and [::1]:P, Transparent: true}: one UDP
+//     and one TCP IP_TRANSPARENT socket per address (Addrs reports them;
+//     P is the port the datapath's DNS redirect entries carry; loopback so
+//     no endpoint can address it, if the datapath e2e confirms that
+//     bpf_sk_assign delivers to loopback-bound sockets, else the wildcard
+//     address, which destination_is_proxy below still covers). The tc
+//     program hands redirected port-53 packets to these sockets with
+//     bpf_sk_assign and the to-proxy mark (policy.ToProxyMark(P)); the
+//     fwmark 0x200/0xf00 rule delivers them locally.
+//   - Endpoints (source address → local endpoint) and Remotes (server
+//     address → identity, as the datapath resolves it).
+//   - Mark: policy.ProxyMark(policy.Egress, id). Upstream packets leave
+//     with mark&0xF00 == 0xB00 and the source identity, so the datapath
+//     applies the endpoint's L3/L4 egress policy to the server as if the
+//     endpoint sent them, and never redirects them again.
+//   - SetPolicy(PolicyFromPlan(plan)) on every Plan, before the datapath
+//     writes redirect entries that need it.
+//   - OnLearn: allocate local FQDN identities (policy.LocalAllocator) and
+//     write the ipcache, returning once the datapath has them; OnRelease
+//     and Cache().Collect to release them; InUse from conntrack.
+//   - OnFlow: flow.Enrich then the ring and flow.Metrics.Process.
+//   - State/SaveState on a timer and at shutdown, LoadState and Restore
+//     before Run on start.
+//
+// The proxy refuses (destination_is_proxy) a query addressed to its own
+// listening port, so an endpoint that reaches the port directly instead of
+// through the redirect gets nothing forwarded.
 package dnsproxy

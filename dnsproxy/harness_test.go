@@ -42,20 +42,27 @@ type upstream struct {
 	seen   []seen
 }
 
-func startUpstream(t *testing.T) *upstream { return startUpstreamTB(t) }
+func startUpstream(t *testing.T) *upstream { return startUpstreamAt(t, "127.0.0.1") }
 
-func startUpstreamTB(t testing.TB) *upstream {
+func startUpstreamTB(t testing.TB) *upstream { return startUpstreamAt(t, "127.0.0.1") }
+
+// startUpstreamAt starts the upstream on host (an IPv4 or IPv6 literal).
+func startUpstreamAt(t testing.TB, host string) *upstream {
 	t.Helper()
 	u := &upstream{zone: map[string][]string{}}
+	fam := "4"
+	if strings.Contains(host, ":") {
+		fam = "6"
+	}
 	var pc net.PacketConn
 	var ln net.Listener
 	for range 20 {
 		var err error
-		pc, err = net.ListenPacket("udp4", "127.0.0.1:0")
+		pc, err = net.ListenPacket("udp"+fam, net.JoinHostPort(host, "0"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		ln, err = net.Listen("tcp4", pc.LocalAddr().String())
+		ln, err = net.Listen("tcp"+fam, pc.LocalAddr().String())
 		if err == nil {
 			break
 		}

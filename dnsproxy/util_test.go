@@ -1,7 +1,9 @@
 package dnsproxy
 
 import (
+	"context"
 	"testing"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -27,3 +29,9 @@ func histogramCount(t *testing.T, reg *prometheus.Registry, name string) uint64 
 	}
 	return n
 }
+
+func contextWithCancel(t *testing.T) (context.Context, context.CancelFunc) {
+	return context.WithCancel(context.Background())
+}
+
+func unsafePointer(b *byte) unsafe.Pointer { return unsafe.Pointer(b) }

@@ -127,7 +127,7 @@ var thirdParty = map[string][]string{
 	"l7proxy":              {"github.com/envoyproxy/go-control-plane", "google.golang.org/grpc", "google.golang.org/protobuf", "google.golang.org/genproto", "github.com/prometheus/client_golang", "golang.org/x/net", "golang.org/x/sync", "golang.org/x/sys"},
 	"dnsproxy":             {"github.com/miekg/dns", "golang.org/x/sys", "github.com/prometheus/client_golang"},
 	"flow":                 {"github.com/prometheus/client_golang", "google.golang.org/grpc", "github.com/envoyproxy/go-control-plane", "google.golang.org/protobuf", "github.com/google/go-cmp"},
-	"k8s":                  {"k8s.io/client-go", "k8s.io/apimachinery", "k8s.io/api"},
+	"k8s":                  {"k8s.io/client-go", "k8s.io/apimachinery", "k8s.io/api", "github.com/prometheus/client_golang"}, // moat_identity_* and moat_operator_* metrics
 	"internal/testutil":    {},
 	"internal/httpnorm":    {},
 	"internal/netns":       {"golang.org/x/sys"},
