@@ -13,6 +13,7 @@ import (
 
 	"github.com/moatnet/moat/datapath"
 	"github.com/moatnet/moat/dnsproxy"
+	"github.com/moatnet/moat/flow"
 	"github.com/moatnet/moat/policy"
 )
 
@@ -114,7 +115,7 @@ func (a *Agent) newDNSProxy(ctx context.Context) error {
 		},
 		OnLearn:    a.learnFQDN,
 		OnRelease:  a.forgetFQDN,
-		OnFlow:     a.record,
+		OnFlow:     a.recordDNS,
 		NodeName:   a.cfg.NodeName,
 		Logger:     a.log.With("component", "dnsproxy"),
 		Registerer: a.reg,
@@ -140,6 +141,21 @@ func (a *Agent) newDNSProxy(ctx context.Context) error {
 func hostHasIPv6() bool {
 	_, err := os.Stat("/proc/net/if_inet6")
 	return err == nil
+}
+
+// recordDNS enriches a DNS exchange's flow record with the endpoints'
+// metadata (workload, app) and records it like every other flow: the ring
+// (`moat observe`) and the Hubble metrics (hubble_dns_*).
+func (a *Agent) recordDNS(f flow.Flow) {
+	src, dst := f.Source.Labels, f.Destination.Labels
+	flow.Enrich(flow.EnricherFunc(a.resolve), &f)
+	if len(f.Source.Labels) == 0 {
+		f.Source.Labels = src
+	}
+	if len(f.Destination.Labels) == 0 {
+		f.Destination.Labels = dst
+	}
+	a.record(f)
 }
 
 // runDNSProxy serves DNS until ctx ends.

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -263,6 +264,35 @@ func TestPrivilegedDNSFQDNs(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("fqdn cache lacks api.example.com -> %s with a local identity: %+v", learned, cache.Entries)
+	}
+
+	// Each exchange is a flow in the ring (moat observe) and counts in the
+	// Hubble DNS metrics.
+	var flowLines []string
+	waitUntil(t, "a dropped DNS flow for www.example.org", 5*time.Second, func() bool {
+		resp, err := a.api.Get("http://agent/v1/flows?last=1000")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		flowLines = strings.Split(string(b), "\n")
+		for _, l := range flowLines {
+			if strings.Contains(l, "www.example.org.") && strings.Contains(l, "DROPPED") && strings.Contains(l, `"pod_name":"client"`) {
+				return true
+			}
+		}
+		return false
+	})
+	m0, err := a.metrics()
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	if v, ok := m0.sum("hubble_dns_queries_total", nil); !ok || v < 6 {
+		t.Fatalf("hubble_dns_queries_total = %v (found %v); want at least the 6 queries sent", v, ok)
+	}
+	if v, ok := m0.sum("hubble_dns_responses_total", map[string]string{"rcode": "No Error"}); !ok || v < 4 {
+		t.Errorf("hubble_dns_responses_total{rcode=\"No Error\"} = %v (found %v); want at least 4", v, ok)
 	}
 
 	// The loop.
