@@ -36,8 +36,9 @@ type dnsState struct {
 	up atomic.Bool
 	// view is what the lookups read, rebuilt from each Plan the maps get.
 	view atomic.Pointer[dnsView]
-	// policySet: the proxy has been given a Plan's rules.
-	lastGen atomic.Uint64
+	// rulesFrom is the Plan whose DNS rules the proxy holds (callers of
+	// dnsPlanSynced hold the agent's syncMu).
+	rulesFrom *policy.Plan
 }
 
 // dnsView indexes one Plan for the proxy's per-query lookups.
@@ -182,10 +183,32 @@ func (a *Agent) dnsPlanSynced(plan *policy.Plan) {
 		return
 	}
 	a.dns.view.Store(newDNSView(plan))
+	if prev := a.dns.rulesFrom; prev != nil && sameDNSRules(prev, plan) {
+		return // a Plan that only learned addresses: the compiled rules stand
+	}
 	if err := a.dns.proxy.SetPolicy(dnsproxy.PolicyFromPlan(plan)); err != nil {
 		a.log.Warn("dns rules partly skipped (they match nothing)", "err", err)
 	}
-	a.dns.lastGen.Store(plan.Generation)
+	a.dns.rulesFrom = plan
+}
+
+// sameDNSRules reports whether two Plans carry the same DNS rules and
+// toFQDNs selections. Plans share unchanged rule sets with the compiler, so
+// identical slices mean identical rules; anything else counts as a change.
+func sameDNSRules(a, b *policy.Plan) bool {
+	if len(a.Endpoints) != len(b.Endpoints) || !slices.Equal(a.FQDNs, b.FQDNs) {
+		return false
+	}
+	for i := range a.Endpoints {
+		x, y := &a.Endpoints[i], &b.Endpoints[i]
+		if x.Namespace != y.Namespace || x.Name != y.Name || len(x.Egress.DNS) != len(y.Egress.DNS) {
+			return false
+		}
+		if len(x.Egress.DNS) > 0 && &x.Egress.DNS[0] != &y.Egress.DNS[0] {
+			return false
+		}
+	}
+	return true
 }
 
 // learnFQDN is the proxy's OnLearn hook: the addresses go into the compiler

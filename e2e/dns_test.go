@@ -265,6 +265,11 @@ func TestPrivilegedDNSFQDNs(t *testing.T) {
 	if !found {
 		t.Fatalf("fqdn cache lacks api.example.com -> %s with a local identity: %+v", learned, cache.Entries)
 	}
+	// And so does `moat fqdn cache`.
+	out, err := exec.CommandContext(t.Context(), a.bins.cli, "fqdn", "cache", "--agent", filepath.Join(a.runDir, "agent.sock")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "api.example.com.") || !strings.Contains(string(out), learned.String()) {
+		t.Fatalf("moat fqdn cache: %v\n%s\nwant a line for api.example.com. %s", err, out, learned)
+	}
 
 	// Each exchange is a flow in the ring (moat observe) and counts in the
 	// Hubble DNS metrics.
