@@ -44,7 +44,7 @@ type Agent struct {
 	reg *prometheus.Registry
 	m   *agentMetrics
 
-	alloc    *policy.FileAllocator
+	alloc    policy.Allocator
 	compiler *policy.Compiler
 	xds      *xds.Server
 	ring     *flow.Ring
@@ -67,6 +67,9 @@ type Agent struct {
 	// (nil: no uplinks); set once the datapath is open.
 	uplinkRoutes atomic.Pointer[datapath.UplinkRoutes]
 
+	// src feeds the compiler: fileSource (policies, endpoints) or
+	// kubeSource (source.go).
+	src       source
 	policies  *policySource
 	endpoints endpointsSource
 	// confirmedGen is the last Plan generation confirmed to the compiler
@@ -106,6 +109,9 @@ type state struct {
 	lastError   string
 	lastSync    time.Time
 	policyCount int
+	// Kubernetes mode.
+	remoteEndpoints int
+	configError     string
 }
 
 // New builds the agent's components. Nothing touches the kernel or the
@@ -154,6 +160,16 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		policies:  newPolicySource(cfg.Policies),
 		endpoints: endpointsSource{path: cfg.Endpoints},
 	}
+	a.src = fileSource{}
+	if cfg.Kubernetes() {
+		rc, err := cfg.RESTConfig()
+		if err != nil {
+			return nil, err
+		}
+		if a.src, err = newKubeSource(cfg, rc, log); err != nil {
+			return nil, err
+		}
+	}
 	a.openNode = a.openKernel
 	a.als = flow.NewAccessLogServer(flow.EnricherFunc(a.resolve), a.record, log.With("component", "accesslog"))
 	return a, nil
@@ -196,12 +212,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := os.MkdirAll(a.cfg.RunDir, 0o750); err != nil {
 		return fmt.Errorf("create run dir: %w", err)
 	}
-	alloc, err := policy.NewFileAllocator(a.cfg.StateDir)
-	if err != nil {
-		return fmt.Errorf("open identity allocator: %w", err)
+	if ks, ok := a.src.(*kubeSource); ok {
+		a.alloc = ks.alloc // cluster-wide, through the API
+	} else {
+		alloc, err := policy.NewFileAllocator(a.cfg.StateDir)
+		if err != nil {
+			return fmt.Errorf("open identity allocator: %w", err)
+		}
+		a.alloc = alloc
 	}
-	a.alloc = alloc
-	a.compiler = policy.NewCompiler(policy.Options{AllowHostIngress: a.cfg.AllowHostIngress}, alloc)
+	a.compiler = policy.NewCompiler(policy.Options{AllowHostIngress: a.cfg.AllowHostIngress}, a.alloc)
 
 	runProxy, err := a.newProxy()
 	if err != nil {
@@ -225,6 +245,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, run := range node.run {
 		g.Go(func() error { return run(ctx) })
 	}
+	g.Go(func() error { return a.src.run(ctx) })
 	g.Go(func() error { return a.policyLoop(ctx) })
 	g.Go(func() error { return a.proxyLoop(ctx) })
 	if runProxy != nil {
@@ -276,7 +297,7 @@ func (a *Agent) openKernel(ctx context.Context) (_ *nodeParts, err error) {
 		return nil, err
 	}
 	ct := &ctCollector{dp: dp, log: a.log.With("component", "conntrack"), interval: time.Duration(a.cfg.ConntrackGCInterval)}
-	a.reg.MustRegister(ct, &mapPressureCollector{dp: dp, ct: ct})
+	a.reg.MustRegister(ct, &mapPressureCollector{dp: dp, ct: ct}, mapUpdatesCollector{dp})
 	node := &nodeParts{maps: dp, close: closeAll}
 	node.run = append(node.run,
 		func(ctx context.Context) error { return dp.ReadEvents(ctx, a.onEvent) },
@@ -329,8 +350,11 @@ func (a *Agent) openKernel(ctx context.Context) (_ *nodeParts, err error) {
 	return node, nil
 }
 
-// policyLoop polls the sources and reconciles on every change (and after a
-// failed pass). Waiting for the proxy is proxyLoop's job, never this one's.
+// policyLoop refreshes the source when it says it changed (Kubernetes) or
+// every PollInterval (files), and reconciles on every change (and after a
+// failed pass: the ticker retries). Nothing is reconciled before the source
+// has its complete initial view: until then the maps keep what the pins
+// hold. Waiting for the proxy is proxyLoop's job, never this one's.
 func (a *Agent) policyLoop(ctx context.Context) error {
 	t := time.NewTicker(time.Duration(a.cfg.PollInterval))
 	defer t.Stop()
@@ -338,7 +362,18 @@ func (a *Agent) policyLoop(ctx context.Context) error {
 	for {
 		a.compMu.Lock()
 		a.confirmApplied()
-		changed := a.refreshSources(ctx)
+		a.compMu.Unlock()
+		if !a.src.synced() {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			case <-a.src.changed():
+			}
+			continue
+		}
+		a.compMu.Lock()
+		changed := a.src.refresh(ctx, a)
 		a.compMu.Unlock()
 		if changed || full {
 			err := a.reconcile(ctx)
@@ -355,6 +390,7 @@ func (a *Agent) policyLoop(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-a.src.changed():
 		}
 	}
 }

@@ -18,12 +18,27 @@ import (
 
 // Status is what GET /v1/status returns and `moat status` prints.
 type Status struct {
-	Node           string           `json:"node"`
-	Revision       uint64           `json:"revision"`
-	LastSync       time.Time        `json:"lastSync,omitzero"`
-	LastError      string           `json:"lastError,omitempty"`
-	Policies       int              `json:"policies"`
-	PolicyErrors   []string         `json:"policyErrors,omitempty"`
+	Node      string    `json:"node"`
+	Revision  uint64    `json:"revision"`
+	LastSync  time.Time `json:"lastSync,omitzero"`
+	LastError string    `json:"lastError,omitempty"`
+	// Mode is "standalone" or "kubernetes".
+	Mode         string   `json:"mode"`
+	Policies     int      `json:"policies"`
+	PolicyErrors []string `json:"policyErrors,omitempty"`
+	// Identities counts the label-set identities the plan knows (local
+	// and remote endpoints').
+	Identities int `json:"identities"`
+	// RemoteEndpoints counts other nodes' endpoints (Kubernetes mode).
+	RemoteEndpoints int `json:"remoteEndpoints,omitempty"`
+	// SourcesStaleSince is when the source stopped reaching its origin
+	// (the Kubernetes API); enforcement stays as it was meanwhile.
+	SourcesStaleSince time.Time `json:"sourcesStaleSince,omitzero"`
+	// SourcesSynced is false until the source has its complete initial
+	// view (nothing is reconciled before).
+	SourcesSynced bool `json:"sourcesSynced"`
+	// ConfigError reports a bad (or changed, pending restart) ConfigMap.
+	ConfigError    string           `json:"configError,omitempty"`
 	Endpoints      []EndpointStatus `json:"endpoints"`
 	XDSVersion     string           `json:"xdsVersion,omitempty"`
 	ProxyReady     bool             `json:"proxyReady"`
@@ -63,6 +78,23 @@ func (a *Agent) Status() Status {
 		FlowsBuffered: a.ring.Len(),
 	}
 	st.FlowsDelivered = a.ring.Written()
+	st.Mode = "standalone"
+	if a.cfg.Kubernetes() {
+		st.Mode = "kubernetes"
+	}
+	st.RemoteEndpoints = a.state.remoteEndpoints
+	st.ConfigError = a.state.configError
+	if a.src != nil {
+		st.SourcesStaleSince = a.src.staleSince()
+		st.SourcesSynced = a.src.synced()
+	}
+	if p := a.state.plan; p != nil {
+		for _, id := range p.Identities {
+			if !id.ID.IsReserved() && !id.ID.IsLocal() {
+				st.Identities++
+			}
+		}
+	}
 	st.Endpoints = []EndpointStatus{}
 	if p := a.state.plan; p != nil {
 		for i := range p.Endpoints {

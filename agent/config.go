@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -26,6 +27,27 @@ type Config struct {
 	// RunDir holds the agent's sockets: agent.sock (local API), xds.sock,
 	// accesslog.sock.
 	RunDir string `json:"runDir,omitempty"`
+
+	// Kubeconfig, or InCluster (the pod's service account), selects
+	// Kubernetes mode: policies, pods, namespaces and nodes come from the
+	// API (package k8s) instead of Policies and Endpoints.
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+	InCluster  bool   `json:"inCluster,omitempty"`
+	// ConfigMap names the agent's ConfigMap ("namespace/name"; Kubernetes
+	// mode): its keys are this struct's fields, one per key (the value is
+	// the field's YAML), over the config file; the flags given override
+	// both. A change after the start is validated and reported; it takes
+	// effect when the agent restarts.
+	ConfigMap string `json:"configMap,omitempty"`
+	// Namespace is the agent's namespace (Kubernetes mode): it holds the
+	// identity counter ConfigMap. Default: the ConfigMap's namespace, else
+	// kube-system.
+	Namespace string `json:"namespace,omitempty"`
+	// IdentityExcludedLabels are the pod and namespace label keys left out
+	// of identities (Kubernetes mode; a key ending in "*" is a prefix).
+	// Empty means k8s.DefaultExcludedLabels (pod-template-hash,
+	// controller-revision-hash, ...).
+	IdentityExcludedLabels []string `json:"identityExcludedLabels,omitempty"`
 
 	// Policies is a policy file or directory, watched for changes.
 	Policies string `json:"policies,omitempty"`
@@ -224,11 +246,36 @@ func (c Config) Validate() error {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
 	}
-	if c.Policies == "" {
-		bad("policies", "required: a policy file or directory")
-	}
-	if c.Endpoints == "" {
-		bad("endpoints", "required: the endpoints file")
+	if c.Kubernetes() {
+		if c.Kubeconfig != "" && c.InCluster {
+			bad("inCluster", "set with kubeconfig: choose one")
+		}
+		if c.Policies != "" {
+			bad("policies", "not used in Kubernetes mode (policies come from the API)")
+		}
+		if c.Endpoints != "" {
+			bad("endpoints", "not used in Kubernetes mode (pods come from the API)")
+		}
+		if c.ConfigMap != "" {
+			if ns, name, ok := strings.Cut(c.ConfigMap, "/"); !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+				bad("configMap", "%q: want namespace/name", c.ConfigMap)
+			}
+		}
+		for i, k := range c.IdentityExcludedLabels {
+			if strings.TrimSuffix(k, "*") == "" {
+				bad(fmt.Sprintf("identityExcludedLabels[%d]", i), "empty label key")
+			}
+		}
+	} else {
+		if c.Policies == "" {
+			bad("policies", "required: a policy file or directory (or kubeconfig/inCluster for Kubernetes mode)")
+		}
+		if c.Endpoints == "" {
+			bad("endpoints", "required: the endpoints file")
+		}
+		if c.ConfigMap != "" {
+			bad("configMap", "only in Kubernetes mode (kubeconfig or inCluster)")
+		}
 	}
 	if !filepath.IsAbs(c.StateDir) {
 		bad("stateDir", "%q is not an absolute path", c.StateDir)
@@ -292,6 +339,9 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// Kubernetes reports whether the agent runs in Kubernetes mode.
+func (c Config) Kubernetes() bool { return c.Kubeconfig != "" || c.InCluster }
 
 // LoadConfig reads a YAML config file strictly (unknown fields are errors),
 // applies defaults and validates. Errors name the file.

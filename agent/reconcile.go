@@ -58,11 +58,16 @@ type sourceProblem struct {
 	previous  bool
 	endpoints bool // the endpoints file, else a policy file or directory
 	applied   bool // the content was applied, partly
+	// raw: err says all (a Kubernetes object's error says itself what
+	// stays in force).
+	raw bool
 }
 
 // String says what the problem is and, truthfully, what is in force.
 func (p sourceProblem) String() string {
 	switch {
+	case p.raw:
+		return p.err.Error()
 	case p.applied:
 		return p.err.Error() + "; the rest of the endpoints file is in force"
 	case p.endpoints && p.previous:

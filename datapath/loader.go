@@ -40,6 +40,8 @@ type Datapath struct {
 	// putEndpointHook, when set (tests only), runs before every endpoint
 	// config write of Sync and fails it by returning an error.
 	putEndpointHook func(id uint32, cfg *moatEndpointConfig) error
+	// writes counts Sync's entry writes (mapwrites.go).
+	writes mapWrites
 }
 
 // Open loads the programs, reusing maps pinned under cfg.PinRoot (creating

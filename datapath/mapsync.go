@@ -349,6 +349,7 @@ func (d *Datapath) apply(ops []syncOp, want *MapState) error {
 					return err
 				}
 			}
+			continue // applyEndpoint counts the configs it writes
 		case opDeleteEndpoint:
 			for _, op := range run {
 				id := op.Endpoint
@@ -377,6 +378,7 @@ func (d *Datapath) apply(ops []syncOp, want *MapState) error {
 				delete(s.local, op.Addr)
 			}
 		}
+		d.writes.add(run[0].Kind, len(run))
 	}
 	return nil
 }
@@ -420,6 +422,7 @@ func (d *Datapath) applyEndpoint(op syncOp, want *MapState) error {
 	if err := d.putEndpoint(id, &next); err != nil {
 		return fmt.Errorf("sync endpoint %s (ifindex %d, %s): %w", es.Endpoint, id, op.Phase, err)
 	}
+	d.writes.add(opPutEndpoint, 1)
 	s.endpoints[id] = next
 	if op.Final {
 		s.names[id] = es.Endpoint

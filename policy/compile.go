@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"net/netip"
 )
 
 // Options tune the compiler.
@@ -19,6 +20,13 @@ type Input struct {
 	Endpoints  []Endpoint
 	Namespaces []Namespace
 	Node       Node
+	// RemoteEndpoints are the endpoints of other nodes: identities and
+	// ipcache entries, no Plan of their own (compile_remote.go).
+	RemoteEndpoints []Endpoint
+	// RemoteNodes are the other nodes' addresses (IDRemoteNode) and
+	// APIServers the kube-apiserver's (IDKubeAPIServer).
+	RemoteNodes []netip.Addr
+	APIServers  []netip.Addr
 	// Allocator gives label sets their identities; nil means a fresh
 	// MemoryAllocator.
 	Allocator Allocator
@@ -39,6 +47,8 @@ func Compile(in Input) (*Plan, error) {
 	}
 	c := NewCompilerWithLocals(in.Options, alloc, in.LocalAllocator)
 	c.SetNode(in.Node)
+	c.SetRemoteNodes(in.RemoteNodes)
+	c.SetAPIServers(in.APIServers)
 	seenNS := map[string]bool{}
 	for _, ns := range in.Namespaces {
 		if seenNS[ns.Name] {
@@ -66,6 +76,17 @@ func Compile(in Input) (*Plan, error) {
 		}
 		seenEP[k] = true
 		if err := c.UpsertEndpoint(ep); err != nil {
+			return nil, fmt.Errorf("compile: %w", err)
+		}
+	}
+	seenRemote := map[endpointKey]bool{}
+	for _, ep := range in.RemoteEndpoints {
+		k := endpointKey{ep.Namespace, ep.Name}
+		if seenRemote[k] {
+			return nil, fmt.Errorf("compile: remote endpoint %s/%s listed twice", ep.Namespace, ep.Name)
+		}
+		seenRemote[k] = true
+		if err := c.UpsertRemoteEndpoint(ep); err != nil {
 			return nil, fmt.Errorf("compile: %w", err)
 		}
 	}

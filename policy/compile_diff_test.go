@@ -17,6 +17,9 @@ type diffWorld struct {
 	endpoints  map[endpointKey]Endpoint
 	namespaces map[string]Namespace
 	node       Node
+	remotes    map[endpointKey]Endpoint
+	remoteNode []netip.Addr
+	apiServers []netip.Addr
 }
 
 var (
@@ -184,6 +187,11 @@ func (w *diffWorld) input(alloc Allocator, opts Options) Input {
 	for _, n := range w.namespaces {
 		in.Namespaces = append(in.Namespaces, n)
 	}
+	for _, e := range w.remotes {
+		in.RemoteEndpoints = append(in.RemoteEndpoints, e)
+	}
+	in.RemoteNodes = w.remoteNode
+	in.APIServers = w.apiServers
 	// Map order is random: shuffle-proofness is part of the test.
 	return in
 }
@@ -203,12 +211,54 @@ func TestCompileIncrementalMatchesFull(t *testing.T) {
 				policies:   map[policyKey]Policy{},
 				endpoints:  map[endpointKey]Endpoint{},
 				namespaces: map[string]Namespace{},
+				remotes:    map[endpointKey]Endpoint{},
 			}
 			alloc := NewMemoryAllocator()
 			c := NewCompiler(opts, alloc)
 			var log []string
 			var snaps []planSnapshot // every Plan returned, to check none changes later
 			for step := range 120 {
+				if w.pick(3) == 0 {
+					// The rest of the cluster: remote endpoints (whose
+					// names and addresses may collide with local ones),
+					// remote nodes and the kube-apiserver.
+					switch w.pick(5) {
+					case 0, 1:
+						e := w.endpoint()
+						e.Name = "r" + e.Name
+						if w.pick(4) == 0 {
+							e.Name = e.Name[1:] // same key as a local one
+						}
+						w.remotes[endpointKey{e.Namespace, e.Name}] = e
+						if err := c.UpsertRemoteEndpoint(e); err != nil {
+							t.Fatal(err)
+						}
+						log = append(log, fmt.Sprintf("upsert remote endpoint %s/%s %v %s", e.Namespace, e.Name, e.Labels, e.IPv4))
+					case 2:
+						for k := range w.remotes {
+							delete(w.remotes, k)
+							if _, err := c.DeleteRemoteEndpoint(k.Namespace, k.Name); err != nil {
+								t.Fatal(err)
+							}
+							log = append(log, "delete remote endpoint "+k.Namespace+"/"+k.Name)
+							break
+						}
+					case 3:
+						w.remoteNode = nil
+						for range w.pick(3) {
+							w.remoteNode = append(w.remoteNode, netip.MustParseAddr(fmt.Sprintf("10.9.0.%d", 1+w.pick(20))))
+						}
+						c.SetRemoteNodes(w.remoteNode)
+						log = append(log, fmt.Sprintf("set remote nodes %v", w.remoteNode))
+					default:
+						w.apiServers = nil
+						for range w.pick(2) {
+							w.apiServers = append(w.apiServers, netip.MustParseAddr(fmt.Sprintf("10.9.1.%d", 1+w.pick(20))))
+						}
+						c.SetAPIServers(w.apiServers)
+						log = append(log, fmt.Sprintf("set apiservers %v", w.apiServers))
+					}
+				}
 				switch op := w.pick(10); {
 				case op < 3:
 					p := w.policy()

@@ -37,7 +37,7 @@ func fqdnTestCompiler(t *testing.T) *Compiler {
 	return c
 }
 
-func ipcacheOf(p *Plan) map[netip.Prefix]ID {
+func learnedIPCache(p *Plan) map[netip.Prefix]ID {
 	out := map[netip.Prefix]ID{}
 	for _, e := range p.IPCache {
 		out[e.Prefix] = e.Identity
@@ -62,7 +62,7 @@ func TestCompilerLearnFQDN(t *testing.T) {
 	p0 := c.Plan()
 	pub, priv, other := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("198.51.100.7")
 	host := func(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, 32) }
-	if _, ok := ipcacheOf(p0)[host(pub)]; ok {
+	if _, ok := learnedIPCache(p0)[host(pub)]; ok {
 		t.Fatalf("ipcache has %s before anything was learned", pub)
 	}
 
@@ -70,7 +70,7 @@ func TestCompilerLearnFQDN(t *testing.T) {
 	c.LearnFQDN("www.example.com", []netip.Addr{other})
 	c.LearnFQDN("unselected.example.org", []netip.Addr{netip.MustParseAddr("203.0.113.9")})
 	p1 := c.Plan()
-	ipc := ipcacheOf(p1)
+	ipc := learnedIPCache(p1)
 	idPub, idPriv, idOther := ipc[host(pub)], ipc[host(priv)], ipc[host(other)]
 	if !idPub.IsLocal() || !idPriv.IsLocal() || !idOther.IsLocal() {
 		t.Fatalf("learned addresses without local identities: %s=%s %s=%s %s=%s", pub, idPub, priv, idPriv, other, idOther)
@@ -111,7 +111,7 @@ func TestCompilerLearnFQDN(t *testing.T) {
 	pub2 := netip.MustParseAddr("192.0.2.2")
 	c.LearnFQDN("api.example.com.", []netip.Addr{pub2})
 	p2 := c.Plan()
-	if got := ipcacheOf(p2)[host(pub2)]; got != idPub {
+	if got := learnedIPCache(p2)[host(pub2)]; got != idPub {
 		t.Fatalf("%s: identity %s, want the class's %s", pub2, got, idPub)
 	}
 	if ips, ids := c.LearnedFQDNs(); ips != 5 || ids != 3 {
@@ -122,7 +122,7 @@ func TestCompilerLearnFQDN(t *testing.T) {
 	c.ForgetFQDN("api.example.com", []netip.Addr{pub, priv, pub2})
 	c.ForgetFQDN("www.example.com", []netip.Addr{other})
 	p3 := c.Plan()
-	ipc = ipcacheOf(p3)
+	ipc = learnedIPCache(p3)
 	for _, a := range []netip.Addr{pub, priv, pub2, other} {
 		if id, ok := ipc[host(a)]; ok {
 			t.Fatalf("%s still in the ipcache (%s) after it was forgotten", a, id)
@@ -147,7 +147,7 @@ func TestCompilerLearnFQDNLateSelector(t *testing.T) {
 	}
 	a := netip.MustParseAddr("192.0.2.1")
 	c.LearnFQDN("api.example.com", []netip.Addr{a})
-	if _, ok := ipcacheOf(c.Plan())[netip.PrefixFrom(a, 32)]; ok {
+	if _, ok := learnedIPCache(c.Plan())[netip.PrefixFrom(a, 32)]; ok {
 		t.Fatal("learned address in the ipcache with no selector in force")
 	}
 	pols, err := ParseBytes("fq.yaml", []byte(fqdnTestPolicy))
@@ -156,7 +156,7 @@ func TestCompilerLearnFQDNLateSelector(t *testing.T) {
 	}
 	c.UpsertPolicy(pols[0])
 	p := c.Plan()
-	id, ok := ipcacheOf(p)[netip.PrefixFrom(a, 32)]
+	id, ok := learnedIPCache(p)[netip.PrefixFrom(a, 32)]
 	if !ok || !id.IsLocal() {
 		t.Fatalf("after the selector appeared: %s in ipcache %v (%s)", a, ok, id)
 	}

@@ -31,6 +31,12 @@ type Compiler struct {
 	endpoints  map[endpointKey]*endpointState
 	namespaces map[string]*Namespace
 	node       Node
+	// Remote peers (compile_remote.go): endpoints of other nodes, and the
+	// addresses of the other nodes and of the kube-apiserver.
+	remotes      map[endpointKey]*endpointState
+	remoteOwners map[netip.Addr]map[endpointKey]struct{}
+	remoteNodes  map[netip.Addr]struct{}
+	apiServers   map[netip.Addr]struct{}
 
 	idents     map[ID]*identState
 	identByKey map[string]*identState
@@ -86,9 +92,13 @@ type endpointState struct {
 type identState struct {
 	info *idInfo
 	key  string
-	refs int // endpoints holding it
-	deps map[*selEntry]struct{}
-	dirs [2]dirState
+	refs int // endpoints holding it, local and remote
+	// local counts the local endpoints holding it: only an identity with
+	// local endpoints has its policy computed (remote peers' identities
+	// are selectable, but their policy is their own node's business).
+	local int
+	deps  map[*selEntry]struct{}
+	dirs  [2]dirState
 }
 
 type dirState struct {
@@ -152,6 +162,10 @@ func NewCompilerWithLocals(opts Options, alloc Allocator, locals *LocalAllocator
 		deltas:       map[ID]map[ID]struct{}{},
 		ipcacheDirty: true,
 		addrOwners:   map[netip.Addr]map[endpointKey]struct{}{},
+		remotes:      map[endpointKey]*endpointState{},
+		remoteOwners: map[netip.Addr]map[endpointKey]struct{}{},
+		remoteNodes:  map[netip.Addr]struct{}{},
+		apiServers:   map[netip.Addr]struct{}{},
 	}
 	c.cache = newSelCache(c.selectionChanged)
 	for _, r := range ReservedIdentities() {
@@ -319,6 +333,14 @@ func (c *Compiler) relabelNamespace(name string) error {
 			errs = append(errs, err)
 		}
 	}
+	for k, st := range c.remotes {
+		if k.Namespace != name {
+			continue
+		}
+		if err := c.UpsertRemoteEndpoint(st.ep); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -330,14 +352,14 @@ func (c *Compiler) UpsertEndpoint(ep Endpoint) error {
 	ep.Labels = compileCloneMap(ep.Labels)
 	key := endpointKey{ep.Namespace, ep.Name}
 	ls := EndpointLabels(ep, c.namespaces[ep.Namespace])
-	st, err := c.holdIdentity(ls)
+	st, err := c.holdIdentity(ls, true)
 	if err != nil {
 		return fmt.Errorf("upsert endpoint %s/%s: %w", ep.Namespace, ep.Name, err)
 	}
 	old := c.endpoints[key]
 	if old == nil {
 		c.endpoints[key] = &endpointState{key: key, ep: ep, ident: st, addrs: endpointAddrs(&ep)}
-		c.addAddrOwner(key, &ep)
+		c.addOwner(c.addrOwners, key, &ep)
 		c.sortedEndpoints = nil
 		return nil
 	}
@@ -350,10 +372,10 @@ func (c *Compiler) UpsertEndpoint(ep Endpoint) error {
 			c.ipcPatch = append(c.ipcPatch, netip.PrefixFrom(a, a.BitLen()))
 		}
 	} else {
-		c.removeAddrOwner(key, &oldEP)
-		c.addAddrOwner(key, &ep)
+		c.removeOwner(c.addrOwners, key, &oldEP)
+		c.addOwner(c.addrOwners, key, &ep)
 	}
-	if err := c.dropIdentity(oldIdent); err != nil {
+	if err := c.dropIdentity(oldIdent, true); err != nil {
 		return fmt.Errorf("upsert endpoint %s/%s: %w", ep.Namespace, ep.Name, err)
 	}
 	return nil
@@ -368,8 +390,8 @@ func (c *Compiler) DeleteEndpoint(namespace, name string) (bool, error) {
 	}
 	delete(c.endpoints, key)
 	c.sortedEndpoints = nil
-	c.removeAddrOwner(key, &old.ep)
-	if err := c.dropIdentity(old.ident); err != nil {
+	c.removeOwner(c.addrOwners, key, &old.ep)
+	if err := c.dropIdentity(old.ident, true); err != nil {
 		return true, fmt.Errorf("delete endpoint %s/%s: %w", namespace, name, err)
 	}
 	return true, nil
@@ -382,10 +404,20 @@ func (c *Compiler) SetNode(n Node) {
 	c.ipcacheDirty = true
 }
 
-func (c *Compiler) holdIdentity(ls Labels) (*identState, error) {
+// holdIdentity takes a reference on the identity of ls for a local
+// endpoint (local) or a remote peer. An identity that gains its first local
+// endpoint has its policy computed.
+func (c *Compiler) holdIdentity(ls Labels, local bool) (*identState, error) {
 	key := ls.Key()
 	if st := c.identByKey[key]; st != nil {
 		st.refs++
+		if local {
+			if st.local == 0 {
+				c.fullDirty[st.info.id] = struct{}{}
+				delete(c.deltas, st.info.id)
+			}
+			st.local++
+		}
 		return st, nil
 	}
 	id, err := c.alloc.Allocate(ls)
@@ -404,13 +436,24 @@ func (c *Compiler) holdIdentity(ls Labels) (*identState, error) {
 	c.idents[id] = st
 	c.identByKey[key] = st
 	c.insertIdentity(Identity{ID: id, Labels: ls})
-	c.fullDirty[id] = struct{}{}
+	if local {
+		st.local = 1
+		c.fullDirty[id] = struct{}{}
+	}
 	c.cache.addIdentity(st.info)
 	return st, nil
 }
 
-func (c *Compiler) dropIdentity(st *identState) error {
+// dropIdentity drops a reference taken by holdIdentity with the same local.
+// An identity left without local endpoints forgets its computed policy.
+func (c *Compiler) dropIdentity(st *identState, local bool) error {
 	st.refs--
+	if local {
+		st.local--
+		if st.local == 0 && st.refs > 0 {
+			c.forgetPolicyOf(st)
+		}
+	}
 	if st.refs > 0 {
 		return nil
 	}

@@ -9,14 +9,15 @@ import (
 // incrementally: a change of an endpoint's identity patches one entry, a
 // change of the set of prefixes rebuilds the list.
 
-// addAddrOwner records that endpoint k uses its addresses.
-func (c *Compiler) addAddrOwner(k endpointKey, ep *Endpoint) {
+// addOwner records that endpoint k uses its addresses, in owners: the
+// local endpoints' (addrOwners) or the remote ones' (remoteOwners).
+func (c *Compiler) addOwner(owners map[netip.Addr]map[endpointKey]struct{}, k endpointKey, ep *Endpoint) {
 	for _, a := range endpointAddrs(ep) {
 		a = a.Unmap()
-		m := c.addrOwners[a]
+		m := owners[a]
 		if m == nil {
 			m = map[endpointKey]struct{}{}
-			c.addrOwners[a] = m
+			owners[a] = m
 			c.ipcacheDirty = true
 		}
 		m[k] = struct{}{}
@@ -24,13 +25,14 @@ func (c *Compiler) addAddrOwner(k endpointKey, ep *Endpoint) {
 	}
 }
 
-func (c *Compiler) removeAddrOwner(k endpointKey, ep *Endpoint) {
+// removeOwner undoes addOwner.
+func (c *Compiler) removeOwner(owners map[netip.Addr]map[endpointKey]struct{}, k endpointKey, ep *Endpoint) {
 	for _, a := range endpointAddrs(ep) {
 		a = a.Unmap()
-		m := c.addrOwners[a]
+		m := owners[a]
 		delete(m, k)
 		if len(m) == 0 {
-			delete(c.addrOwners, a)
+			delete(owners, a)
 			c.ipcacheDirty = true
 		}
 		c.ipcPatch = append(c.ipcPatch, netip.PrefixFrom(a, a.BitLen()))
@@ -38,8 +40,10 @@ func (c *Compiler) removeAddrOwner(k endpointKey, ep *Endpoint) {
 }
 
 // ipcValue is the identity of a prefix in the ipcache. When a prefix has
-// several owners, an endpoint wins over the node, the node over a policy
-// CIDR; among endpoints the first by namespace/name.
+// several owners, a local endpoint wins over a remote one, a remote one
+// over the node, the node over the kube-apiserver, that over a remote
+// node, and all of them over a policy CIDR; among endpoints the first by
+// namespace/name (see compile_remote.go).
 func (c *Compiler) ipcValue(pf netip.Prefix) (ID, bool) {
 	if pf.Bits() == pf.Addr().BitLen() {
 		var best *endpointKey
@@ -52,11 +56,21 @@ func (c *Compiler) ipcValue(pf netip.Prefix) (ID, bool) {
 		if best != nil {
 			return c.endpoints[*best].ident.info.id, true
 		}
+		if id, ok := c.remoteIdentity(pf.Addr()); ok {
+			return id, true
+		}
 		for _, a := range c.node.Addresses {
 			if a.Unmap() == pf.Addr() {
 				return IDHost, true
 			}
 		}
+		if _, ok := c.apiServers[pf.Addr()]; ok {
+			return IDKubeAPIServer, true
+		}
+		if _, ok := c.remoteNodes[pf.Addr()]; ok {
+			return IDRemoteNode, true
+		}
+		// A learned address ranks below every owner above (compile_fqdn.go).
 		if id, ok := c.learnedValue(pf.Addr()); ok {
 			return id, true
 		}
@@ -94,8 +108,15 @@ func (c *Compiler) syncIPCache() {
 			set[netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())] = struct{}{}
 		}
 	}
-	for a := range c.addrOwners {
-		set[netip.PrefixFrom(a, a.BitLen())] = struct{}{}
+	for _, m := range []map[netip.Addr]map[endpointKey]struct{}{c.addrOwners, c.remoteOwners} {
+		for a := range m {
+			set[netip.PrefixFrom(a, a.BitLen())] = struct{}{}
+		}
+	}
+	for _, m := range []map[netip.Addr]struct{}{c.apiServers, c.remoteNodes} {
+		for a := range m {
+			set[netip.PrefixFrom(a, a.BitLen())] = struct{}{}
+		}
 	}
 	c.addLearnedPrefixes(set)
 	c.ipcache = make([]IPCacheEntry, 0, len(set))

@@ -63,7 +63,7 @@ func (c *Compiler) sync() {
 	}
 	c.syncLearned(localsChanged)
 	for id := range c.fullDirty {
-		if st := c.idents[id]; st != nil {
+		if st := c.idents[id]; st != nil && st.local > 0 {
 			c.recomputeIdentity(st)
 			c.stats.FullRecomputes++
 		}
@@ -71,7 +71,7 @@ func (c *Compiler) sync() {
 	}
 	clear(c.fullDirty)
 	for id, xs := range c.deltas {
-		if st := c.idents[id]; st != nil {
+		if st := c.idents[id]; st != nil && st.local > 0 {
 			c.applyDelta(st, xs)
 			c.stats.DeltaRecomputes++
 		}

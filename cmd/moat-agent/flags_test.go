@@ -89,7 +89,7 @@ func TestFlagsOverrideConfigFile(t *testing.T) {
 	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, _, err := parseArgs([]string{"--local-delivery=false", "--config", path, "--tcp-health=false", "--allow-host-ingress=false", "--poll-interval", "250ms"})
+	cfg, _, err := parseArgs([]string{"--local-delivery=false", "--config", path, "--tcp-health=false", "--allow-host-ingress=false", "--poll-interval", "250ms"}, nil)
 	if err != nil {
 		t.Fatalf("parseArgs: %v", err)
 	}
@@ -113,7 +113,7 @@ func TestFlagsOverrideConfigFile(t *testing.T) {
 	}
 
 	// A list flag replaces the file's list; repeated, it appends.
-	cfg, _, err = parseArgs([]string{"--config", path, "--metrics", "drop", "--metrics", "httpV2:labelsContext=source_pod,destination_pod"})
+	cfg, _, err = parseArgs([]string{"--config", path, "--metrics", "drop", "--metrics", "httpV2:labelsContext=source_pod,destination_pod"}, nil)
 	if err != nil {
 		t.Fatalf("parseArgs: %v", err)
 	}
@@ -123,7 +123,7 @@ func TestFlagsOverrideConfigFile(t *testing.T) {
 
 	// Bad values name the flag.
 	for _, args := range [][]string{{"--local-delivery=maybe"}, {"--egress-http-port=70000"}, {"--ack-timeout=soon"}} {
-		_, _, err := parseArgs(args)
+		_, _, err := parseArgs(args, nil)
 		name := strings.TrimPrefix(strings.SplitN(args[0], "=", 2)[0], "--")
 		if err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("parseArgs(%q) = %v, want an error naming -%s", args, err, name)

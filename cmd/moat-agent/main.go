@@ -5,7 +5,20 @@
 //
 //	moat-agent --config /etc/moat/agent.yaml
 //	moat-agent --policies DIR --endpoints FILE [flags]
+//	moat-agent --kubeconfig FILE --node-name NODE [--config-map kube-system/moat-config]
+//	moat-agent --in-cluster --node-name NODE   (Kubernetes mode in a pod)
 //	moat-agent cleanup          detach programs and remove pinned state
+//
+// In Kubernetes mode (--kubeconfig or --in-cluster) policies (moat.io,
+// cilium.io/v2 when its CRDs exist, networking.k8s.io/v1), pods,
+// namespaces, nodes and the apiserver's addresses come from the API through
+// informers (package k8s), identities are cluster-wide Identity objects
+// (k8s/identity), and the ConfigMap named by --config-map holds config
+// fields (one key per field) over the config file, under the flags. Until
+// the CNI hands pods to the agent, a local pod is enforced on only when its
+// moat.io/interface annotation names its host-side veth (adopted like the
+// standalone interface field); otherwise it is compiled into the Plan and
+// the ipcache only.
 //
 // Every field of the config file has a flag (the field's name in kebab
 // case); a flag given on the command line overrides the file, and a
@@ -20,6 +33,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/moatnet/moat/agent"
 )
@@ -35,7 +49,7 @@ func run(args []string) error {
 	if len(args) > 0 && args[0] == "cleanup" {
 		return cleanup(args[1:])
 	}
-	cfg, level, err := parseArgs(args)
+	cfg, level, err := parseArgs(args, readConfigMap)
 	if err != nil {
 		return err
 	}
@@ -46,7 +60,11 @@ func run(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log.Info("moat-agent starting", "policies", cfg.Policies, "endpoints", cfg.Endpoints)
+	if cfg.Kubernetes() {
+		log.Info("moat-agent starting in Kubernetes mode", "node", cfg.NodeName, "kubeconfig", cfg.Kubeconfig, "inCluster", cfg.InCluster, "configMap", cfg.ConfigMap)
+	} else {
+		log.Info("moat-agent starting", "policies", cfg.Policies, "endpoints", cfg.Endpoints)
+	}
 	if err := a.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
@@ -54,9 +72,26 @@ func run(args []string) error {
 	return nil
 }
 
+// readConfigMap applies the agent's ConfigMap (Kubernetes mode with
+// --config-map) over cfg, read once from the API.
+func readConfigMap(cfg agent.Config, k agent.Config) (agent.Config, error) {
+	rc, err := k.RESTConfig()
+	if err != nil {
+		return cfg, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	data, found, err := agent.ReadConfigMap(ctx, rc, k.ConfigMap)
+	if err != nil || !found {
+		return cfg, err
+	}
+	return agent.ApplyConfigMap(cfg, k.ConfigMap, data)
+}
+
 // parseArgs reads the command line: the config file named by --config
-// first, then every flag given, over it.
-func parseArgs(args []string) (agent.Config, slog.Level, error) {
+// first, then (Kubernetes mode with --config-map) the ConfigMap through
+// overlay, then every flag given, over them.
+func parseArgs(args []string, overlay func(cfg, kube agent.Config) (agent.Config, error)) (agent.Config, slog.Level, error) {
 	var level slog.Level
 	// Pass 1: find --config (every other flag is parsed and dropped).
 	var scratch agent.Config
@@ -74,7 +109,20 @@ func parseArgs(args []string) (agent.Config, slog.Level, error) {
 		}
 		cfg = fileCfg
 	}
-	// Pass 2: the flags given override the file.
+	if overlay != nil {
+		// Which cluster and ConfigMap: the flags over the file.
+		kube := cfg
+		kfs, _, _, _, _ := newFlagSet(&kube)
+		kfs.SetOutput(discard{})
+		if err := kfs.Parse(args); err == nil && kube.Kubernetes() && kube.ConfigMap != "" {
+			over, err := overlay(cfg, kube)
+			if err != nil {
+				return cfg, level, err
+			}
+			cfg = over
+		}
+	}
+	// Pass 2: the flags given override the file (and the ConfigMap).
 	fs, _, noMetrics, noTCPHealth, logLevel := newFlagSet(&cfg)
 	if err := fs.Parse(args); err != nil {
 		return cfg, level, err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -40,12 +41,27 @@ func newStatusCommand() *cobra.Command {
 }
 
 func writeStatus(w io.Writer, st agent.Status) {
-	fmt.Fprintf(w, "Node:      %s\n", st.Node)
+	fmt.Fprintf(w, "Node:      %s (%s mode)\n", st.Node, orDash(st.Mode))
 	fmt.Fprintf(w, "Revision:  %d (synced %s)\n", st.Revision, st.LastSync.Format("15:04:05"))
-	fmt.Fprintf(w, "Policies:  %d in force\n", st.Policies)
-	for _, e := range st.PolicyErrors {
-		fmt.Fprintf(w, "  error (previous version stays in force): %s\n", e)
+	switch {
+	case !st.SourcesStaleSince.IsZero():
+		fmt.Fprintf(w, "Sources:   STALE since %s (%s ago): the API does not answer; enforcement stays as it was\n",
+			st.SourcesStaleSince.Format(time.RFC3339), time.Since(st.SourcesStaleSince).Round(time.Second))
+	case !st.SourcesSynced:
+		fmt.Fprintf(w, "Sources:   not synced yet: nothing compiled; the pinned maps keep enforcing\n")
 	}
+	if st.ConfigError != "" {
+		fmt.Fprintf(w, "Config:    %s\n", st.ConfigError)
+	}
+	fmt.Fprintf(w, "Policies:  %d in force, %d with errors\n", st.Policies, len(st.PolicyErrors))
+	for _, e := range st.PolicyErrors {
+		fmt.Fprintf(w, "  error: %s\n", e)
+	}
+	remote := ""
+	if st.RemoteEndpoints > 0 {
+		remote = fmt.Sprintf(" (%d remote endpoints)", st.RemoteEndpoints)
+	}
+	fmt.Fprintf(w, "Identities: %d%s\n", st.Identities, remote)
 	if st.LastError != "" {
 		fmt.Fprintf(w, "Last error: %s\n", st.LastError)
 	}
