@@ -76,8 +76,12 @@ type Agent struct {
 	// (policyLoop only).
 	confirmedGen uint64
 
-	// syncMu serialises map writes: reconcile's and proxyLoop's.
+	// syncMu serialises map writes: reconcile's, proxyLoop's and the DNS
+	// proxy's (dns.go). compMu guards the compiler (policyLoop and the DNS
+	// proxy's learning); taken after syncMu when both are.
 	syncMu    sync.Mutex
+	compMu    sync.Mutex
+	dns       *dnsState
 	proxyKick chan struct{}
 
 	mu               sync.RWMutex
@@ -338,6 +342,11 @@ func (a *Agent) openKernel(ctx context.Context) (_ *nodeParts, err error) {
 	if err := eps.EnsureProxyRouting(ctx); err != nil {
 		return nil, fmt.Errorf("install proxy routing: %w", err)
 	}
+	// Last: nothing fails after its listeners are bound (dns.go).
+	if err := a.newDNSProxy(ctx); err != nil {
+		return nil, err
+	}
+	node.run = append(node.run, a.runDNSProxy)
 	return node, nil
 }
 
@@ -351,7 +360,9 @@ func (a *Agent) policyLoop(ctx context.Context) error {
 	defer t.Stop()
 	full := true // the first pass, and a pass after a failed one
 	for {
+		a.compMu.Lock()
 		a.confirmApplied()
+		a.compMu.Unlock()
 		if !a.src.synced() {
 			select {
 			case <-ctx.Done():
@@ -361,7 +372,10 @@ func (a *Agent) policyLoop(ctx context.Context) error {
 			}
 			continue
 		}
-		if changed := a.src.refresh(ctx, a); changed || full {
+		a.compMu.Lock()
+		changed := a.src.refresh(ctx, a)
+		a.compMu.Unlock()
+		if changed || full {
 			err := a.reconcile(ctx)
 			full = err != nil
 			if err != nil {

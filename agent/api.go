@@ -147,6 +147,7 @@ func (a *Agent) APIHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /v1/flows", a.serveFlows)
 	mux.HandleFunc("GET "+envoy.IntendedResourcesPath, a.serveIntended)
+	a.registerDNSAPI(mux)
 	return mux
 }
 

@@ -115,6 +115,10 @@ type Config struct {
 	// Proxy ports of the transparent listeners.
 	EgressHTTPPort  uint16 `json:"egressHTTPPort,omitempty"`
 	IngressHTTPPort uint16 `json:"ingressHTTPPort,omitempty"`
+	// DNSProxyPort is the port of the DNS proxy's transparent UDP and TCP
+	// listeners (default 15053): the datapath redirects DNS traffic of
+	// ports with DNS rules there.
+	DNSProxyPort uint16 `json:"dnsProxyPort,omitempty"`
 	// HTTPPaths is how the HTTP proxy treats request paths: "strict" (the
 	// default, also when empty) rejects with 400 every path that is
 	// ambiguous across common back ends; "envoy" is Envoy's exact
@@ -164,6 +168,7 @@ const (
 	DefaultConntrackGC     = 30 * time.Second
 	DefaultEgressHTTPPort  = 15001
 	DefaultIngressHTTPPort = 15002
+	DefaultDNSProxyPort    = 15053
 	DefaultACKTimeout      = 5 * time.Second
 	DefaultMetricsAddress  = "127.0.0.1:9965"
 	DefaultFlowBuffer      = 4096
@@ -208,6 +213,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.IngressHTTPPort == 0 {
 		c.IngressHTTPPort = DefaultIngressHTTPPort
+	}
+	if c.DNSProxyPort == 0 {
+		c.DNSProxyPort = DefaultDNSProxyPort
 	}
 	if c.ACKTimeout == 0 {
 		c.ACKTimeout = Duration(DefaultACKTimeout)
@@ -300,6 +308,9 @@ func (c Config) Validate() error {
 	}
 	if c.EgressHTTPPort == c.IngressHTTPPort {
 		bad("ingressHTTPPort", "must differ from egressHTTPPort (%d)", c.EgressHTTPPort)
+	}
+	if c.DNSProxyPort == c.EgressHTTPPort || c.DNSProxyPort == c.IngressHTTPPort {
+		bad("dnsProxyPort", "%d is an HTTP proxy port; the DNS proxy's TCP listener needs its own", c.DNSProxyPort)
 	}
 	if _, err := httpnorm.ParseMode(c.HTTPPaths); err != nil {
 		bad("httpPaths", "%q: want strict, envoy or empty (strict)", c.HTTPPaths)

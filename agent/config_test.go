@@ -27,6 +27,7 @@ func TestConfigValidate(t *testing.T) {
 		{"conntrack map too small", func(c *Config) { c.ConntrackMaxEntries = 10 }, "conntrackMaxEntries: 10"},
 		{"bad attach", func(c *Config) { c.Attach = "xdp" }, `attach: "xdp"`},
 		{"same proxy ports", func(c *Config) { c.IngressHTTPPort = c.EgressHTTPPort }, "ingressHTTPPort:"},
+		{"dns proxy on an http port", func(c *Config) { c.DNSProxyPort = c.EgressHTTPPort }, "dnsProxyPort: 15001 is an HTTP proxy port"},
 		{"bad metrics address", func(c *Config) { c.MetricsAddress = "nope" }, "metricsAddress:"},
 		{"unknown hubble handler", func(c *Config) { c.Metrics = []string{"bogus"} }, "metrics:"},
 		{"empty flow buffer", func(c *Config) { c.FlowBuffer = -1 }, "flowBuffer:"},

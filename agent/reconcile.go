@@ -278,6 +278,7 @@ func (a *Agent) redirectPorts() datapath.ProxyPorts {
 			out[k] = a.cfg.IngressHTTPPort
 		}
 	}
+	a.addDNSPort(out)
 	return out
 }
 
@@ -287,7 +288,7 @@ func (a *Agent) proxyReadyLocked() bool {
 	if len(a.proxy.need) == 0 {
 		return true
 	}
-	if a.proxy.failed != "" || a.proxy.acked != a.proxy.version || len(a.proxy.written) != len(a.proxy.need) {
+	if a.proxy.failed != "" || a.proxy.acked != a.proxy.version {
 		return false
 	}
 	for k := range a.proxy.need {
@@ -311,8 +312,6 @@ func (a *Agent) proxyReadyLocked() bool {
 //  4. endpoints removed from the file are detached and deleted.
 func (a *Agent) reconcile(ctx context.Context) error {
 	start := time.Now()
-	plan := a.compiler.Plan()
-
 	a.mu.RLock()
 	desired := a.appliedEndpoints
 	prevIfaces := a.state.ifaces
@@ -321,6 +320,12 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	ifaces, errs := a.attachEndpoints(ctx, desired, prevIfaces)
 
 	a.syncMu.Lock()
+	// The Plan is taken under syncMu: a Plan the DNS proxy's learning wrote
+	// meanwhile (dns.go) is never overwritten by an older one.
+	a.compMu.Lock()
+	plan := a.compiler.Plan()
+	a.compMu.Unlock()
+	a.dnsPlanSynced(plan)
 	a.mu.Lock()
 	a.state.plan = plan
 	a.state.enricher = buildEnricher(plan, desired)

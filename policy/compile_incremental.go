@@ -69,6 +69,9 @@ type Compiler struct {
 	ipcPatch        []netip.Prefix       // prefixes whose identity may have changed
 	addrOwners      map[netip.Addr]map[endpointKey]struct{}
 	fqdns           []FQDNSelection
+
+	// fq holds the addresses learned for toFQDNs names (compile_fqdn.go).
+	fq *learnedState
 }
 
 type loadedPolicy struct {

@@ -70,6 +70,10 @@ func (c *Compiler) ipcValue(pf netip.Prefix) (ID, bool) {
 		if _, ok := c.remoteNodes[pf.Addr()]; ok {
 			return IDRemoteNode, true
 		}
+		// A learned address ranks below every owner above (compile_fqdn.go).
+		if id, ok := c.learnedValue(pf.Addr()); ok {
+			return id, true
+		}
 	}
 	if pf.Bits() == 0 {
 		return IDWorld, true
@@ -114,6 +118,7 @@ func (c *Compiler) syncIPCache() {
 			set[netip.PrefixFrom(a, a.BitLen())] = struct{}{}
 		}
 	}
+	c.addLearnedPrefixes(set)
 	c.ipcache = make([]IPCacheEntry, 0, len(set))
 	for pf := range set {
 		id, _ := c.ipcValue(pf)

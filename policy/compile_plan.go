@@ -56,10 +56,12 @@ func endpointAddrs(ep *Endpoint) []netip.Addr {
 
 // sync performs the deferred work.
 func (c *Compiler) sync() {
+	localsChanged := c.localsDirty
 	if c.localsDirty {
 		c.localsDirty = false
 		c.renumberLocals()
 	}
+	c.syncLearned(localsChanged)
 	for id := range c.fullDirty {
 		if st := c.idents[id]; st != nil && st.local > 0 {
 			c.recomputeIdentity(st)
@@ -199,6 +201,7 @@ func (c *Compiler) buildIdentities() []Identity {
 	for id, info := range c.locals {
 		out = append(out, Identity{ID: id, Labels: info.labels})
 	}
+	out = c.learnedIdentities(out)
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -29,6 +30,10 @@ type idInfo struct {
 	labels Labels
 	prefix netip.Prefix // idKindCIDR
 	fqdn   FQDNSelector // idKindFQDN
+	// learned: a class of learned addresses (compile_fqdn.go) with the
+	// selectors fqdnSet and the covering policy prefix in prefix.
+	learned bool
+	fqdnSet []FQDNSelector
 }
 
 // selKind is the kind of a cached selection.
@@ -131,6 +136,9 @@ func (e *selEntry) matches(info *idInfo) bool {
 		if info.id == IDWorld {
 			return e.cidr.Prefix.Bits() == 0
 		}
+		if info.learned {
+			return learnedMatchesCIDR(e, info)
+		}
 		if info.kind != idKindCIDR {
 			return false
 		}
@@ -144,6 +152,9 @@ func (e *selEntry) matches(info *idInfo) bool {
 		}
 		return true
 	case selFQDN:
+		if info.learned {
+			return slices.Contains(info.fqdnSet, e.fqdn)
+		}
 		return info.kind == idKindFQDN && info.fqdn == e.fqdn
 	}
 	return false

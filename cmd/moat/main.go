@@ -26,7 +26,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newPolicyCommand(), newStatusCommand(), newObserveCommand(), newEnvoyCommand())
+	root.AddCommand(newPolicyCommand(), newStatusCommand(), newObserveCommand(), newEnvoyCommand(), newFQDNCommand())
 	return root
 }
 

@@ -1,0 +1,361 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"os"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/moatnet/moat/datapath"
+	"github.com/moatnet/moat/dnsproxy"
+	"github.com/moatnet/moat/flow"
+	"github.com/moatnet/moat/policy"
+)
+
+// dns.go owns the agent's side of DNS-aware policy: it runs the transparent
+// DNS proxy (package dnsproxy), feeds it the Plan's DNS rules, answers its
+// lookups (source endpoint, server identity, upstream mark) from the
+// agent's state, and connects its FQDN cache to the compiler: addresses of
+// names that toFQDNs selectors select are learned into the compiler and
+// written to the ipcache (a datapath Sync) before the answer is released;
+// addresses the cache forgets are forgotten there too, releasing their
+// identities.
+//
+// Redirects of DNS rules carry the proxy's port only once its listeners are
+// bound; until then (and if they cannot be bound) DNS redirects drop.
+
+// dnsState is the agent's DNS proxy and what its lookups read.
+type dnsState struct {
+	proxy *dnsproxy.Proxy
+	// up: the listeners are bound; DNS redirects may carry the port.
+	up atomic.Bool
+	// view is what the lookups read, rebuilt from each Plan the maps get.
+	view atomic.Pointer[dnsView]
+	// rulesFrom is the Plan whose DNS rules the proxy holds (callers of
+	// dnsPlanSynced hold the agent's syncMu).
+	rulesFrom *policy.Plan
+}
+
+// dnsView indexes one Plan for the proxy's per-query lookups.
+type dnsView struct {
+	endpoints map[netip.Addr]dnsproxy.EndpointInfo
+	// hosts are the ipcache's host prefixes; prefixes the others, longest
+	// first.
+	hosts    map[netip.Addr]policy.ID
+	prefixes []policy.IPCacheEntry
+}
+
+func newDNSView(plan *policy.Plan) *dnsView {
+	v := &dnsView{endpoints: map[netip.Addr]dnsproxy.EndpointInfo{}, hosts: map[netip.Addr]policy.ID{}}
+	labels := map[policy.ID][]string{}
+	for _, idn := range plan.Identities {
+		ls := make([]string, 0, len(idn.Labels))
+		for _, l := range idn.Labels {
+			ls = append(ls, l.String())
+		}
+		slices.Sort(ls)
+		labels[idn.ID] = ls
+	}
+	for i := range plan.Endpoints {
+		ep := &plan.Endpoints[i]
+		info := dnsproxy.EndpointInfo{Identity: ep.Identity, Namespace: ep.Namespace, Name: ep.Name, Labels: labels[ep.Identity]}
+		for _, a := range ep.Addresses {
+			v.endpoints[a.Unmap()] = info
+		}
+	}
+	for _, e := range plan.IPCache {
+		if e.Prefix.IsSingleIP() {
+			v.hosts[e.Prefix.Addr().Unmap()] = e.Identity
+			continue
+		}
+		v.prefixes = append(v.prefixes, e)
+	}
+	slices.SortStableFunc(v.prefixes, func(a, b policy.IPCacheEntry) int { return b.Prefix.Bits() - a.Prefix.Bits() })
+	return v
+}
+
+// identityOf resolves ip as the datapath does: a local endpoint, else the
+// ipcache's longest-prefix match, else world.
+func (v *dnsView) identityOf(ip netip.Addr) policy.ID {
+	ip = ip.Unmap()
+	if ep, ok := v.endpoints[ip]; ok {
+		return ep.Identity
+	}
+	if id, ok := v.hosts[ip]; ok {
+		return id
+	}
+	for _, e := range v.prefixes {
+		if e.Prefix.Addr().Is4() == ip.Is4() && e.Prefix.Contains(ip) {
+			return e.Identity
+		}
+	}
+	return policy.IDWorld
+}
+
+// newDNSProxy builds the DNS proxy and binds its transparent listeners
+// (UDP and TCP, IPv4 and, where the host has it, IPv6) on DNSProxyPort.
+// Nothing serves until runDNSProxy.
+func (a *Agent) newDNSProxy(ctx context.Context) error {
+	d := &dnsState{}
+	d.view.Store(&dnsView{})
+	cfg := dnsproxy.Config{
+		Listen:      []netip.AddrPort{netip.AddrPortFrom(netip.IPv4Unspecified(), a.cfg.DNSProxyPort)},
+		Transparent: true,
+		Endpoints: dnsproxy.EndpointsFunc(func(ip netip.Addr) (dnsproxy.EndpointInfo, bool) {
+			ep, ok := d.view.Load().endpoints[ip.Unmap()]
+			return ep, ok
+		}),
+		Remotes: dnsproxy.RemotesFunc(func(ip netip.Addr) policy.ID { return d.view.Load().identityOf(ip) }),
+		Mark: func(id policy.ID) (uint32, error) {
+			return policy.ProxyMark(policy.Egress, id)
+		},
+		OnLearn:    a.learnFQDN,
+		OnRelease:  a.forgetFQDN,
+		OnFlow:     a.recordDNS,
+		NodeName:   a.cfg.NodeName,
+		Logger:     a.log.With("component", "dnsproxy"),
+		Registerer: a.reg,
+	}
+	if hostHasIPv6() {
+		cfg.Listen = append(cfg.Listen, netip.AddrPortFrom(netip.IPv6Unspecified(), a.cfg.DNSProxyPort))
+	}
+	p, err := dnsproxy.New(cfg)
+	if err != nil {
+		return fmt.Errorf("create dns proxy: %w", err)
+	}
+	if err := p.Bind(ctx); err != nil {
+		return fmt.Errorf("dns proxy: %w", err)
+	}
+	d.proxy = p
+	d.up.Store(true)
+	a.dns = d
+	return nil
+}
+
+// hostHasIPv6 reports whether the host has IPv6 (the DNS proxy then
+// listens on [::] too).
+func hostHasIPv6() bool {
+	_, err := os.Stat("/proc/net/if_inet6")
+	return err == nil
+}
+
+// recordDNS enriches a DNS exchange's flow record with the endpoints'
+// metadata (workload, app) and records it like every other flow: the ring
+// (`moat observe`) and the Hubble metrics (hubble_dns_*).
+func (a *Agent) recordDNS(f flow.Flow) {
+	src, dst := f.Source.Labels, f.Destination.Labels
+	flow.Enrich(flow.EnricherFunc(a.resolve), &f)
+	if len(f.Source.Labels) == 0 {
+		f.Source.Labels = src
+	}
+	if len(f.Destination.Labels) == 0 {
+		f.Destination.Labels = dst
+	}
+	a.record(f)
+}
+
+// runDNSProxy serves DNS until ctx ends.
+func (a *Agent) runDNSProxy(ctx context.Context) error {
+	if a.dns == nil {
+		return nil
+	}
+	return a.dns.proxy.Run(ctx)
+}
+
+// addDNSPort adds the DNS proxy's port to the redirect ports when its
+// listeners are up.
+func (a *Agent) addDNSPort(out datapath.ProxyPorts) {
+	if a.dns != nil && a.dns.up.Load() {
+		out[datapath.ProxyKey{Direction: policy.Egress, L7: policy.L7DNS}] = a.cfg.DNSProxyPort
+	}
+}
+
+// dnsPlanSynced tells the proxy about a Plan before the maps get it: its DNS
+// rules (an atomic swap) and the lookup view. Callers hold a.syncMu, so
+// Plans arrive in order.
+func (a *Agent) dnsPlanSynced(plan *policy.Plan) {
+	if a.dns == nil {
+		return
+	}
+	a.dns.view.Store(newDNSView(plan))
+	if prev := a.dns.rulesFrom; prev != nil && sameDNSRules(prev, plan) {
+		return // a Plan that only learned addresses: the compiled rules stand
+	}
+	if err := a.dns.proxy.SetPolicy(dnsproxy.PolicyFromPlan(plan)); err != nil {
+		a.log.Warn("dns rules partly skipped (they match nothing)", "err", err)
+	}
+	a.dns.rulesFrom = plan
+}
+
+// sameDNSRules reports whether two Plans carry the same DNS rules and
+// toFQDNs selections. Plans share unchanged rule sets with the compiler, so
+// identical slices mean identical rules; anything else counts as a change.
+func sameDNSRules(a, b *policy.Plan) bool {
+	if len(a.Endpoints) != len(b.Endpoints) || !slices.Equal(a.FQDNs, b.FQDNs) {
+		return false
+	}
+	for i := range a.Endpoints {
+		x, y := &a.Endpoints[i], &b.Endpoints[i]
+		if x.Namespace != y.Namespace || x.Name != y.Name || len(x.Egress.DNS) != len(y.Egress.DNS) {
+			return false
+		}
+		if len(x.Egress.DNS) > 0 && &x.Egress.DNS[0] != &y.Egress.DNS[0] {
+			return false
+		}
+	}
+	return true
+}
+
+// learnFQDN is the proxy's OnLearn hook: the addresses go into the compiler
+// and, when that changed the ipcache, the maps are synced, all before the
+// answer is released. Before the first reconcile there is nothing to sync
+// into (the first reconcile writes what was learned).
+func (a *Agent) learnFQDN(ctx context.Context, name string, ips []netip.Addr, _ []policy.FQDNSelection) error {
+	return a.syncLearned(ctx, func() { a.compiler.LearnFQDN(name, ips) }, ips)
+}
+
+// forgetFQDN is the cache's OnRelease hook.
+func (a *Agent) forgetFQDN(name string, ips []netip.Addr) {
+	if err := a.syncLearned(context.Background(), func() { a.compiler.ForgetFQDN(name, ips) }, nil); err != nil {
+		a.log.Warn("forget expired dns addresses", "name", name, "err", err)
+	}
+}
+
+// syncLearned applies change to the compiler and writes the resulting Plan
+// to the maps (the same write as reconcile's, under the same lock), unless
+// every address of want already has that identity in the maps.
+func (a *Agent) syncLearned(ctx context.Context, change func(), want []netip.Addr) error {
+	a.syncMu.Lock()
+	defer a.syncMu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	a.compMu.Lock()
+	change()
+	a.mu.RLock()
+	prev := a.state.plan
+	a.mu.RUnlock()
+	if prev == nil {
+		a.compMu.Unlock()
+		return nil
+	}
+	plan := a.compiler.Plan()
+	a.compMu.Unlock()
+	if want != nil && sameIPCache(prev, plan, want) {
+		// These addresses are in the maps with these identities already
+		// (a repeated answer): nothing to wait for. Other changes in the
+		// Plan are reconcile's to write.
+		return nil
+	}
+	a.dnsPlanSynced(plan)
+	a.mu.Lock()
+	a.state.plan = plan
+	ifaces := a.state.ifaces
+	a.proxy.need = httpListeners(plan)
+	proxies := a.redirectPorts()
+	a.mu.Unlock()
+	start := time.Now()
+	err := a.maps.Sync(plan, ifaces, proxies)
+	a.m.reconcileSeconds.Observe(time.Since(start).Seconds())
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err != nil {
+		err = fmt.Errorf("sync policy maps (dns): %w", err)
+		a.state.lastError = err.Error()
+		return err
+	}
+	a.proxy.written = proxies
+	a.proxy.syncedGen = plan.Generation
+	a.markAppliedLocked()
+	a.publishProxyLocked()
+	return nil
+}
+
+// sameIPCache reports whether every address of ips resolves to the same
+// host entry in both Plans.
+func sameIPCache(a, b *policy.Plan, ips []netip.Addr) bool {
+	find := func(p *policy.Plan, ip netip.Addr) (policy.ID, bool) {
+		pf := netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen())
+		for _, e := range p.IPCache {
+			if e.Prefix == pf {
+				return e.Identity, true
+			}
+		}
+		return 0, false
+	}
+	for _, ip := range ips {
+		x, okx := find(a, ip)
+		y, oky := find(b, ip)
+		if okx != oky || x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// FQDNCacheEntry is one line of GET /v1/fqdn/cache (`moat fqdn cache`).
+type FQDNCacheEntry struct {
+	Name     string    `json:"name"`
+	IP       string    `json:"ip"`
+	TTL      string    `json:"ttl"`
+	Expires  time.Time `json:"expires"`
+	Identity policy.ID `json:"identity,omitempty"`
+}
+
+// FQDNCache is GET /v1/fqdn/cache's answer.
+type FQDNCache struct {
+	Entries []FQDNCacheEntry `json:"entries"`
+	// LearnedAddresses and LearnedIdentities are the compiler's counts.
+	LearnedAddresses  int `json:"learnedAddresses"`
+	LearnedIdentities int `json:"learnedIdentities"`
+}
+
+// errNoDNSProxy answers the FQDN API when the proxy is not running.
+var errNoDNSProxy = errors.New("the dns proxy is not running")
+
+// fqdnCache reports the proxy's cache with the identities the addresses
+// have in the Plan in force.
+func (a *Agent) fqdnCache() (FQDNCache, error) {
+	if a.dns == nil {
+		return FQDNCache{}, errNoDNSProxy
+	}
+	var out FQDNCache
+	a.mu.RLock()
+	plan := a.state.plan
+	a.mu.RUnlock()
+	var view *dnsView
+	if plan != nil {
+		view = newDNSView(plan)
+	}
+	now := time.Now()
+	for _, e := range a.dns.proxy.Cache().Entries() {
+		fe := FQDNCacheEntry{Name: e.Name, IP: e.IP.String(), Expires: e.Expires, TTL: max(0, e.Expires.Sub(now)).Round(time.Second).String()}
+		if view != nil {
+			if id, ok := view.hosts[e.IP.Unmap()]; ok {
+				fe.Identity = id
+			}
+		}
+		out.Entries = append(out.Entries, fe)
+	}
+	a.compMu.Lock()
+	out.LearnedAddresses, out.LearnedIdentities = a.compiler.LearnedFQDNs()
+	a.compMu.Unlock()
+	return out, nil
+}
+
+// registerDNSAPI adds the FQDN endpoints to the local API.
+func (a *Agent) registerDNSAPI(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/fqdn/cache", func(w http.ResponseWriter, r *http.Request) {
+		c, err := a.fqdnCache()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		writeJSON(w, c)
+	})
+}
