@@ -112,10 +112,10 @@ func startAgent(t *testing.T, spec agentSpec) *testAgent {
 	for name, content := range spec.policies {
 		writeFile(t, filepath.Join(a.policyDir, name), content)
 	}
-	// The proxy's transparent listeners get free ports, so that the suite
+	// The proxies' transparent listeners (HTTP and DNS) get free ports, so that the suite
 	// does not collide with another agent on the machine.
-	cfg := fmt.Sprintf("policies: %s\nendpoints: %s\npollInterval: %s\nconntrackGCInterval: 1s\nverdictEvents: %v\negressHTTPPort: %d\ningressHTTPPort: %d\n",
-		a.policyDir, a.endpointsFile, pollInterval, spec.verdictEvents, freeAgentPort(t), freeAgentPort(t)) + spec.config
+	cfg := fmt.Sprintf("policies: %s\nendpoints: %s\npollInterval: %s\nconntrackGCInterval: 1s\nverdictEvents: %v\negressHTTPPort: %d\ningressHTTPPort: %d\ndnsProxyPort: %d\n",
+		a.policyDir, a.endpointsFile, pollInterval, spec.verdictEvents, freeAgentPort(t), freeAgentPort(t), freeAgentPort(t)) + spec.config
 	writeFile(t, a.configFile, cfg)
 	a.start()
 	return a

@@ -182,7 +182,6 @@ func TestPrivilegedDNSFQDNs(t *testing.T) {
 		short:     "dns",
 		endpoints: readExample(t, "endpoints.yaml"),
 		policies:  map[string]string{"p.yaml": readExample(t, filepath.Join("policies", entries[0].Name()))},
-		config:    fmt.Sprintf("dnsProxyPort: %d\n", freeAgentPort(t)),
 	})
 	client := peer{name: "client", ref: "default/client", netns: a.netnsPath("default", "client"), addr: netip.MustParseAddr("10.200.2.10")}
 	coredns := peer{name: "coredns", ref: "kube-system/coredns", netns: a.netnsPath("kube-system", "coredns"), addr: netip.MustParseAddr("10.200.2.53")}

@@ -195,6 +195,7 @@ func startTwiceAtOnce(t *testing.T, first *testAgent) {
 			"--state-dir", filepath.Join(dir, fmt.Sprintf("state%d", i)), "--run-dir", p.runDir,
 			"--bpf-root", root, "--netns-prefix", prefix, "--no-metrics", "--poll-interval", "50ms",
 			"--egress-http-port", strconv.Itoa(freeAgentPort(t)), "--ingress-http-port", strconv.Itoa(freeAgentPort(t)),
+			"--dns-proxy-port", strconv.Itoa(freeAgentPort(t)),
 			"--node-name", fmt.Sprintf("e2e-at-once-%d", i))
 		p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 		procs[i] = p
