@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -20,7 +19,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
 	"github.com/moatnet/moat/internal/k8stest"
 	"github.com/moatnet/moat/k8s/identity"
@@ -33,33 +31,10 @@ const rbacNS = "moat-system"
 // release namespace) in namespace ns.
 func applyAgentRBAC(t *testing.T, cl *k8stest.Cluster, ns string) {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "charts", "moat", "templates", "rbac-agent.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(t.TempDir(), "rbac-agent.yaml")
-	if err := os.WriteFile(out, []byte(strings.ReplaceAll(string(data), "{{ .Release.Namespace }}", ns)), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := cl.Client(t).CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	cl.MustKubectl(t, "apply", "-f", out)
-}
-
-// rbacAllowed asks the apiserver whether cfg's user may do attr.
-func rbacAllowed(t *testing.T, cfg *rest.Config, attr authzv1.ResourceAttributes) bool {
-	t.Helper()
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := cs.AuthorizationV1().SelfSubjectAccessReviews().Create(t.Context(),
-		&authzv1.SelfSubjectAccessReview{Spec: authzv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &attr}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r.Status.Allowed
+	cl.ApplyTemplate(t, filepath.Join("..", "charts", "moat", "templates", "rbac-agent.yaml"), ns)
 }
 
 func rbacDefaultSA(t *testing.T, cs kubernetes.Interface, ns string) {
@@ -109,7 +84,7 @@ func TestAgentRBAC(t *testing.T) {
 		{authzv1.ResourceAttributes{Resource: "configmaps", Verb: "get", Namespace: "default", Name: "moat-config"}, false},
 		{authzv1.ResourceAttributes{Resource: "serviceaccounts", Subresource: "token", Verb: "create", Namespace: rbacNS, Name: "moat-agent"}, false},
 	} {
-		if got := rbacAllowed(t, sa, c.attr); got != c.want {
+		if got := k8stest.Allowed(t, sa, c.attr); got != c.want {
 			t.Errorf("agent may %s %s/%s %s/%s: %v, want %v", c.attr.Verb, c.attr.Resource, c.attr.Subresource, c.attr.Namespace, c.attr.Name, got, c.want)
 		}
 	}

@@ -342,16 +342,8 @@ spec:
 func TestPolicyReaderRBAC(t *testing.T) {
 	cl, _ := startKubeState(t)
 	cl.ApplyCRDs(t, filepath.Join(root, "charts", "moat", "crds", "moat.io_identities.yaml"))
-	data, err := os.ReadFile(filepath.Join(root, "charts", "moat", "templates", "rbac-agent.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := filepath.Join(t.TempDir(), "rbac.yaml")
-	if err := os.WriteFile(f, []byte(strings.ReplaceAll(string(data), "{{ .Release.Namespace }}", "moat-system")), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	sa := cl.ServiceAccountConfig(t, "moat-system", "alice") // creates the namespace
-	cl.MustKubectl(t, "apply", "-f", f)
+	cl.ApplyTemplate(t, filepath.Join(root, "charts", "moat", "templates", "rbac-agent.yaml"), "moat-system")
 	cl.MustKubectl(t, "create", "clusterrolebinding", "alice-reads-policy", "--clusterrole=moat-policy-reader", "--serviceaccount=moat-system:alice")
 	kc := cl.WriteKubeconfig(t, "alice", sa)
 

@@ -62,15 +62,7 @@ func startEnv(t *testing.T) *env {
 
 func applyChartRBAC(t *testing.T, c *k8stest.Cluster, file string) {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "..", "charts", "moat", "templates", file))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(t.TempDir(), file)
-	if err := os.WriteFile(out, []byte(strings.ReplaceAll(string(data), "{{ .Release.Namespace }}", opNS)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c.MustKubectl(t, "apply", "-f", out)
+	c.ApplyTemplate(t, filepath.Join("..", "..", "charts", "moat", "templates", file), opNS)
 }
 
 type testWriter struct{ t *testing.T }
@@ -491,15 +483,7 @@ func TestLeaderElection(t *testing.T) {
 // tests prove it sufficient: every replica runs with it).
 func TestOperatorRBAC(t *testing.T) {
 	e := startEnv(t)
-	cs := kubernetes.NewForConfigOrDie(e.operator)
-	review := func(attr authzv1.ResourceAttributes) bool {
-		r, err := cs.AuthorizationV1().SelfSubjectAccessReviews().Create(t.Context(),
-			&authzv1.SelfSubjectAccessReview{Spec: authzv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &attr}}, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r.Status.Allowed
-	}
+	review := func(attr authzv1.ResourceAttributes) bool { return k8stest.Allowed(t, e.operator, attr) }
 	if !review(authzv1.ResourceAttributes{Group: "moat.io", Resource: "identities", Verb: "delete"}) {
 		t.Fatal("control: the operator may not delete identities")
 	}
