@@ -34,6 +34,8 @@ type learnedState struct {
 	// changed); pending: only these.
 	all     bool
 	pending map[netip.Addr]struct{}
+	// sels caches the selectors in force, sorted (nil: stale).
+	sels []FQDNSelector
 }
 
 type learnedIP struct {
@@ -45,6 +47,9 @@ type learnedID struct {
 	key  string
 	info *idInfo
 	refs int
+	// planned: a Plan carried it (with its policy entries), so an
+	// address may join it with one ipcache write (compile_fqdn_delta.go).
+	planned bool
 }
 
 func (c *Compiler) learned() *learnedState {
@@ -136,6 +141,7 @@ func (c *Compiler) syncLearned(localsChanged bool) {
 	}
 	if localsChanged {
 		s.all = true
+		s.sels = nil
 		// Drop matchers of selectors no longer in force.
 		for f := range s.matchers {
 			if _, ok := c.fqdnIDs[f]; !ok {
@@ -146,11 +152,7 @@ func (c *Compiler) syncLearned(localsChanged bool) {
 	if !s.all && len(s.pending) == 0 {
 		return
 	}
-	sels := make([]FQDNSelector, 0, len(c.fqdnIDs))
-	for f := range c.fqdnIDs {
-		sels = append(sels, f)
-	}
-	sortFQDNSelectors(sels)
+	sels := s.sortedSelectors(c)
 	visit := func(ip netip.Addr) {
 		l := s.ips[ip]
 		if l == nil {
