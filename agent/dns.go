@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -128,6 +129,8 @@ func (a *Agent) newDNSProxy(ctx context.Context) error {
 	if hostHasIPv6() {
 		cfg.Listen = append(cfg.Listen, netip.AddrPortFrom(netip.IPv6Unspecified(), a.cfg.DNSProxyPort))
 	}
+	store, saved := a.openDNSStore()
+	cfg.Store = store
 	p, err := dnsproxy.New(cfg)
 	if err != nil {
 		return fmt.Errorf("create dns proxy: %w", err)
@@ -136,9 +139,43 @@ func (a *Agent) newDNSProxy(ctx context.Context) error {
 		return fmt.Errorf("dns proxy: %w", err)
 	}
 	d.proxy = p
-	d.up.Store(true)
 	a.dns = d
+	// Before it serves: the rules and the learned names of the previous
+	// run. The learned addresses go into the compiler (there is no Plan
+	// yet), so the first Plan keeps the pinned ipcache's entries for them.
+	if err := p.Restore(ctx, saved); err != nil {
+		a.log.Warn("dns proxy state partly restored", "err", err)
+	}
+	if n := len(saved.Cache); n > 0 {
+		a.log.Info("restored the dns proxy's state", "cacheEntries", n, "endpointsWithRules", len(saved.Rules))
+	}
+	d.up.Store(true)
 	return nil
+}
+
+// openDNSStore opens the DNS proxy's state in the state directory. A state
+// that cannot be read is moved aside (and logged): the proxy starts empty,
+// as on a first start, rather than not at all.
+func (a *Agent) openDNSStore() (*dnsproxy.Store, dnsproxy.State) {
+	path := filepath.Join(a.cfg.StateDir, "dnsproxy.json")
+	store, saved, err := dnsproxy.OpenStore(path)
+	if err == nil {
+		return store, saved
+	}
+	aside := path + ".unreadable"
+	a.log.Error("dns proxy state unreadable; starting without it", "err", err, "movedTo", aside)
+	_ = os.Rename(path, aside)
+	if js, _ := filepath.Glob(path + ".journal.*"); len(js) > 0 {
+		for _, j := range js {
+			_ = os.Rename(j, aside+"."+filepath.Base(j))
+		}
+	}
+	store, saved, err = dnsproxy.OpenStore(path)
+	if err != nil {
+		a.log.Error("dns proxy state: cannot keep state this run", "err", err)
+		return nil, dnsproxy.State{Version: dnsproxy.StateVersion}
+	}
+	return store, saved
 }
 
 // hostHasIPv6 reports whether the host has IPv6 (the DNS proxy then

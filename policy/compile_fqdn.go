@@ -36,6 +36,9 @@ type learnedState struct {
 	pending map[netip.Addr]struct{}
 	// sels caches the selectors in force, sorted (nil: stale).
 	sels []FQDNSelector
+	// hints are the class numbers the pinned maps gave addresses
+	// (AdoptLearned), used by the first Plan's new classes.
+	hints map[netip.Addr]ID
 }
 
 type learnedIP struct {
@@ -175,6 +178,9 @@ func (c *Compiler) syncLearned(localsChanged bool) {
 		if key != "" {
 			id := s.byKey[key]
 			if id == nil {
+				if h, ok := s.hints[ip]; ok {
+					c.localAlloc.Rename(LocalFQDN, pinnedKey(h), key)
+				}
 				id = c.newLearnedID(key, set, pf)
 			}
 			if id == nil {
@@ -220,6 +226,7 @@ func (c *Compiler) syncLearned(localsChanged bool) {
 	}
 	s.all = false
 	clear(s.pending)
+	s.hints = nil // only the first Plan after a restart uses them
 }
 
 // selectorsOfNames returns the selectors in force (sels, sorted) that

@@ -204,3 +204,41 @@ func BenchmarkLearnFQDN(b *testing.B) {
 		})
 	}
 }
+
+// TestCompilerAdoptLearned: a restarted agent's compiler, given the pinned
+// ipcache's learned entries (AdoptLocal) and the restored names, gives
+// every learned address the number it had, even when classes are created
+// in another order.
+func TestCompilerAdoptLearned(t *testing.T) {
+	a := fqdnTestCompiler(t)
+	a.LearnFQDN("api.example.com", []netip.Addr{netip.MustParseAddr("192.0.2.1")})
+	a.Plan()
+	a.LearnFQDN("www.example.com", []netip.Addr{netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.3")})
+	a.LearnFQDN("x.example.com", []netip.Addr{netip.MustParseAddr("10.9.0.1")}) // inside the egressDeny CIDR: a third class
+	before := learnedIPCache(a.Plan())
+
+	b := fqdnTestCompiler(t)
+	for pf, id := range before {
+		if id.IsLocal() {
+			if err := b.AdoptLocal(pf, id); err != nil {
+				t.Fatalf("adopt %s=%s: %v", pf, id, err)
+			}
+		}
+	}
+	// Restored in another order than they were learned.
+	b.LearnFQDN("x.example.com", []netip.Addr{netip.MustParseAddr("10.9.0.1")})
+	b.LearnFQDN("www.example.com", []netip.Addr{netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.3")})
+	b.LearnFQDN("api.example.com", []netip.Addr{netip.MustParseAddr("192.0.2.1")})
+	after := learnedIPCache(b.Plan())
+	if !maps.Equal(after, before) {
+		t.Fatalf("ipcache after a restart differs:\n got %v\nwant %v", after, before)
+	}
+	// Control: without adoption the numbers move (the test can fail).
+	c := fqdnTestCompiler(t)
+	c.LearnFQDN("x.example.com", []netip.Addr{netip.MustParseAddr("10.9.0.1")})
+	c.LearnFQDN("www.example.com", []netip.Addr{netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.3")})
+	c.LearnFQDN("api.example.com", []netip.Addr{netip.MustParseAddr("192.0.2.1")})
+	if maps.Equal(learnedIPCache(c.Plan()), before) {
+		t.Fatal("control: the classes got the same numbers without adoption, so this test proves nothing; reorder its names")
+	}
+}
