@@ -44,6 +44,8 @@ type dnsState struct {
 	rulesFrom *policy.Plan
 	// refresh asks refreshLearned for a Plan (capacity 1).
 	refresh chan struct{}
+	// releases wait for releaseLoop (dns_release.go).
+	releases *releases
 }
 
 // dnsView indexes one Plan for the proxy's per-query lookups.
@@ -106,7 +108,7 @@ func (v *dnsView) identityOf(ip netip.Addr) policy.ID {
 // (UDP and TCP, IPv4 and, where the host has it, IPv6) on DNSProxyPort.
 // Nothing serves until runDNSProxy.
 func (a *Agent) newDNSProxy(ctx context.Context) error {
-	d := &dnsState{refresh: make(chan struct{}, 1)}
+	d := &dnsState{refresh: make(chan struct{}, 1), releases: newReleases()}
 	d.view.Store(&dnsView{})
 	cfg := dnsproxy.Config{
 		Listen:      []netip.AddrPort{netip.AddrPortFrom(netip.IPv4Unspecified(), a.cfg.DNSProxyPort)},
@@ -120,7 +122,7 @@ func (a *Agent) newDNSProxy(ctx context.Context) error {
 			return policy.ProxyMark(policy.Egress, id)
 		},
 		OnLearn:    a.learnFQDN,
-		OnRelease:  a.forgetFQDN,
+		OnRelease:  d.releases.add,
 		OnFlow:     a.recordDNS,
 		NodeName:   a.cfg.NodeName,
 		Logger:     a.log.With("component", "dnsproxy"),
@@ -207,6 +209,7 @@ func (a *Agent) runDNSProxy(ctx context.Context) error {
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.refreshLearned(ctx) })
+	g.Go(func() error { return a.releaseLoop(ctx) })
 	g.Go(func() error { return a.dns.proxy.Run(ctx) })
 	return g.Wait()
 }
@@ -278,7 +281,8 @@ func (a *Agent) learnFQDN(ctx context.Context, name string, ips []netip.Addr, _ 
 	return a.syncPlanLocked(ips)
 }
 
-// forgetFQDN is the cache's OnRelease hook. Addresses that leave a class
+// forgetFQDN forgets addresses the cache released and no live connection
+// uses (releaseNow, dns_release.go). Addresses that leave a class
 // which keeps others are deleted from the maps at once; anything else (a
 // class identity released) waits for the next refresh, so that expiring
 // names never hold up the answers being released.
@@ -312,15 +316,14 @@ func (a *Agent) patchLearnedLocked() bool {
 	if delta.Empty() {
 		return true
 	}
-	start := time.Now()
 	err := a.maps.PatchIPCache(delta)
-	a.m.reconcileSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		// The compiler counts the addresses as written; the maps may hold
 		// part of them. A Plan and a full Sync converge both.
 		a.log.Warn("patch ipcache with dns addresses; syncing the plan instead", "err", err)
 		return false
 	}
+	a.m.fqdnWrites.WithLabelValues("patch").Inc()
 	a.kickRefresh()
 	return true
 }
@@ -356,6 +359,7 @@ func (a *Agent) syncPlanLocked(want []netip.Addr) error {
 	start := time.Now()
 	err := a.maps.Sync(plan, ifaces, proxies)
 	a.m.reconcileSeconds.Observe(time.Since(start).Seconds())
+	a.m.fqdnWrites.WithLabelValues("plan").Inc()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err != nil {
