@@ -14,8 +14,8 @@ import (
 // Fixed addressing. The node bridge and pod ranges are private ranges the
 // host does not use otherwise; Validate checks that they are free.
 const (
-	BridgeName     = "mc-nodes"     // host bridge the nodes' eth0 hang on
-	BridgeIP       = "172.30.0.1"   // host side; the apiserver binds here
+	BridgeName     = "mc-nodes"      // host bridge the nodes' eth0 hang on
+	BridgeIP       = "172.30.0.1"    // host side; the apiserver binds here
 	NodeSubnet     = "172.30.0.0/24" // node IPs are 172.30.0.N+1
 	ServiceCIDR    = "10.96.0.0/16"
 	ClusterCIDR    = "10.244.0.0/16" // node N gets 10.244.(N-1).0/24

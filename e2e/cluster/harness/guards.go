@@ -39,11 +39,11 @@ var outsideDirs = []string{
 // hostState is what the host looked like before Up, kept in the state dir
 // for Down.
 type hostState struct {
-	Sysctls          map[string]string `json:"sysctls"`
-	BpffsMadeShared  bool              `json:"bpffsMadeShared"`
-	Existed          map[string]bool   `json:"existed"`
-	NftTables        []string          `json:"nftTables"`
-	IptablesChains   []string          `json:"iptablesChains"`
+	Sysctls         map[string]string `json:"sysctls"`
+	BpffsMadeShared bool              `json:"bpffsMadeShared"`
+	Existed         map[string]bool   `json:"existed"`
+	NftTables       []string          `json:"nftTables"`
+	IptablesChains  []string          `json:"iptablesChains"`
 }
 
 func (c Config) hostStateFile() string { return c.path("host-state.json") }
