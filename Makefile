@@ -81,7 +81,7 @@ cluster-status: bin/moat-cluster
 e2e-cluster:
 	$(GO) build -o bin/testreport ./internal/cmd/testreport
 	KUBECONFIG="$${KUBECONFIG:-$(CLUSTER_KUBECONFIG)}" MOAT_CLUSTER_TESTS=1 \
-		$(GO) test -json -count=1 -timeout 15m ./e2e/cluster/... | bin/testreport
+		$(GO) test -json -count=1 -timeout 15m ./e2e/cluster | bin/testreport
 
 FORCE:
 
