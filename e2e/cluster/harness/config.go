@@ -61,6 +61,9 @@ func (c Config) WithDefaults() Config {
 	if c.StateDir == "" {
 		c.StateDir = "/var/run/moat-cluster"
 	}
+	// Mounts and command lines show the resolved path (/var/run is a link
+	// to /run on Debian); every comparison uses this one.
+	c.StateDir = resolvePath(c.StateDir)
 	if c.Nodes == 0 {
 		c.Nodes = 2
 	}
@@ -138,3 +141,21 @@ func (c Config) bin(name string) string  { return filepath.Join(c.BinDir, name) 
 func (c Config) Kubeconfig() string { return c.path("etc", "admin.kubeconfig") }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// resolvePath resolves the symlinks of the longest existing prefix of p.
+func resolvePath(p string) string {
+	if !filepath.IsAbs(p) {
+		return p
+	}
+	p = filepath.Clean(p)
+	rest := ""
+	for dir := p; ; dir = filepath.Dir(dir) {
+		if r, err := filepath.EvalSymlinks(dir); err == nil {
+			return filepath.Join(r, rest)
+		}
+		if dir == "/" {
+			return p
+		}
+		rest = filepath.Join(filepath.Base(dir), rest)
+	}
+}

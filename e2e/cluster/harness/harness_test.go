@@ -182,3 +182,25 @@ func TestGuardRulesetNamesBridge(t *testing.T) {
 		}
 	}
 }
+
+func TestResolvePath(t *testing.T) {
+	dir := t.TempDir()
+	real := filepath.Join(dir, "real")
+	if err := os.Mkdir(real, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	rdir, _ := filepath.EvalSymlinks(dir)
+	for in, want := range map[string]string{
+		filepath.Join(dir, "link", "state"):  filepath.Join(rdir, "real", "state"),
+		filepath.Join(dir, "link", "a", "b"): filepath.Join(rdir, "real", "a", "b"),
+		filepath.Join(dir, "real"):           filepath.Join(rdir, "real"),
+		"relative/path":                      "relative/path",
+	} {
+		if got := resolvePath(in); got != want {
+			t.Errorf("resolvePath(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
