@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
@@ -50,7 +51,7 @@ func (c Config) Up(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.Log.Info("images built", "count", len(images))
+	c.Log.Info("images built", "count", len(images), "after", time.Since(start).Round(time.Millisecond))
 	if err := c.startControlPlane(ctx); err != nil {
 		return err
 	}
@@ -64,10 +65,13 @@ func (c Config) Up(ctx context.Context) error {
 	if err := c.linkCNIPlugins(); err != nil {
 		return err
 	}
+	// Nodes start side by side: importing the images dominates.
+	g, gctx := errgroup.WithContext(ctx)
 	for n := 1; n <= c.Nodes; n++ {
-		if err := c.startNode(ctx, n, images); err != nil {
-			return err
-		}
+		g.Go(func() error { return c.startNode(gctx, n, images) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	if err := c.waitNodesReady(ctx, cs, 3*time.Minute); err != nil {
 		return err

@@ -288,11 +288,13 @@ func (c Config) startNode(ctx context.Context, n int, images []string) error {
 	}); err != nil {
 		return fmt.Errorf("wait for containerd of %s: %w", name, err)
 	}
+	t0 := time.Now()
 	for _, img := range images {
 		if _, err := run(ctx, "ctr", "-a", sock, "-n", "k8s.io", "images", "import", img); err != nil {
 			return fmt.Errorf("import image into %s: %w", name, err)
 		}
 	}
+	c.Log.Info("images imported", "node", name, "count", len(images), "took", time.Since(t0).Round(time.Millisecond))
 	kcfg := filepath.Join(nd, "kubelet-config.yaml")
 	if err := os.WriteFile(kcfg, []byte(c.kubeletConfig(n)), 0o644); err != nil {
 		return err
