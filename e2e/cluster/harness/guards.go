@@ -13,6 +13,7 @@ package harness
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -156,6 +157,9 @@ func (c Config) loadHost() (*hostState, error) {
 	return &h, nil
 }
 
+// ErrRefused is returned by Up when a cluster is already on the host.
+var ErrRefused = errors.New("refuse to start")
+
 // refuseIfPresent fails when a cluster (or its leftovers) is on the host:
 // starting over it would mix two clusters' state and lose what the first
 // recorded about the host.
@@ -174,8 +178,8 @@ func (c Config) refuseIfPresent(ctx context.Context) error {
 	}
 	why = append(why, c.leftovers(ctx)...)
 	if len(why) > 0 {
-		return fmt.Errorf("refuse to start: a cluster is running or left state behind (%s); run `moat-cluster down` first",
-			strings.Join(why, "; "))
+		return fmt.Errorf("%w: a cluster is running or left state behind (%s); run `moat-cluster down` first",
+			ErrRefused, strings.Join(why, "; "))
 	}
 	return nil
 }

@@ -69,6 +69,9 @@ func run(args []string) error {
 	case "up":
 		start := time.Now()
 		if err := cfg.Up(ctx); err != nil {
+			if errors.Is(err, harness.ErrRefused) {
+				return err
+			}
 			return fmt.Errorf("up: %w\nlogs: %s/logs; run `moat-cluster down` to clean up", err, cfg.StateDir)
 		}
 		fmt.Fprintf(os.Stderr, "cluster of %d nodes up in %s\n", cfg.Nodes, time.Since(start).Round(time.Millisecond))
