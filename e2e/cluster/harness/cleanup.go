@@ -50,12 +50,15 @@ func (c Config) Down(ctx context.Context) error {
 	add(c.killShims(ctx)) // any a dying containerd started
 	add(unmountUnder(c.StateDir))
 	for n := 1; n <= maxNodes; n++ {
+		// The veth first: once the netns is deleted its peer goes away
+		// asynchronously and a del would race with the kernel.
+		if linkExists(hostVeth(n)) {
+			if out, err := run(ctx, "ip", "link", "del", hostVeth(n)); err != nil && !strings.Contains(out, "Cannot find device") {
+				add(err)
+			}
+		}
 		if exists("/run/netns/" + NodeNetns(n)) {
 			_, err := run(ctx, "ip", "netns", "del", NodeNetns(n))
-			add(err)
-		}
-		if linkExists(hostVeth(n)) {
-			_, err := run(ctx, "ip", "link", "del", hostVeth(n))
 			add(err)
 		}
 		_, _ = run(ctx, "ip", "route", "del", PodCIDR(n)) // gone with the bridge if not here
