@@ -28,4 +28,4 @@ for d in /var/lib/cni /var/lib/kubelet /var/log/containers /var/log/pods /run/co
 	if [[ -e $d ]]; then find "$d" -maxdepth 3 2>/dev/null | sort; else echo "$d absent"; fi
 done
 section "processes"
-ps -eo comm= | grep -E '^(etcd|kube|containerd|coredns|agnhost|pause|runc)' | sort | uniq -c
+ps -eo comm= | grep -E '^(etcd|kube|containerd|coredns|agnhost|pause|runc)' | sort | uniq -c || true
