@@ -48,6 +48,9 @@ type Config struct {
 	// ExtraImages are image tarballs (docker-archive or OCI) imported into
 	// every node next to the built-in ones.
 	ExtraImages []string
+	// ImageCache keeps the built-in images, keyed by their inputs.
+	// Default /var/cache/moat/cluster-images.
+	ImageCache string
 	// CoreDNSReplicas of the kube-dns Deployment. Default 2.
 	CoreDNSReplicas int
 	// Log receives progress; default discards.
@@ -69,6 +72,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if len(c.CNIBinDirs) == 0 {
 		c.CNIBinDirs = []string{"/usr/lib/cni"}
+	}
+	if c.ImageCache == "" {
+		c.ImageCache = "/var/cache/moat/cluster-images"
 	}
 	if c.CoreDNSReplicas == 0 {
 		c.CoreDNSReplicas = 2
@@ -111,6 +117,9 @@ func (c Config) Validate() error {
 		if _, err := os.Stat(img); err != nil {
 			return fmt.Errorf("extra image: %w", err)
 		}
+	}
+	if !filepath.IsAbs(c.ImageCache) {
+		return fmt.Errorf("image cache %q: must be an absolute path", c.ImageCache)
 	}
 	if c.CoreDNSReplicas < 1 {
 		return fmt.Errorf("coredns replicas %d: must be at least 1", c.CoreDNSReplicas)

@@ -204,3 +204,38 @@ func TestResolvePath(t *testing.T) {
 		}
 	}
 }
+
+func TestImageKey(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "tool")
+	if err := os.WriteFile(bin, []byte("v1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	img := Image{Ref: "localhost/k:1", Files: Binaries("/", bin), Entrypoint: []string{"/tool"}}
+	key := func(i Image) string {
+		t.Helper()
+		k, err := i.Key()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	a := key(img)
+	if b := key(img); a != b {
+		t.Fatalf("same image, keys %s and %s", a, b)
+	}
+	other := img
+	other.Cmd = []string{"x"}
+	if key(other) == a {
+		t.Error("different Cmd, same key")
+	}
+	if err := os.WriteFile(bin, []byte("v2 longer"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if key(img) == a {
+		t.Error("changed file, same key")
+	}
+	if _, err := (Image{Ref: "localhost/k:1", Files: []File{{Path: "/x", Src: filepath.Join(dir, "none")}}}).Key(); err == nil {
+		t.Error("key of an image whose file is missing")
+	}
+}

@@ -11,6 +11,9 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -103,7 +106,7 @@ func (img Image) Build(out string) error {
 	if err != nil {
 		return fmt.Errorf("image %s: config: %w", img.Ref, err)
 	}
-	tmp := out + ".tmp"
+	tmp := fmt.Sprintf("%s.%d.tmp", out, os.Getpid())
 	if err := tarball.WriteToFile(tmp, ref, im); err != nil {
 		return fmt.Errorf("write image %s: %w", img.Ref, err)
 	}
@@ -231,12 +234,32 @@ func builtinImages(binDir string) ([]Image, error) {
 	}, nil
 }
 
-// buildImages writes the built-in images into dir and returns their
-// tarballs followed by the extra ones.
+// Key identifies what Build would write: the image description and, for
+// every copied file, its path, size and modification time.
+func (img Image) Key() (string, error) {
+	h := sha256.New()
+	if err := json.NewEncoder(h).Encode(img); err != nil {
+		return "", err
+	}
+	for _, f := range img.Files {
+		if f.Src == "" {
+			continue
+		}
+		st, err := os.Stat(f.Src)
+		if err != nil {
+			return "", fmt.Errorf("image %s: %w", img.Ref, err)
+		}
+		fmt.Fprintf(h, "%s %d %d\n", f.Src, st.Size(), st.ModTime().UnixNano())
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}
+
+// buildImages returns the tarballs of the built-in images, then the extra
+// ones. Built images are kept in ImageCache by Key, so an Up after the
+// first one only imports them.
 func (c Config) buildImages() ([]string, error) {
-	dir := c.path("images")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+	if err := os.MkdirAll(c.ImageCache, 0o755); err != nil {
+		return nil, fmt.Errorf("create image cache: %w", err)
 	}
 	imgs, err := builtinImages(c.BinDir)
 	if err != nil {
@@ -245,8 +268,15 @@ func (c Config) buildImages() ([]string, error) {
 	tars := make([]string, len(imgs))
 	var g errgroup.Group
 	for i, img := range imgs {
+		key, err := img.Key()
+		if err != nil {
+			return nil, err
+		}
 		base := strings.NewReplacer("/", "_", ":", "_").Replace(img.Ref)
-		tars[i] = filepath.Join(dir, base+".tar")
+		tars[i] = filepath.Join(c.ImageCache, base+"-"+key+".tar")
+		if exists(tars[i]) {
+			continue
+		}
 		g.Go(func() error { return img.Build(tars[i]) })
 	}
 	if err := g.Wait(); err != nil {

@@ -50,6 +50,7 @@ func run(args []string) error {
 	fs.StringVar(&cfg.CNIConfList, "cni-conflist", "", "CNI conflist template (text/template over harness.NodeData); default Debian bridge + host-local")
 	fs.Var(&cniDirs, "cni-bin-dir", "directory of CNI plugins (repeatable; default /usr/lib/cni)")
 	fs.Var(&images, "image", "extra image tarball to import into every node (repeatable)")
+	fs.StringVar(&cfg.ImageCache, "image-cache", "/var/cache/moat/cluster-images", "where built images are kept, keyed by their inputs")
 	fs.IntVar(&cfg.CoreDNSReplicas, "coredns-replicas", 2, "replicas of the kube-dns Deployment")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
 	if err := fs.Parse(args[1:]); err != nil {
