@@ -76,19 +76,27 @@ func (c Config) Up(ctx context.Context) error {
 	if err := c.waitNodesReady(ctx, cs, 3*time.Minute); err != nil {
 		return err
 	}
-	for n := 1; n <= c.Nodes; n++ {
-		if err := c.startKubeProxy(n); err != nil {
-			return err
+	if !c.NoKubeProxy {
+		for n := 1; n <= c.Nodes; n++ {
+			if err := c.startKubeProxy(n); err != nil {
+				return err
+			}
 		}
 	}
 	if err := c.applyCoreDNS(ctx); err != nil {
 		return err
 	}
-	if err := c.waitKubeProxy(ctx, 2*time.Minute); err != nil {
-		return err
+	if !c.NoKubeProxy {
+		if err := c.waitKubeProxy(ctx, 2*time.Minute); err != nil {
+			return err
+		}
 	}
-	if err := c.waitDeployment(ctx, cs, "kube-system", "coredns", 3*time.Minute); err != nil {
-		return err
+	// CoreDNS reaches the apiserver through the kubernetes Service: without
+	// kube-proxy it is Ready only once something else serves ClusterIPs.
+	if !c.NoKubeProxy {
+		if err := c.waitDeployment(ctx, cs, "kube-system", "coredns", 3*time.Minute); err != nil {
+			return err
+		}
 	}
 	c.Log.Info("cluster up", "nodes", c.Nodes, "took", time.Since(start).Round(time.Millisecond),
 		"kubeconfig", c.Kubeconfig())

@@ -48,6 +48,10 @@ type Config struct {
 	// ExtraImages are image tarballs (docker-archive or OCI) imported into
 	// every node next to the built-in ones.
 	ExtraImages []string
+	// NoKubeProxy runs no kube-proxy: ClusterIPs then work only through
+	// whatever else translates them (moat's socket-level translation), and
+	// Up does not wait for kube-dns (pods reach it by ClusterIP).
+	NoKubeProxy bool
 	// ImageCache keeps the built-in images, keyed by their inputs.
 	// Default /var/cache/moat/cluster-images.
 	ImageCache string

@@ -1,7 +1,7 @@
 // Command moat-cluster runs the local multi-node Kubernetes cluster of the
 // cluster e2e suite (package e2e/cluster/harness):
 //
-//	moat-cluster up     [-nodes 2] [-bins DIR] [-cni-conflist FILE] [-image TAR]...
+//	moat-cluster up     [-nodes 2] [-bins DIR] [-cni-conflist FILE] [-cni-bin-dir DIR]... [-image TAR]... [-no-kube-proxy]
 //	moat-cluster status
 //	moat-cluster down
 //
@@ -50,6 +50,7 @@ func run(args []string) error {
 	fs.StringVar(&cfg.CNIConfList, "cni-conflist", "", "CNI conflist template (text/template over harness.NodeData); default Debian bridge + host-local")
 	fs.Var(&cniDirs, "cni-bin-dir", "directory of CNI plugins (repeatable; default /usr/lib/cni)")
 	fs.Var(&images, "image", "extra image tarball to import into every node (repeatable)")
+	fs.BoolVar(&cfg.NoKubeProxy, "no-kube-proxy", false, "run no kube-proxy (ClusterIPs need another translator; kube-dns is not waited for)")
 	fs.StringVar(&cfg.ImageCache, "image-cache", "/var/cache/moat/cluster-images", "where built images are kept, keyed by their inputs")
 	fs.IntVar(&cfg.CoreDNSReplicas, "coredns-replicas", 2, "replicas of the kube-dns Deployment")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
