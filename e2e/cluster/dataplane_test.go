@@ -144,6 +144,7 @@ func (e *env) httpGet(ctx context.Context, pod *corev1.Pod, hostPort, path strin
 }
 
 func TestClusterDataPlane(t *testing.T) {
+	t.Parallel() // own namespace; the wait for its deletion dominates
 	e := newEnv(t)
 	nodes, err := e.cs.CoreV1().Nodes().List(e.ctx, metav1.ListOptions{})
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 // needs a shared bpffs on the node). Each pod must run in its own node's
 // network namespace: it sees its node's address and no other node's.
 func TestClusterHostNetworkDaemonSet(t *testing.T) {
+	t.Parallel() // own namespace; the wait for its deletion dominates
 	e := newEnv(t)
 	ns := e.namespace(t)
 	labels := map[string]string{"app": "node-agent"}
