@@ -19,3 +19,18 @@
 // runc and containernetworking-plugins; the Kubernetes binaries come from
 // scripts/k8s-bins.sh. The recipe and its traps are in shared/CLUSTER.md.
 package harness
+
+// Extending it (flags of moat-cluster up in brackets):
+//
+//   - Another image, e.g. the moat agent's: build it with
+//     Image{Ref, Files: Binaries("/usr/bin", "bin/moat-agent"), Entrypoint}.Build(tar)
+//     and pass the tarball in Config.ExtraImages [-image TAR]; every node
+//     imports it. Use imagePullPolicy Never or IfNotPresent.
+//   - Another CNI, e.g. moat-cni: Config.CNIConfList is a text/template of
+//     the conflist rendered per node with NodeData (Name, Index, NodeIP,
+//     PodCIDR, IPAMDir, StateDir) [-cni-conflist FILE]; its plugins are
+//     looked up in Config.CNIBinDirs, linked into CNIBinDir(), one path for
+//     all nodes [-cni-bin-dir DIR]. Every Node has spec.podCIDR set before
+//     its kubelet starts (node N: 10.244.(N-1).0/24).
+//   - Services by something else than kube-proxy: Config.NoKubeProxy
+//     [-no-kube-proxy].
