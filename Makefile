@@ -80,7 +80,7 @@ cluster-status: bin/moat-cluster
 ## e2e-cluster: the cluster suite (e2e/cluster) against KUBECONFIG (default: the local cluster's)
 e2e-cluster:
 	$(GO) build -o bin/testreport ./internal/cmd/testreport
-	KUBECONFIG="$${KUBECONFIG:-$(CLUSTER_KUBECONFIG)}" MOAT_CLUSTER_TESTS=1 \
+	bins="$$(scripts/k8s-bins.sh)" && KUBECONFIG="$${KUBECONFIG:-$(CLUSTER_KUBECONFIG)}" MOAT_CLUSTER_TESTS=1 MOAT_K8S_BINS="$$bins" \
 		$(GO) test -json -count=1 -timeout 15m ./e2e/cluster | bin/testreport
 
 FORCE:

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -190,6 +193,30 @@ func TestClusterDataPlane(t *testing.T) {
 			}
 			if !strings.Contains(string(logs), "Started HTTP server on port 8080") {
 				t.Errorf("logs of %s lack the netexec start line:\n%s", p.Name, logs)
+			}
+		}
+	})
+
+	t.Run("kubectl exec and logs", func(t *testing.T) {
+		// The kubectl binary too, where the suite knows one: make
+		// e2e-cluster passes MOAT_K8S_BINS (/usr/bin/kubectl may be a
+		// dispatcher of another version).
+		bins := os.Getenv("MOAT_K8S_BINS")
+		if bins == "" {
+			if os.Getenv("MOAT_CLUSTER_TESTS") == "1" {
+				t.Fatal("MOAT_CLUSTER_TESTS=1 needs MOAT_K8S_BINS (scripts/k8s-bins.sh) for kubectl")
+			}
+			t.Skip("set MOAT_K8S_BINS to check kubectl itself")
+		}
+		kubectl := filepath.Join(bins, "kubectl")
+		for _, p := range pods {
+			out, err := exec.CommandContext(e.ctx, kubectl, "-n", ns, "exec", p.Name, "--", "hostname").CombinedOutput()
+			if err != nil || strings.TrimSpace(string(out)) != p.Name {
+				t.Errorf("kubectl exec %s -- hostname: %v: %q", p.Name, err, out)
+			}
+			out, err = exec.CommandContext(e.ctx, kubectl, "-n", ns, "logs", p.Name).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "Started HTTP server on port 8080") {
+				t.Errorf("kubectl logs %s: %v: %q", p.Name, err, out)
 			}
 		}
 	})
