@@ -83,6 +83,8 @@ type Agent struct {
 	compMu    sync.Mutex
 	dns       *dnsState
 	proxyKick chan struct{}
+	// svc is Service translation (services.go); nil when it is off.
+	svc *serviceState
 
 	mu               sync.RWMutex
 	state            state
@@ -309,6 +311,14 @@ func (a *Agent) openKernel(ctx context.Context) (_ *nodeParts, err error) {
 			return nil, err
 		}
 		closers = append(closers, closeTCP)
+		node.run = append(node.run, run)
+	}
+	if a.cfg.ServiceTranslation {
+		run, closeSvc, err := a.startServices(dcfg.PinRoot)
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, closeSvc)
 		node.run = append(node.run, run)
 	}
 	if len(a.cfg.PrefilterDeny) > 0 {
