@@ -382,7 +382,8 @@ func TestPrivilegedServicePolicyOnBackend(t *testing.T) {
 }
 
 // TestPrivilegedServiceScope: sockets outside the scope (another netns,
-// where the VIP is a local address) are not translated, and a second
+// where the VIP is a local address, and the host's own) are not
+// translated, and a second
 // SockAddr (another agent, another pin root) on the same cgroup neither
 // replaces the first nor takes it away when it detaches.
 func TestPrivilegedServiceScope(t *testing.T) {
@@ -418,13 +419,40 @@ func TestPrivilegedServiceScope(t *testing.T) {
 		t.Errorf("translated %d calls from outside the scope", got)
 	}
 
+	// The host's own sockets: a frontend on a loopback address leads to A
+	// for a pod, but a host socket connecting to it meets no listener.
+	var hostLn net.Listener
+	hostLn, err := net.Listen("tcp", "127.0.0.1:0") // only to learn a free port
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(hostLn.Addr().(*net.TCPAddr).Port)
+	hostLn.Close()
+	loopVIP := Frontend{Addr: netip.MustParseAddr("127.0.0.1"), Port: port, Proto: policy.ProtoTCP}
+	if err := r.sa.SetServices(Services{r.tcpVIP(): {r.srvA.tcp}, loopVIP: {r.srvA.tcp}}); err != nil {
+		t.Fatal(err)
+	}
+	before = r.stats(t)
+	c, err := net.DialTimeout("tcp", loopVIP.addrPort().String(), probeTimeout)
+	if err == nil {
+		c.Close()
+		t.Fatalf("a host socket to %s connected; want it untranslated (refused: nothing listens)", loopVIP)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("host socket to %s: %v, want connection refused", loopVIP, err)
+	}
+	if got := r.stats(t).Translated - before.Translated; got != 0 {
+		t.Errorf("translated %d calls of a host socket", got)
+	}
+
 	// A second agent on the same cgroup, scoped to the other netns.
+	var cookie uint64
 	sa2 := openTestSockAddr(t, testPinRoot(t))
 	defer sa2.Cleanup()
 	if err := sa2.Attach(""); err != nil {
 		t.Fatal(err)
 	}
-	cookie, err := NetnsCookie(other.NsPath)
+	cookie, err = NetnsCookie(other.NsPath)
 	if err != nil {
 		t.Fatal(err)
 	}
