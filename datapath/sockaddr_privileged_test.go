@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/moatnet/moat/internal/testutil"
 	"github.com/moatnet/moat/policy"
 )
@@ -107,6 +109,41 @@ func whoTCP(pod *testutil.Pod, dst netip.AddrPort) (string, netip.AddrPort, erro
 		return "", netip.AddrPort{}, err
 	}
 	return string(b), c.RemoteAddr().(*net.TCPAddr).AddrPort(), nil
+}
+
+// whoTCPMapped is whoTCP for an IPv4 dst over an AF_INET6 socket (the
+// address IPv4-mapped), with raw system calls: Go would dial IPv4.
+func whoTCPMapped(pod *testutil.Pod, dst netip.AddrPort) (string, netip.AddrPort, error) {
+	var name string
+	var peer netip.AddrPort
+	err := pod.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		tv := unix.NsecToTimeval(probeTimeout.Nanoseconds())
+		_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+		_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
+		if err := unix.Connect(fd, &unix.SockaddrInet6{Addr: netip.AddrFrom16(dst.Addr().As16()).As16(), Port: int(dst.Port())}); err != nil {
+			return fmt.Errorf("connect: %w", err)
+		}
+		sa, err := unix.Getpeername(fd)
+		if err != nil {
+			return err
+		}
+		if s6, ok := sa.(*unix.SockaddrInet6); ok {
+			peer = netip.AddrPortFrom(netip.AddrFrom16(s6.Addr).Unmap(), uint16(s6.Port))
+		}
+		buf := make([]byte, 16)
+		n, err := unix.Read(fd, buf)
+		if err != nil {
+			return err
+		}
+		name = string(buf[:n])
+		return nil
+	})
+	return name, peer, err
 }
 
 // whoUDP sends one datagram from an unconnected socket in pod to dst and
@@ -331,6 +368,19 @@ func TestPrivilegedServicePolicyOnBackend(t *testing.T) {
 			}
 			if peer != udpVIP {
 				t.Errorf("connected udp peer = %s, want the VIP %s", peer, udpVIP)
+			}
+			if !v6 {
+				// A dual-stack IPv6 socket connecting to ::ffff:<VIP>
+				// (connect6, getpeername6 on an IPv4-mapped address).
+				name, peer, err := whoTCPMapped(r.client, tcpVIP)
+				if err != nil || name != "A" {
+					t.Fatalf("dual-stack tcp to ::ffff:VIP: got %q, %v; want A", name, err)
+				}
+				if peer != tcpVIP {
+					t.Errorf("dual-stack peer = %s, want the VIP %s", peer, tcpVIP)
+				}
+				before.Translated++
+				before.Peer++
 			}
 			after := r.stats(t)
 			if got := after.Translated - before.Translated; got != 3 {
