@@ -19,6 +19,7 @@ import (
 
 	"github.com/moatnet/moat/datapath"
 	"github.com/moatnet/moat/internal/k8stest"
+	"github.com/moatnet/moat/internal/metricslint"
 	"github.com/moatnet/moat/internal/testutil"
 	"github.com/moatnet/moat/policy"
 )
@@ -130,5 +131,19 @@ func TestPrivilegedKubeServicesFeed(t *testing.T) {
 	}
 	if got := a.svc.sa.Scope(); len(got) != 0 {
 		t.Errorf("scope %v after the endpoint went, want empty", got)
+	}
+
+	// The translation metrics pass promlint and are there.
+	problems, names, err := metricslint.Lint(a.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+	for _, want := range []string{"moat_service_translation_calls_total", "moat_service_frontends", "moat_service_scope_netns"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("metric %s not exported (have %v)", want, names)
+		}
 	}
 }
