@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -51,7 +52,9 @@ func BenchmarkServiceConnect(b *testing.B) {
 	backend := ln.Addr().(*net.TCPAddr).AddrPort()
 	vip := Frontend{Addr: netip.MustParseAddr("10.96.201.30"), Port: 80, Proto: policy.ProtoTCP}
 
-	sa, err := OpenSockAddr(SockAddrConfig{PinRoot: benchPinRoot()})
+	root := benchPinRoot()
+	b.Cleanup(func() { _ = os.RemoveAll(root) })
+	sa, err := OpenSockAddr(SockAddrConfig{PinRoot: root})
 	testutil.Require(b, "sock_addr load", err)
 	b.Cleanup(func() { _ = sa.Cleanup() })
 	cookie, err := NetnsCookie(client.NsPath)
