@@ -90,6 +90,16 @@ type Config struct {
 	// PrefilterInterfaces, before the network stack.
 	PrefilterDeny       []string `json:"prefilterDeny,omitempty"`
 	PrefilterInterfaces []string `json:"prefilterInterfaces,omitempty"`
+	// ServiceTranslation turns Service frontends (ClusterIPs) into their
+	// backends at the socket, in cgroup sock_addr programs attached to
+	// ServiceCgroup ("" = the cgroup v2 root), for the sockets of local
+	// endpoints only, so that egress policy is judged against the backend
+	// a pod reaches (services.go). Kubernetes mode reads Services and
+	// EndpointSlices; standalone mode takes Services.
+	ServiceTranslation bool   `json:"serviceTranslation,omitempty"`
+	ServiceCgroup      string `json:"serviceCgroup,omitempty"`
+	// Services are standalone mode's Services (with ServiceTranslation).
+	Services []StaticService `json:"services,omitempty"`
 	// Uplinks are the node's interfaces towards other nodes and the world
 	// (by name). The egress proxy's upstream connections keep the client
 	// pod's address towards every destination routed through one of them,
@@ -334,6 +344,7 @@ func (c Config) Validate() error {
 	if _, err := flow.ParseMetricsList(c.Metrics); err != nil {
 		bad("metrics", "%v", err)
 	}
+	errs = append(errs, c.validateServices()...)
 	for i, p := range c.PrefilterDeny {
 		if _, err := netip.ParsePrefix(p); err != nil {
 			bad(fmt.Sprintf("prefilterDeny[%d]", i), "%q: %v", p, err)
