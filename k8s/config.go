@@ -26,6 +26,9 @@ type Config struct {
 	// ConfigMapNamespace/ConfigMapName name the agent's ConfigMap, watched
 	// when both are set (ConfigMap returns its data).
 	ConfigMapNamespace, ConfigMapName string
+	// Attachments, when set, is where local pods' addresses come from
+	// (moat-cni, see attachments.go): never from a local pod's status.
+	Attachments PodAttachments
 }
 
 // Validate reports what is wrong, naming the field.
