@@ -148,6 +148,9 @@ func (a *Agent) APIHandler() http.Handler {
 	mux.HandleFunc("GET /v1/flows", a.serveFlows)
 	mux.HandleFunc("GET "+envoy.IntendedResourcesPath, a.serveIntended)
 	a.registerDNSAPI(mux)
+	if a.cni != nil {
+		a.cni.register(mux)
+	}
 	return mux
 }
 
