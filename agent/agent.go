@@ -70,11 +70,14 @@ type Agent struct {
 
 	// src feeds the compiler: fileSource (policies, endpoints) or
 	// kubeSource (source.go).
-	src      source
-	policies *policySource
-	// cni serves moat-cni (cni.go; nil unless Config.CNI).
-	cni       *cniServer
+	src       source
+	policies  *policySource
 	endpoints endpointsSource
+	// cni serves moat-cni (cni.go; nil unless Config.CNI).
+	cni *cniServer
+	// nodeRoutesNetns is the netns the node routes go to ("": the
+	// agent's own; tests use a netns of their own).
+	nodeRoutesNetns string
 	// confirmedGen is the last Plan generation confirmed to the compiler
 	// (policyLoop only).
 	confirmedGen uint64

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
@@ -44,6 +45,8 @@ type cniHarness struct {
 	a      *Agent
 	stop   func()
 	pods   map[string]string // pod name → uid
+	// routesNetns receives the agent's node routes.
+	routesNetns string
 }
 
 const cniNode = "cni-node-1"
@@ -79,6 +82,12 @@ func newCNIHarness(t *testing.T, podCIDR string) *cniHarness {
 	cl.ApplyCRDs(t, "../charts/moat/crds")
 	cs := cl.Client(t)
 	h := &cniHarness{t: t, cl: cl, cs: cs, plugin: buildCNIPlugin(t), dir: t.TempDir(), sfx: randHex(t), pods: map[string]string{}}
+	// The node's uplink, in a netns of its own: the node routes go there.
+	h.routesNetns = nodeNetns(t, "mcr"+h.sfx)
+	testutil.RunCmd(t, "ip", "-n", "mcr"+h.sfx, "link", "add", "up0", "type", "veth", "peer", "name", "up1")
+	testutil.RunCmd(t, "ip", "-n", "mcr"+h.sfx, "link", "set", "up1", "up")
+	testutil.RunCmd(t, "ip", "-n", "mcr"+h.sfx, "addr", "add", "192.168.233.1/24", "dev", "up0")
+	testutil.RunCmd(t, "ip", "-n", "mcr"+h.sfx, "link", "set", "up0", "up")
 	ctx := t.Context()
 	if _, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: cniNode},
@@ -99,6 +108,8 @@ func newCNIHarness(t *testing.T, podCIDR string) *cniHarness {
 		PollInterval: Duration(50 * time.Millisecond), Proxy: ProxyExternal,
 		BPFRoot: "/sys/fs/bpf/moat-cnitest-" + h.sfx, NetnsPrefix: "mc" + h.sfx + "-",
 		TCPHealth: &off, CNI: true, CNIPodWait: Duration(20 * time.Second),
+		CNIBinDir: filepath.Join(h.dir, "bin"), CNIConfDir: filepath.Join(h.dir, "net.d"), CNIPluginBinary: h.plugin,
+		NodeRoutes: true,
 		EgressHTTPPort: freeTCPPort(t), IngressHTTPPort: freeTCPPort(t), DNSProxyPort: freeTCPPort(t),
 	}
 	t.Cleanup(func() {
@@ -125,6 +136,7 @@ func (h *cniHarness) start() {
 		t.Fatal(err)
 	}
 	a.lockDir = filepath.Join(h.dir, "lock")
+	a.nodeRoutesNetns = h.routesNetns
 	h.a = a
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -418,6 +430,133 @@ func TestPrivilegedCNI(t *testing.T) {
 		}
 	})
 
+	t.Run("installed conflist, driven by libcni as a runtime does", func(t *testing.T) {
+		data, err := os.ReadFile(filepath.Join(h.cfg.CNIConfDir, DefaultCNIConfName))
+		if err != nil {
+			t.Fatalf("the agent installed no conflist: %v", err)
+		}
+		list, err := libcni.ConfListFromBytes(data)
+		if err != nil {
+			t.Fatalf("installed conflist does not parse: %v\n%s", err, data)
+		}
+		if _, err := os.Stat(filepath.Join(h.cfg.CNIBinDir, CNIPluginName)); err != nil {
+			t.Fatalf("the agent installed no plugin: %v", err)
+		}
+		rt := libcni.NewCNIConfigWithCacheDir([]string{h.cfg.CNIBinDir}, filepath.Join(h.dir, "cni-cache"), nil)
+		h.pod("rt", map[string]string{"app": "client"})
+		rc := &libcni.RuntimeConf{ContainerID: "sandbox-rt-" + h.sfx, NetNS: h.netns("rt"), IfName: "eth0",
+			Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "shop"}, {"K8S_POD_NAME", "rt"}, {"K8S_POD_UID", h.pods["rt"]}}}
+		ctx := t.Context()
+		if err := rt.GetStatusNetworkList(ctx, list); err != nil {
+			t.Fatalf("STATUS: %v", err)
+		}
+		res, err := rt.AddNetworkList(ctx, list, rc)
+		if err != nil {
+			t.Fatalf("ADD through libcni: %v", err)
+		}
+		r100, err := types100.GetResult(res)
+		if err != nil || len(r100.IPs) != 1 {
+			t.Fatalf("ADD result: %v %v", r100, err)
+		}
+		if err := h.dial("rt", web, firstSYN); err != nil {
+			t.Fatalf("rt (app=client) → web right after ADD: %v", err)
+		}
+		if err := rt.CheckNetworkList(ctx, list, rc); err != nil {
+			t.Fatalf("CHECK through libcni: %v", err)
+		}
+		if err := rt.DelNetworkList(ctx, list, rc); err != nil {
+			t.Fatalf("DEL through libcni: %v", err)
+		}
+		if h.planHasPod("rt") {
+			t.Error("rt still in the plan after DEL")
+		}
+	})
+
+	t.Run("node routes follow the Node objects", func(t *testing.T) {
+		routes := func() string {
+			return strings.TrimSpace(testutil.RunCmd(t, "ip", "-n", "mcr"+h.sfx, "route", "show", "proto", "77"))
+		}
+		waitRoutes := func(what string, ok func(string) bool) {
+			t.Helper()
+			deadline := time.Now().Add(20 * time.Second)
+			for !ok(routes()) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: node routes are %q", what, routes())
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		n2, err := h.cs.CoreV1().Nodes().Create(t.Context(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "cni-node-2"},
+			Spec: corev1.NodeSpec{PodCIDR: "10.233.0.0/24", PodCIDRs: []string{"10.233.0.0/24"}}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n2.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.168.233.2"}}
+		if n2, err = h.cs.CoreV1().Nodes().UpdateStatus(t.Context(), n2, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitRoutes("node-2 added", func(r string) bool { return strings.HasPrefix(r, "10.233.0.0/24 via 192.168.233.2 dev up0") })
+		n2.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.168.233.3"}}
+		if _, err = h.cs.CoreV1().Nodes().UpdateStatus(t.Context(), n2, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitRoutes("node-2's address changed", func(r string) bool { return strings.HasPrefix(r, "10.233.0.0/24 via 192.168.233.3 dev up0") })
+		if err := h.cs.CoreV1().Nodes().Delete(t.Context(), "cni-node-2", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitRoutes("node-2 deleted", func(r string) bool { return r == "" })
+	})
+
+	t.Run("chained after a routed-veth plugin", func(t *testing.T) {
+		// A previous plugin (ptp-like) made a routed veth for the pod.
+		ns := h.pod("chained", map[string]string{"app": "client"})
+		hostIf := "vch" + h.sfx
+		testutil.RunCmd(t, "ip", "link", "add", hostIf, "type", "veth", "peer", "name", "eth0", "netns", h.netnsName("chained"))
+		t.Cleanup(func() { _ = exec.Command("ip", "link", "del", hostIf).Run() })
+		for _, c := range [][]string{
+			{"-n", h.netnsName("chained"), "addr", "add", "10.232.0.5/32", "dev", "eth0"},
+			{"-n", h.netnsName("chained"), "link", "set", "eth0", "up"},
+			{"link", "set", hostIf, "up"},
+			{"-n", h.netnsName("chained"), "route", "add", "default", "via", "169.254.42.1", "dev", "eth0", "onlink"},
+			{"route", "add", "10.232.0.5/32", "dev", hostIf},
+		} {
+			testutil.RunCmd(t, "ip", c...)
+		}
+		hostMAC := strings.Fields(testutil.RunCmd(t, "cat", "/sys/class/net/"+hostIf+"/address"))[0]
+		prev := fmt.Sprintf(`{"cniVersion":"1.1.0","interfaces":[{"name":%q,"mac":%q},{"name":"eth0","sandbox":%q}],"ips":[{"interface":1,"address":"10.232.0.5/32"}]}`, hostIf, hostMAC, ns)
+		cid := "sandbox-chained-" + h.sfx
+		out, terr := h.exec("ADD", cid, "chained", h.pods["chained"], h.conf(`,"prevResult":`+prev))
+		if terr != nil {
+			t.Fatalf("chained ADD: %d %s: %s", terr.Code, terr.Msg, terr.Details)
+		}
+		generic, err := version.NewResult("1.1.0", out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, _ := types100.GetResult(generic)
+		if len(res.IPs) != 1 || res.IPs[0].Address.String() != "10.232.0.5/32" || res.Interfaces[0].Name != hostIf {
+			t.Fatalf("chained ADD must pass prevResult through: %s", out)
+		}
+		if ep, ipc := h.planHas("chained", netip.MustParseAddr("10.232.0.5")); !ep || !ipc {
+			t.Fatalf("chained pod in the plan %v, ipcache %v", ep, ipc)
+		}
+		if err := h.dial("chained", web, firstSYN); err != nil {
+			t.Fatalf("chained (app=client) → web right after ADD: %v", err)
+		}
+		if _, terr := h.exec("DEL", cid, "chained", h.pods["chained"], h.conf(`,"prevResult":`+prev)); terr != nil {
+			t.Fatalf("chained DEL: %v", terr)
+		}
+		if h.planHasPod("chained") {
+			t.Error("chained pod still in the plan after DEL")
+		}
+		// The previous plugin's veth stays (its DEL removes it); moat's
+		// mark on it is gone.
+		link := testutil.RunCmd(t, "ip", "-d", "link", "show", hostIf)
+		if strings.Contains(link, "moat:") {
+			t.Errorf("chained DEL left moat's alias: %s", link)
+		}
+	})
+
 	t.Run("DEL leaves nothing and is idempotent", func(t *testing.T) {
 		ca := podAddr(clientRes)
 		host := clientRes.Interfaces[0].Name
@@ -515,6 +654,9 @@ func TestPrivilegedCNI(t *testing.T) {
 
 	t.Run("agent restart keeps attachments and addresses", func(t *testing.T) {
 		h.stop()
+		if _, err := os.Stat(filepath.Join(h.cfg.CNIConfDir, DefaultCNIConfName)); err != nil {
+			t.Errorf("conflist gone after a clean stop (it must stay: fail closed): %v", err)
+		}
 		h.pod("late", map[string]string{"app": "batch"})
 		_, terr := h.exec("ADD", "sandbox-late-"+h.sfx, "late", h.pods["late"], nil)
 		if terr == nil || terr.Code != types.ErrTryAgainLater || !strings.Contains(terr.Msg, h.sock()) {

@@ -277,7 +277,7 @@ func (a *Agent) kubeNodeParts(context.Context) ([]func(context.Context) error, e
 		run = append(run, a.runCNIInstall)
 	}
 	if a.cfg.NodeRoutes {
-		router, err := NewNodeRouter("")
+		router, err := NewNodeRouter(a.nodeRoutesNetns)
 		if err != nil {
 			return nil, err
 		}
