@@ -109,7 +109,7 @@ func newCNIHarness(t *testing.T, podCIDR string) *cniHarness {
 		BPFRoot: "/sys/fs/bpf/moat-cnitest-" + h.sfx, NetnsPrefix: "mc" + h.sfx + "-",
 		TCPHealth: &off, CNI: true, CNIPodWait: Duration(20 * time.Second),
 		CNIBinDir: filepath.Join(h.dir, "bin"), CNIConfDir: filepath.Join(h.dir, "net.d"), CNIPluginBinary: h.plugin,
-		NodeRoutes: true,
+		NodeRoutes:     true,
 		EgressHTTPPort: freeTCPPort(t), IngressHTTPPort: freeTCPPort(t), DNSProxyPort: freeTCPPort(t),
 	}
 	t.Cleanup(func() {
