@@ -370,6 +370,24 @@ func (c *cniServer) gone(t *cniAttachment, hostIfindex int) (bool, string) {
 	return true, ""
 }
 
+// detachStale releases the programs on ifindex unless a reconcile has it
+// attached for an endpoint.
+func (c *cniServer) detachStale(ifindex int) error {
+	if ifindex == 0 {
+		return nil
+	}
+	c.a.mu.RLock()
+	_, inUse := c.a.state.byIfindex[ifindex]
+	c.a.mu.RUnlock()
+	if inUse {
+		return nil
+	}
+	if err := c.a.maps.Detach(ifindex); err != nil {
+		return fmt.Errorf("detach programs from ifindex %d: %w", ifindex, err)
+	}
+	return nil
+}
+
 func ifindexOf(name string) int {
 	if i, err := net.InterfaceByName(name); err == nil {
 		return i.Index
@@ -537,6 +555,9 @@ func (c *cniServer) del(ctx context.Context, req *cni.Request) *cni.Error {
 			HostIfname: datapath.RuntimeHostIfname(req.ContainerID, req.IfName)}
 		c.opMu.Lock()
 		defer c.opMu.Unlock()
+		if err := c.detachStale(ifindexOf(t.HostIfname)); err != nil {
+			return cniErr(cni.CodeInternal, "detach programs", err)
+		}
 		if plumb, ok := c.a.plumb.(runtimePlumbing); ok {
 			if err := plumb.RemoveRuntimeLink(t.endpoint(), t.HostIfname); err != nil {
 				return cniErr(cni.CodeInternal, "remove veth", err)
@@ -572,6 +593,11 @@ func (c *cniServer) remove(ctx context.Context, t *cniAttachment) error {
 	plumb, ok := c.a.plumb.(runtimePlumbing)
 	if !ok {
 		return errors.New("the endpoint manager cannot plumb runtime netns")
+	}
+	// An attachment replaced by a newer sandbox of its pod was never
+	// detached by a reconcile (its pod stayed): release its programs.
+	if err := c.detachStale(hostIfindex); err != nil {
+		return err
 	}
 	if t.Chained {
 		ep := t.endpoint()

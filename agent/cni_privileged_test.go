@@ -47,6 +47,8 @@ type cniHarness struct {
 	pods   map[string]string // pod name → uid
 	// routesNetns receives the agent's node routes.
 	routesNetns string
+	// sandboxNetns overrides the pod's netns for a container ID.
+	sandboxNetns map[string]string
 }
 
 const cniNode = "cni-node-1"
@@ -81,7 +83,7 @@ func newCNIHarness(t *testing.T, podCIDR string) *cniHarness {
 	cl := k8stest.Start(t)
 	cl.ApplyCRDs(t, "../charts/moat/crds")
 	cs := cl.Client(t)
-	h := &cniHarness{t: t, cl: cl, cs: cs, plugin: buildCNIPlugin(t), dir: t.TempDir(), sfx: randHex(t), pods: map[string]string{}}
+	h := &cniHarness{t: t, cl: cl, cs: cs, plugin: buildCNIPlugin(t), dir: t.TempDir(), sfx: randHex(t), pods: map[string]string{}, sandboxNetns: map[string]string{}}
 	// The node's uplink, in a netns of its own: the node routes go there.
 	h.routesNetns = nodeNetns(t, "mcr"+h.sfx)
 	testutil.RunCmd(t, "ip", "-n", "mcr"+h.sfx, "link", "add", "up0", "type", "veth", "peer", "name", "up1")
@@ -204,7 +206,11 @@ func (h *cniHarness) exec(cmd, containerID, pod, uid string, stdin []byte) ([]by
 	c := exec.CommandContext(h.t.Context(), h.plugin)
 	c.Env = []string{"CNI_COMMAND=" + cmd, "CNI_PATH=" + filepath.Dir(h.plugin)}
 	if containerID != "" {
-		c.Env = append(c.Env, "CNI_CONTAINERID="+containerID, "CNI_IFNAME=eth0", "CNI_NETNS="+h.netns(pod),
+		nsPath := h.netns(pod)
+		if p, ok := h.sandboxNetns[containerID]; ok {
+			nsPath = p
+		}
+		c.Env = append(c.Env, "CNI_CONTAINERID="+containerID, "CNI_IFNAME=eth0", "CNI_NETNS="+nsPath,
 			"CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME="+pod+";K8S_POD_UID="+uid)
 	}
 	c.Stdin = bytes.NewReader(stdin)
@@ -427,6 +433,51 @@ func TestPrivilegedCNI(t *testing.T) {
 		_, terr = h.exec("CHECK", "no-such-sandbox", "web", h.pods["web"], h.conf(`,"prevResult":`+string(prev)))
 		if terr == nil || terr.Code != 3 {
 			t.Fatalf("CHECK of an unknown sandbox: %v, want code 3", terr)
+		}
+	})
+
+	t.Run("a new sandbox replaces the old one; the old one's DEL leaves the new enforced", func(t *testing.T) {
+		h.pod("re", map[string]string{"app": "client"})
+		_, cid1 := h.add("re")
+		cid2 := cid1 + "-2"
+		h.sandboxNetns[cid2] = nodeNetns(t, h.netnsName("re2"))
+		out, terr := h.exec("ADD", cid2, "re", h.pods["re"], nil)
+		if terr != nil {
+			t.Fatalf("ADD of the second sandbox: %v", terr)
+		}
+		var res2 types100.Result
+		if err := json.Unmarshal(out, &res2); err != nil {
+			t.Fatal(err)
+		}
+		oldIf := datapath.RuntimeHostIfname(cid1, "eth0")
+		oldIdx := ifindexOf(oldIf)
+		if _, terr := h.exec("DEL", cid1, "re", h.pods["re"], nil); terr != nil {
+			t.Fatalf("DEL of the old sandbox: %v", terr)
+		}
+		newAddr := podAddr(&res2)
+		if ep, ipc := h.planHas("re", newAddr); !ep || !ipc {
+			t.Fatalf("after the old sandbox's DEL the new one's %s is in the plan %v, ipcache %v", newAddr, ep, ipc)
+		}
+		if err := netns.Do(h.sandboxNetns[cid2], func() error {
+			c, err := net.DialTimeout("tcp4", web.String(), firstSYN)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		}); err != nil {
+			t.Fatalf("new sandbox → web: %v", err)
+		}
+		if _, err := net.InterfaceByName(oldIf); err == nil {
+			t.Errorf("old sandbox's veth %s still exists", oldIf)
+		}
+		if pins, _ := filepath.Glob(filepath.Join(h.cfg.BPFRoot, "links", fmt.Sprintf("%d-*", oldIdx))); len(pins) > 0 {
+			t.Errorf("old sandbox's program links still pinned: %v", pins)
+		}
+		if _, terr := h.exec("DEL", cid2, "re", h.pods["re"], nil); terr != nil {
+			t.Fatalf("DEL of the new sandbox: %v", terr)
+		}
+		if h.planHasPod("re") {
+			t.Error("re still in the plan after both DELs")
 		}
 	})
 
