@@ -11,6 +11,13 @@
 // or ACKTimeout, it drops). The reconciler drives the datapath, endpoint
 // manager and xDS server through small interfaces (parts.go).
 //
+// moat-cni (cni.go, ipam.go, cniinstall.go; Kubernetes mode): the agent
+// makes each pod's routed veth in the runtime's netns with the standalone
+// endpoint code, allocates its address from the node's pod CIDR, and
+// answers ADD only after a reconcile attached the programs and wrote the
+// maps for it. noderoutes.go routes other nodes' pod CIDRs via their
+// InternalIPs.
+//
 // One agent per pin root (lock.go): Run takes an exclusive flock before it
 // touches any pin; a second agent, or `moat-agent cleanup`, fails naming
 // the holder's pid.
