@@ -95,16 +95,20 @@ type cniServer struct {
 	// reconciled is closed (and replaced) after every reconcile.
 	rmu        sync.Mutex
 	reconciled chan struct{}
+
+	m *cniMetrics
 }
 
 func newCNIServer(a *Agent) *cniServer {
-	return &cniServer{
+	c := &cniServer{
 		a:          a,
 		path:       filepath.Join(a.cfg.StateDir, cniAttachmentsFile),
 		atts:       map[string]*cniAttachment{},
 		pods:       map[string]*cniAttachment{},
 		reconciled: make(chan struct{}),
 	}
+	c.m = newCNIMetrics(a.reg, c)
+	return c
 }
 
 // load reads the persisted attachments and allocations (Run, before the
@@ -692,7 +696,9 @@ func (c *cniServer) register(mux *http.ServeMux) {
 			writeCNIError(w, e)
 			return
 		}
+		start := time.Now()
 		resp, e := c.add(r.Context(), &req)
+		c.m.observe("add", e != nil, start)
 		if e != nil {
 			writeCNIError(w, e)
 			return
@@ -705,7 +711,9 @@ func (c *cniServer) register(mux *http.ServeMux) {
 			writeCNIError(w, e)
 			return
 		}
-		if e := c.del(r.Context(), &req); e != nil {
+		e := c.del(r.Context(), &req)
+		c.m.observe("del", e != nil, time.Time{})
+		if e != nil {
 			writeCNIError(w, e)
 			return
 		}
@@ -718,6 +726,7 @@ func (c *cniServer) register(mux *http.ServeMux) {
 			return
 		}
 		resp, e := c.check(&req)
+		c.m.observe("check", e != nil, time.Time{})
 		if e != nil {
 			writeCNIError(w, e)
 			return
@@ -731,6 +740,7 @@ func (c *cniServer) register(mux *http.ServeMux) {
 			return
 		}
 		resp, e := c.gc(r.Context(), &req)
+		c.m.observe("gc", e != nil, time.Time{})
 		if e != nil {
 			writeCNIError(w, e)
 			return
@@ -748,6 +758,7 @@ func (c *cniServer) register(mux *http.ServeMux) {
 				st.Ready, st.Reason = false, "no pod CIDR: the Node has no spec.podCIDR and cniPodCIDR is not set"
 			}
 		}
+		c.m.observe("status", !st.Ready, time.Time{})
 		writeJSON(w, st)
 	})
 }

@@ -230,10 +230,12 @@ func (h *cniHarness) exec(cmd, containerID, pod, uid string, stdin []byte) ([]by
 func (h *cniHarness) add(pod string) (*types100.Result, string) {
 	h.t.Helper()
 	cid := "sandbox-" + pod + "-" + h.sfx
+	start := time.Now()
 	out, terr := h.exec("ADD", cid, pod, h.pods[pod], nil)
 	if terr != nil {
 		h.t.Fatalf("ADD %s: %d %s: %s", pod, terr.Code, terr.Msg, terr.Details)
 	}
+	h.t.Logf("ADD %s: %s (exec of moat-cni to an enforced pod)", pod, time.Since(start).Round(time.Millisecond))
 	return h.parseResult(pod, out), cid
 }
 
@@ -649,6 +651,8 @@ func TestPrivilegedCNI(t *testing.T) {
 			h.pod(n, map[string]string{"app": "batch"})
 		}
 		var wg sync.WaitGroup
+		start := time.Now()
+		defer func() { t.Logf("%d concurrent ADDs: %s", len(names), time.Since(start).Round(time.Millisecond)) }()
 		results := make([][]byte, len(names))
 		terrs := make([]*types.Error, len(names))
 		for i, n := range names {
