@@ -148,9 +148,7 @@ func (a *Agent) APIHandler() http.Handler {
 	mux.HandleFunc("GET /v1/flows", a.serveFlows)
 	mux.HandleFunc("GET "+envoy.IntendedResourcesPath, a.serveIntended)
 	a.registerDNSAPI(mux)
-	if a.cni != nil {
-		a.cni.register(mux)
-	}
+	a.registerCNIAPI(mux)
 	return mux
 }
 

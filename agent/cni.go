@@ -688,6 +688,18 @@ func (c *cniServer) gc(ctx context.Context, req *cni.GCRequest) (*cni.GCResponse
 	return resp, nil
 }
 
+// registerCNIAPI serves moat-cni: the CNI API when the agent is the
+// node's CNI, else an answer that says it is not.
+func (a *Agent) registerCNIAPI(mux *http.ServeMux) {
+	if a.cni != nil {
+		a.cni.register(mux)
+		return
+	}
+	mux.HandleFunc("/v1/cni/", func(w http.ResponseWriter, r *http.Request) {
+		writeCNIError(w, cniErr(cni.CodeNotAvailable, fmt.Sprintf("moat agent on node %s is not the node's CNI: run it in Kubernetes mode with --cni", a.cfg.NodeName), nil))
+	})
+}
+
 // register adds the CNI API to the local API's mux.
 func (c *cniServer) register(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+cni.PathAdd, func(w http.ResponseWriter, r *http.Request) {
