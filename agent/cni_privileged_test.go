@@ -483,6 +483,20 @@ func TestPrivilegedCNI(t *testing.T) {
 		}
 	})
 
+	t.Run("ADD of a pod the API does not have times out, naming the socket", func(t *testing.T) {
+		nodeNetns(t, h.netnsName("ghost"))
+		_, terr := h.exec("ADD", "sandbox-ghost-"+h.sfx, "ghost", "", h.conf(`,"timeout":"1s"`))
+		if terr == nil || terr.Code != types.ErrTryAgainLater || !strings.Contains(terr.Msg, h.sock()) || !strings.Contains(terr.Msg, "did not answer within 1s") {
+			t.Fatalf("ADD of an unknown pod: %v, want code 11: did not answer, naming %s", terr, h.sock())
+		}
+		if s := h.stateFiles(); strings.Contains(s, "sandbox-ghost") {
+			t.Errorf("an ADD that never found its pod left state: %s", s)
+		}
+		if _, terr := h.exec("DEL", "sandbox-ghost-"+h.sfx, "ghost", "", nil); terr != nil {
+			t.Errorf("DEL of the unknown sandbox: %v", terr)
+		}
+	})
+
 	t.Run("installed conflist, driven by libcni as a runtime does", func(t *testing.T) {
 		data, err := os.ReadFile(filepath.Join(h.cfg.CNIConfDir, DefaultCNIConfName))
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -73,6 +74,9 @@ func (c Client) Do(ctx context.Context, path string, in, out any) error {
 		}
 		if e.Code == 0 {
 			e.Code = CodeInternal
+		}
+		if !strings.Contains(e.Msg, c.Socket) {
+			e.Msg = "moat agent on " + c.Socket + ": " + e.Msg
 		}
 		return &e
 	}
