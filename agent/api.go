@@ -148,6 +148,7 @@ func (a *Agent) APIHandler() http.Handler {
 	mux.HandleFunc("GET /v1/flows", a.serveFlows)
 	mux.HandleFunc("GET "+envoy.IntendedResourcesPath, a.serveIntended)
 	a.registerDNSAPI(mux)
+	a.registerCNIAPI(mux)
 	return mux
 }
 
