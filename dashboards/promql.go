@@ -1,0 +1,135 @@
+package dashboards
+
+// promql.go names the metrics a PromQL expression selects, without a full
+// PromQL parser: Prometheus itself (in the e2e test) judges whether the
+// expression parses; this only has to find every metric name, which are
+// the identifiers outside label matchers, ranges, strings and grouping
+// lists that are not functions, aggregations or keywords.
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// keywords are identifiers that are never metric names in an expression.
+var keywords = []string{"and", "or", "unless", "bool", "offset", "inf", "nan", "start", "end"}
+
+// groupings take a parenthesised list of label names.
+var groupings = []string{"by", "without", "on", "ignoring", "group_left", "group_right"}
+
+func isIdentStart(c byte) bool {
+	return c == '_' || c == ':' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+}
+
+func isIdent(c byte) bool { return isIdentStart(c) || (c >= '0' && c <= '9') }
+
+// MetricNames returns the metric names expr selects, sorted and without
+// duplicates. A Grafana label_values(metric{...}, label) query gives its
+// metric. It fails on unbalanced brackets and unterminated strings.
+func MetricNames(expr string) ([]string, error) {
+	if rest, ok := strings.CutPrefix(strings.TrimSpace(expr), "label_values("); ok {
+		// label_values(selector, label): only the selector names a metric.
+		if i := strings.LastIndex(rest, ","); i >= 0 {
+			expr = rest[:i]
+		} else {
+			expr = strings.TrimSuffix(rest, ")")
+		}
+	}
+	var names []string
+	closer := map[byte]byte{'{': '}', '[': ']', '(': ')'}
+	var stack []byte
+	skipGroup := false
+	for i := 0; i < len(expr); {
+		c := expr[i]
+		switch {
+		case c == '"' || c == '\'' || c == '`':
+			j := i + 1
+			for ; j < len(expr) && expr[j] != c; j++ {
+				if expr[j] == '\\' && c != '`' {
+					j++
+				}
+			}
+			if j >= len(expr) {
+				return nil, fmt.Errorf("metric names of %q: unterminated string at offset %d", expr, i)
+			}
+			i = j + 1
+		case c == '{' || c == '[' || c == '(':
+			stack = append(stack, closer[c])
+			if c == '(' && skipGroup {
+				// by (...), on (...): label names, not metrics.
+				j := strings.IndexByte(expr[i:], ')')
+				if j < 0 {
+					return nil, fmt.Errorf("metric names of %q: unbalanced ( at offset %d", expr, i)
+				}
+				stack = stack[:len(stack)-1]
+				i += j + 1
+				skipGroup = false
+				continue
+			}
+			i++
+		case c == '}' || c == ']' || c == ')':
+			if len(stack) == 0 || stack[len(stack)-1] != c {
+				return nil, fmt.Errorf("metric names of %q: unbalanced %c at offset %d", expr, c, i)
+			}
+			stack = stack[:len(stack)-1]
+			i++
+		case c == '$':
+			// A Grafana variable ($__rate_interval, ${cluster}): not a metric.
+			j := i + 1
+			if j < len(expr) && expr[j] == '{' {
+				k := strings.IndexByte(expr[j:], '}')
+				if k < 0 {
+					return nil, fmt.Errorf("metric names of %q: unterminated ${ at offset %d", expr, i)
+				}
+				i = j + k + 1
+				continue
+			}
+			for j < len(expr) && isIdent(expr[j]) {
+				j++
+			}
+			i = j
+		case c >= '0' && c <= '9', c == '.' && i+1 < len(expr) && expr[i+1] >= '0' && expr[i+1] <= '9':
+			// A number or a duration (0.99, 1e3, 5m, 1h30m).
+			j := i + 1
+			for j < len(expr) && (isIdent(expr[j]) || expr[j] == '.') {
+				j++
+			}
+			i = j
+		case isIdentStart(c):
+			j := i + 1
+			for j < len(expr) && isIdent(expr[j]) {
+				j++
+			}
+			word := expr[i:j]
+			i = j
+			inside := len(stack) > 0 && (stack[len(stack)-1] == '}' || stack[len(stack)-1] == ']')
+			if inside {
+				continue // a label name in a matcher, or a duration
+			}
+			k := j
+			for k < len(expr) && (expr[k] == ' ' || expr[k] == '\n' || expr[k] == '\t') {
+				k++
+			}
+			lw := strings.ToLower(word)
+			switch {
+			case slices.Contains(groupings, lw):
+				skipGroup = k < len(expr) && expr[k] == '('
+			case slices.Contains(keywords, lw):
+			case k < len(expr) && expr[k] == '(':
+				// A function or aggregation call.
+			default:
+				if !slices.Contains(names, word) {
+					names = append(names, word)
+				}
+			}
+		default:
+			i++
+		}
+	}
+	if len(stack) > 0 {
+		return nil, fmt.Errorf("metric names of %q: %d unclosed brackets", expr, len(stack))
+	}
+	slices.Sort(names)
+	return names, nil
+}
