@@ -15,6 +15,9 @@ import (
 // keywords are identifiers that are never metric names in an expression.
 var keywords = []string{"and", "or", "unless", "bool", "offset", "inf", "nan", "start", "end"}
 
+// aggregations may put their grouping before their argument.
+var aggregations = []string{"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk", "topk", "quantile", "limitk", "limit_ratio"}
+
 // groupings take a parenthesised list of label names.
 var groupings = []string{"by", "without", "on", "ignoring", "group_left", "group_right"}
 
@@ -118,6 +121,8 @@ func MetricNames(expr string) ([]string, error) {
 			case slices.Contains(keywords, lw):
 			case k < len(expr) && expr[k] == '(':
 				// A function or aggregation call.
+			case slices.Contains(aggregations, lw) && (strings.HasPrefix(expr[k:], "by") || strings.HasPrefix(expr[k:], "without")):
+				// sum by (...) (...): an aggregation with its grouping first.
 			default:
 				if !slices.Contains(names, word) {
 					names = append(names, word)
