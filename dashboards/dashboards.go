@@ -5,6 +5,20 @@ import (
 	"fmt"
 )
 
+// HubbleMetrics is the Hubble handler configuration (the agent's
+// `metrics`, Hubble's option syntax) under which every panel can have
+// data: the handlers of moat's default and the chart's documented install
+// line, plus the context labels and the DNS query label that the
+// per-workload, per-direction and per-name panels group by. With fewer
+// labels those panels still work, with the missing labels empty.
+var HubbleMetrics = []string{
+	"dns:query;labelsContext=source_namespace,source_workload",
+	"drop:labelsContext=source_namespace,source_workload,destination_namespace,destination_workload,traffic_direction",
+	"tcp:labelsContext=source_namespace,source_workload,destination_namespace,destination_workload",
+	"flow", "port-distribution", "icmp",
+	"httpV2:exemplars=true;labelsContext=source_ip,source_namespace,source_workload,destination_ip,destination_namespace,destination_workload,traffic_direction",
+}
+
 // boards lists every dashboard, in the order they are generated.
 func boards() []board {
 	return []board{l7HTTP(), dnsBoard(), policyBoard(), tcpBoard(), agentBoard(), operatorBoard()}

@@ -24,17 +24,6 @@ import (
 	"github.com/moatnet/moat/policy"
 )
 
-// FullMetrics is the Hubble handler configuration under which every panel
-// can have data: the seed's handlers plus the context labels and the DNS
-// query label the per-workload, per-direction and per-name panels read.
-var FullMetrics = []string{
-	"dns:query;labelsContext=source_namespace,source_workload",
-	"drop:labelsContext=source_namespace,source_workload,destination_namespace,destination_workload,traffic_direction",
-	"tcp:labelsContext=source_namespace,source_workload,destination_namespace,destination_workload",
-	"flow", "port-distribution", "icmp",
-	"httpV2:exemplars=true;labelsContext=source_ip,source_namespace,source_workload,destination_ip,destination_namespace,destination_workload,traffic_direction",
-}
-
 // registeredAtRun are the agent's scrape-time collectors that Agent.Run
 // registers once the datapath is open (they read BPF maps), so that no
 // in-process registry has them. Each must still be declared in agent/
@@ -63,7 +52,7 @@ func registeredMetrics(t *testing.T) map[string]bool {
 		Policies:  filepath.Join(dir, "policies"),
 		Endpoints: filepath.Join(dir, "endpoints.yaml"),
 		RunDir:    filepath.Join(dir, "run"),
-		Metrics:   FullMetrics,
+		Metrics:   dashboards.HubbleMetrics,
 	}, log)
 	if err != nil {
 		t.Fatalf("new agent: %v", err)
