@@ -882,6 +882,7 @@ func renderBoard(path, title string, results []panelResult, t0 time.Time) error 
 	dc := draw.New(img)
 	sty := plot.New().Title.TextStyle
 	sty.Font.Size = vg.Points(16)
+	sty.XAlign = draw.XLeft
 	dc.FillText(sty, vg.Point{X: 0.2 * vg.Inch, Y: tileH*vg.Length(rows) + 0.15*vg.Inch}, title)
 	body := draw.Crop(dc, 0, 0, 0, -0.5*vg.Inch)
 	tiles := draw.Tiles{Rows: rows, Cols: cols, PadX: vg.Millimeter * 3, PadY: vg.Millimeter * 3,
