@@ -76,6 +76,8 @@ func agentBoard() board {
 					q(fmt.Sprintf(`sum(moat_dnsproxy_cache_names{%s})`, sel), "names"),
 					q(fmt.Sprintf(`sum(moat_dnsproxy_cache_ips{%s})`, sel), "name-address pairs"),
 					q(fmt.Sprintf(`sum(moat_dnsproxy_inflight_queries{%s})`, sel), "queries in flight")),
+				ts("Learned addresses into the maps", "ops", "Addresses the DNS proxy learned written into the ipcache, by path (patch: single entries; plan: a new plan and a full sync).",
+					q(fmt.Sprintf(`sum by (path) (rate(moat_fqdn_ipcache_writes_total{%s}%s))`, sel, rate), "{{path}}")),
 			}},
 			{title: "Lost events", panels: []panel{
 				ts("Access-log entries the proxy dropped", "ops", "HTTP exchanges that did not reach flows and metrics.",

@@ -204,6 +204,29 @@ func TestMetricNames(t *testing.T) {
 	}
 }
 
+func TestLabelNames(t *testing.T) {
+	tests := []struct {
+		expr string
+		want []string
+	}{
+		{expr: `sum by (le, source_workload) (rate(x_bucket{cluster=~"${cluster}", a != "b}c", __name__="x"}[5m]))`, want: []string{"a", "cluster", "le", "source_workload"}},
+		{expr: `sum(rate(a_total[5m])) without (instance) / on(job) group_left(node) b`, want: []string{"instance", "job", "node"}},
+		{expr: `label_values(hubble_http_requests_total{cluster=~"${cluster}"}, destination_namespace)`, want: []string{"cluster", "destination_namespace"}},
+		{expr: `up`, want: nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.expr, func(t *testing.T) {
+			got, err := LabelNames(tt.expr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestParseRejectsBadJSON(t *testing.T) {
 	for _, tt := range []struct{ name, js, err string }{
 		{"not json", `{`, "parse dashboard"},

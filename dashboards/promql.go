@@ -31,15 +31,34 @@ func isIdent(c byte) bool { return isIdentStart(c) || (c >= '0' && c <= '9') }
 // duplicates. A Grafana label_values(metric{...}, label) query gives its
 // metric. It fails on unbalanced brackets and unterminated strings.
 func MetricNames(expr string) ([]string, error) {
+	names, _, err := scan(expr)
+	return names, err
+}
+
+// LabelNames returns the label names expr matches on or groups by (and
+// the label of a label_values query), sorted and without duplicates.
+func LabelNames(expr string) ([]string, error) {
+	_, labels, err := scan(expr)
+	return labels, err
+}
+
+func addName(list []string, n string) []string {
+	if n == "__name__" || slices.Contains(list, n) {
+		return list
+	}
+	return append(list, n)
+}
+
+func scan(expr string) (names, labels []string, err error) {
 	if rest, ok := strings.CutPrefix(strings.TrimSpace(expr), "label_values("); ok {
 		// label_values(selector, label): only the selector names a metric.
 		if i := strings.LastIndex(rest, ","); i >= 0 {
+			labels = addName(labels, strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest[i+1:]), ")")))
 			expr = rest[:i]
 		} else {
 			expr = strings.TrimSuffix(rest, ")")
 		}
 	}
-	var names []string
 	closer := map[byte]byte{'{': '}', '[': ']', '(': ')'}
 	var stack []byte
 	skipGroup := false
@@ -54,7 +73,7 @@ func MetricNames(expr string) ([]string, error) {
 				}
 			}
 			if j >= len(expr) {
-				return nil, fmt.Errorf("metric names of %q: unterminated string at offset %d", expr, i)
+				return nil, nil, fmt.Errorf("metric names of %q: unterminated string at offset %d", expr, i)
 			}
 			i = j + 1
 		case c == '{' || c == '[' || c == '(':
@@ -63,7 +82,12 @@ func MetricNames(expr string) ([]string, error) {
 				// by (...), on (...): label names, not metrics.
 				j := strings.IndexByte(expr[i:], ')')
 				if j < 0 {
-					return nil, fmt.Errorf("metric names of %q: unbalanced ( at offset %d", expr, i)
+					return nil, nil, fmt.Errorf("metric names of %q: unbalanced ( at offset %d", expr, i)
+				}
+				for l := range strings.SplitSeq(expr[i+1:i+j], ",") {
+					if l = strings.TrimSpace(l); l != "" {
+						labels = addName(labels, l)
+					}
 				}
 				stack = stack[:len(stack)-1]
 				i += j + 1
@@ -73,7 +97,7 @@ func MetricNames(expr string) ([]string, error) {
 			i++
 		case c == '}' || c == ']' || c == ')':
 			if len(stack) == 0 || stack[len(stack)-1] != c {
-				return nil, fmt.Errorf("metric names of %q: unbalanced %c at offset %d", expr, c, i)
+				return nil, nil, fmt.Errorf("metric names of %q: unbalanced %c at offset %d", expr, c, i)
 			}
 			stack = stack[:len(stack)-1]
 			i++
@@ -83,7 +107,7 @@ func MetricNames(expr string) ([]string, error) {
 			if j < len(expr) && expr[j] == '{' {
 				k := strings.IndexByte(expr[j:], '}')
 				if k < 0 {
-					return nil, fmt.Errorf("metric names of %q: unterminated ${ at offset %d", expr, i)
+					return nil, nil, fmt.Errorf("metric names of %q: unterminated ${ at offset %d", expr, i)
 				}
 				i = j + k + 1
 				continue
@@ -108,7 +132,15 @@ func MetricNames(expr string) ([]string, error) {
 			i = j
 			inside := len(stack) > 0 && (stack[len(stack)-1] == '}' || stack[len(stack)-1] == ']')
 			if inside {
-				continue // a label name in a matcher, or a duration
+				// A label name in a matcher (followed by =, !=, =~, !~), or
+				// a duration.
+				if stack[len(stack)-1] == '}' {
+					rest := strings.TrimLeft(expr[j:], " \t\n")
+					if strings.HasPrefix(rest, "=") || strings.HasPrefix(rest, "!") {
+						labels = addName(labels, word)
+					}
+				}
+				continue
 			}
 			k := j
 			for k < len(expr) && (expr[k] == ' ' || expr[k] == '\n' || expr[k] == '\t') {
@@ -133,8 +165,9 @@ func MetricNames(expr string) ([]string, error) {
 		}
 	}
 	if len(stack) > 0 {
-		return nil, fmt.Errorf("metric names of %q: %d unclosed brackets", expr, len(stack))
+		return nil, nil, fmt.Errorf("metric names of %q: %d unclosed brackets", expr, len(stack))
 	}
 	slices.Sort(names)
-	return names, nil
+	slices.Sort(labels)
+	return names, labels, nil
 }
