@@ -195,7 +195,7 @@ func TestPrivilegedDashboardsOnPrometheus(t *testing.T) {
 	prom.waitQuery(t, "the agent scraped", `up{job="moat-agent",cluster="e2e"} == 1`, 30*time.Second)
 
 	// Retransmissions of an established flow: the probe endpoint's
-	// connection to the host loses its data for a moment (an nftables drop
+	// connection to the host loses its ACKs for a moment (an nftables drop
 	// in the probe's own netns, outside moat), so its kernel retransmits.
 	nft, err := exec.LookPath("nft")
 	testutil.Require(t, "nftables (nft), to make a flow retransmit", err)
@@ -415,9 +415,11 @@ func serveHostEcho(t *testing.T) uint16 {
 }
 
 // retransmitLoop, until ctx ends: connect from p to the host's echo port,
-// drop the flow's outgoing packets in p's netns (nftables) for 1.5 s while
-// sending, then let them through and read the echo back. The table is
-// removed whatever happens.
+// drop the flow's incoming packets in p's netns (nftables) for 1.5 s while
+// sending, so that no ACK comes back and p retransmits (the retransmitted
+// segments do leave: a drop on the way out would fail them locally), then
+// let them through and read the echo back. The table is removed whatever
+// happens.
 func retransmitLoop(ctx context.Context, t *testing.T, nft, netnsName string, p peer, port uint16) {
 	nftIn := func(args ...string) error {
 		out, err := exec.Command("ip", append([]string{"netns", "exec", netnsName, nft}, args...)...).CombinedOutput()
@@ -437,8 +439,8 @@ func retransmitLoop(ctx context.Context, t *testing.T, nft, netnsName string, p 
 			defer c.Close()
 			rules := [][]string{
 				{"add", "table", "inet", "moat_e2e_loss"},
-				{"add", "chain", "inet", "moat_e2e_loss", "out", "{ type filter hook output priority 0; }"},
-				{"add", "rule", "inet", "moat_e2e_loss", "out", "tcp", "dport", strconv.Itoa(int(port)), "drop"},
+				{"add", "chain", "inet", "moat_e2e_loss", "in", "{ type filter hook input priority 0; }"},
+				{"add", "rule", "inet", "moat_e2e_loss", "in", "tcp", "sport", strconv.Itoa(int(port)), "drop"},
 			}
 			for _, r := range rules {
 				if err := nftIn(r...); err != nil {
