@@ -12,7 +12,7 @@ import (
 // per-workload, per-direction and per-name panels group by. With fewer
 // labels those panels still work, with the missing labels empty.
 var HubbleMetrics = []string{
-	"dns:query;labelsContext=source_namespace,source_workload",
+	"dns:query;labelsContext=source_namespace,source_workload,destination_namespace,destination_workload",
 	"drop:labelsContext=source_namespace,source_workload,destination_namespace,destination_workload,traffic_direction",
 	"tcp:labelsContext=source_namespace,source_workload,destination_namespace,destination_workload",
 	"flow", "port-distribution", "icmp",

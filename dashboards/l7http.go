@@ -13,6 +13,15 @@ func re(label string) string { return fmt.Sprintf(`%s=~"${%s}"`, label, label) }
 
 const rate = "[$__rate_interval]"
 
+// added is how much the counters of a selector grew over window, counting a
+// series that appeared inside the window from zero. increase() needs two
+// samples of a series, so it never sees the first count of a new one: with
+// per-name or per-workload labels that is most of what "what failed in the
+// last 10 minutes" asks about (a name that failed once).
+func added(series, window string) string {
+	return fmt.Sprintf(`((%[1]s - %[1]s offset %[2]s) or %[1]s)`, series, window)
+}
+
 // quantiles is one query per quantile of a histogram's buckets.
 func quantiles(bucket, sel, by, legend string, qs ...string) []query {
 	var out []query
@@ -91,7 +100,7 @@ func l7HTTP() board {
 			}},
 			{title: "Between workloads", panels: []panel{
 				tableOf("Requests between workloads over the time range", "Requests by source, destination and status over the dashboard's time range: which workload's requests fail most.",
-					q(fmt.Sprintf(`sum by (source_namespace, source_workload, destination_namespace, destination_workload, status) (increase(%s{%s}[$__range])) > 0`, metric, all), "")),
+					q(fmt.Sprintf(`sum by (source_namespace, source_workload, destination_namespace, destination_workload, status) %s > 0`, added(fmt.Sprintf("%s{%s}", metric, all), "$__range")), "{{source_workload}} → {{destination_workload}} {{status}}")),
 				tableOf("Latency between workloads over the time range", "p50 and p99 of the request duration for each source and destination pair.",
 					q(fmt.Sprintf(`histogram_quantile(0.50, sum by (source_namespace, source_workload, destination_namespace, destination_workload, le) (rate(%s{%s}[$__range])))`, bucket, all), "p50"),
 					q(fmt.Sprintf(`histogram_quantile(0.99, sum by (source_namespace, source_workload, destination_namespace, destination_workload, le) (rate(%s{%s}[$__range])))`, bucket, all), "p99")),

@@ -31,7 +31,8 @@ func tcpBoard() board {
 				ts("TCP events by kind", "ops", "", q(fmt.Sprintf(`sum by (kind) (rate(%s{%s}%s))`, events, sel, rate), "{{kind}}")),
 				ts("TCP flags in flows", "ops", "", q(fmt.Sprintf(`sum by (flag) (rate(%s{%s}%s))`, flags, sel, rate), "{{flag}}")),
 				tableOf("SYN and SYN-ACK by workload pair in the last 10 minutes", "A pair with SYNs and no SYN-ACK got no answer (needs workloads in the tcp handler's labelsContext).",
-					q(fmt.Sprintf(`sum by (source_namespace, source_workload, destination_namespace, destination_workload, flag) (increase(%s{%s, flag=~"SYN|SYN-ACK"}[10m])) > 0`, flags, sel), "")).wide(),
+					q(fmt.Sprintf(`sum by (source_namespace, source_workload, destination_namespace, destination_workload, flag) %s > 0`, added(fmt.Sprintf(`%s{%s, flag=~"SYN|SYN-ACK"}`, flags, sel), "10m")),
+						"{{source_workload}} → {{destination_workload}} {{flag}}")).wide(),
 			}},
 		},
 	}

@@ -301,6 +301,7 @@ func TestPrivilegedDashboardsOnPrometheus(t *testing.T) {
 	}
 
 	var summary []string
+	answers := map[string]promResult{}
 	withData, without, total := 0, 0, 0
 	for _, b := range boards {
 		// The variables' own queries: each label_values answers, and the
@@ -363,6 +364,7 @@ func TestPrivilegedDashboardsOnPrometheus(t *testing.T) {
 			}
 			summary = append(summary, line)
 			results = append(results, panelResult{q: qu, res: res})
+			answers[b.UID+"/"+qu.Panel+"/"+qu.RefID] = res
 		}
 		png := filepath.Join(outDir, b.UID+".png")
 		if err := renderBoard(png, b.Title, results, rangeStart); err != nil {
@@ -370,6 +372,44 @@ func TestPrivilegedDashboardsOnPrometheus(t *testing.T) {
 		}
 	}
 	t.Logf("%d queries: %d returned data, %d did not\n%s", total, withData, without, strings.Join(summary, "\n"))
+
+	// The questions a user must answer from the dashboards alone, asked of
+	// the panels that answer them.
+	for _, c := range []struct {
+		question, query string
+		want            map[string]string
+	}{
+		{"which workload's requests fail most", "moat-l7-http-by-workload/Failed requests (4xx and 5xx) by source/A",
+			map[string]string{"source_workload": "tiefighter", "status": "403"}},
+		{"p99 latency between two workloads", "moat-l7-http-by-workload/Latency between workloads over the time range/B",
+			map[string]string{"source_workload": "tiefighter", "destination_workload": "deathstar"}},
+		{"names that failed to resolve (NXDOMAIN)", "moat-dns/Names that failed to resolve in the last 10 minutes/A",
+			map[string]string{"destination_workload": "client", "query": "nx1.example.com.", "rcode": "Non-Existent Domain"}},
+		{"names that failed to resolve (no answer upstream, once)", "moat-dns/Names that failed to resolve in the last 10 minutes/A",
+			map[string]string{"destination_workload": "client", "query": "lost0.example.com.", "rcode": "Server Failure"}},
+		{"names that failed to resolve (refused by policy)", "moat-dns/Names that failed to resolve in the last 10 minutes/B",
+			map[string]string{"source_workload": "client", "query": "www.example.org.", "rcode": "Policy denied"}},
+		{"why packets were dropped", "moat-policy-verdicts-drops/Drops in the last 10 minutes/A",
+			map[string]string{"source_workload": "xwing", "destination_workload": "deathstar", "reason": "POLICY_DENIED", "traffic_direction": "ingress"}},
+		{"which connections got no SYN-ACK", "moat-tcp-health/SYN and SYN-ACK by workload pair in the last 10 minutes/A",
+			map[string]string{"source_workload": "xwing", "destination_workload": "deathstar", "flag": "SYN"}},
+	} {
+		res, ok := answers[c.query]
+		if !ok {
+			t.Errorf("%s: no query %s", c.question, c.query)
+			continue
+		}
+		if !res.hasSeries(c.want) {
+			var got []map[string]string
+			for _, s := range res.series {
+				got = append(got, s.labels)
+			}
+			t.Errorf("%s: %s has no series with %v; it has %v", c.question, c.query, c.want, got)
+		}
+	}
+	if res := answers["moat-tcp-health/SYN and SYN-ACK by workload pair in the last 10 minutes/A"]; res.hasSeries(map[string]string{"source_workload": "deathstar", "destination_workload": "xwing", "flag": "SYN-ACK"}) {
+		t.Errorf("the deathstar answered the xwing's SYN, which policy drops")
+	}
 	t.Logf("dashboard plots (PNG, one per dashboard): %s", outDir)
 	if len(noDataPanels) > 0 {
 		keys := make([]string, 0, len(noDataPanels))
@@ -633,6 +673,23 @@ type promSeries struct {
 	labels map[string]string
 	ts     []float64 // unix seconds
 	vs     []float64
+}
+
+// hasSeries reports whether a series with a finite value carries every
+// label of want.
+func (r promResult) hasSeries(want map[string]string) bool {
+	for _, s := range r.series {
+		ok := len(s.vs) > 0 && !math.IsNaN(s.vs[len(s.vs)-1])
+		for k, v := range want {
+			if s.labels[k] != v {
+				ok = false
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
 }
 
 func (r promResult) finite() int {
