@@ -88,21 +88,19 @@ spec:
 // "dashboard uid/panel title" for all of a panel's) that cannot return
 // data in this setup, with the reason. They must still parse.
 var noDataPanels = map[string]string{
-	"moat-operator/Identities":                                     "moat-operator does not run in standalone mode",
-	"moat-operator/Identities collected":                           "moat-operator does not run in standalone mode",
-	"moat-operator/Policies by validity":                           "moat-operator does not run in standalone mode",
-	"moat-operator/Reconcile errors":                               "moat-operator does not run in standalone mode",
-	"moat-operator/Leader":                                         "moat-operator does not run in standalone mode",
-	"moat-operator/Leader changes over the time range":             "moat-operator does not run in standalone mode",
-	"moat-policy-verdicts-drops/HTTP redirects kept fail-closed":   "the proxy is up: no redirect is kept fail-closed (e2e/failclosed_test.go covers it)",
-	"moat-policy-verdicts-drops/XDP prefilter drops":               "no prefilterInterfaces configured: the collector is not registered",
-	"moat-agent/xDS responses, ACKs and NACKs/C":                   "the embedded proxy accepts every resource: no NACK",
-	"moat-agent/Failed ACK waits":                                  "the proxy ACKs in time: no failed wait",
-	"moat-agent/Access-log entries the proxy dropped":              "the access-log stream keeps up: nothing dropped",
-	"moat-agent/Connections closed before HTTP":                    "every redirected connection matches a listener",
-	"moat-agent/FQDN cache evictions":                              "no entry expires (TTL 300 s) or hits the cap during the test",
-	"moat-agent/Policies and failing sources/B":                    "every policy file is valid: moat_policy_errors is 0, which sum() returns as data",
-	"moat-policy-verdicts-drops/Policy sources failing validation": "every policy file is valid: the gauge is 0",
+	"moat-operator/Identities":                                   "moat-operator does not run in standalone mode",
+	"moat-operator/Identities collected":                         "moat-operator does not run in standalone mode",
+	"moat-operator/Policies by validity":                         "moat-operator does not run in standalone mode",
+	"moat-operator/Reconcile errors":                             "moat-operator does not run in standalone mode",
+	"moat-operator/Leader":                                       "moat-operator does not run in standalone mode",
+	"moat-operator/Leader changes over the time range":           "moat-operator does not run in standalone mode",
+	"moat-policy-verdicts-drops/HTTP redirects kept fail-closed": "the proxy is up: no redirect is kept fail-closed (e2e/failclosed_test.go covers it)",
+	"moat-policy-verdicts-drops/XDP prefilter drops":             "no prefilterInterfaces configured: the collector is not registered",
+	"moat-agent/xDS responses, ACKs and NACKs/C":                 "the embedded proxy accepts every resource: no NACK",
+	"moat-agent/Failed ACK waits":                                "the proxy ACKs in time: no failed wait",
+	"moat-agent/Access-log entries the proxy dropped":            "the access-log stream keeps up: nothing dropped",
+	"moat-agent/Connections closed before HTTP":                  "every redirected connection matches a listener",
+	"moat-agent/FQDN cache evictions":                            "no entry expires (TTL 300 s) or hits the cap during the test",
 }
 
 // dashVars are the values the test gives the dashboards' variables: what a
