@@ -97,7 +97,6 @@ var noDataPanels = map[string]string{
 	"moat-policy-verdicts-drops/HTTP redirects kept fail-closed": "the proxy is up: no redirect is kept fail-closed (e2e/failclosed_test.go covers it)",
 	"moat-policy-verdicts-drops/XDP prefilter drops":             "no prefilterInterfaces configured: the collector is not registered",
 	"moat-agent/xDS responses, ACKs and NACKs/C":                 "the embedded proxy accepts every resource: no NACK",
-	"moat-agent/Failed ACK waits":                                "the proxy ACKs in time: no failed wait",
 	"moat-agent/Access-log entries the proxy dropped":            "the access-log stream keeps up: nothing dropped",
 	"moat-agent/Connections closed before HTTP":                  "every redirected connection matches a listener",
 	"moat-agent/FQDN cache evictions":                            "no entry expires (TTL 300 s) or hits the cap during the test",
