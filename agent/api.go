@@ -131,6 +131,7 @@ func (a *Agent) serveAPI(ctx context.Context) error {
 //	                                  namespace, pod, protocol, port, l7,
 //	                                  dns-name (pattern), rcode (repeatable)
 //	GET /v1/xds/resources?node=NAME   the xDS resources served to the proxy
+//	POST /v1/fqdn/flush?name=&endpoint= drop FQDN cache entries (dns_api.go)
 func (a *Agent) APIHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
@@ -149,6 +150,7 @@ func (a *Agent) APIHandler() http.Handler {
 	mux.HandleFunc("GET /v1/flows", a.serveFlows)
 	mux.HandleFunc("GET "+envoy.IntendedResourcesPath, a.serveIntended)
 	a.registerDNSAPI(mux)
+	a.registerDNSFlushAPI(mux)
 	return mux
 }
 
