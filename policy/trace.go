@@ -117,9 +117,10 @@ type TraceL7DNS struct {
 }
 
 // DNSProxyRuns tells whether moat has a DNS proxy to redirect DNS traffic
-// to. It has none yet: the datapath drops redirected DNS packets (fail
-// closed), and Trace says so instead of following the DNS rules.
-const DNSProxyRuns = false
+// to. The agent runs one (package dnsproxy), so Trace follows the DNS rules
+// as the proxy does; when false, Trace reports a DNS redirect as dropped
+// (fail closed) whatever the rules say.
+const DNSProxyRuns = true
 
 // Trace evaluates req against plan: the egress policy of the source when it
 // is a local endpoint, then the ingress policy of the destination when it
