@@ -81,7 +81,7 @@ func TestParseStatCPU(t *testing.T) {
 }
 
 func TestPerfTop(t *testing.T) {
-	rep := "# Samples\n#\n    12.50%  [.] runtime.mallocgc\n     3.00%  [k] _raw_spin_lock\n\n"
+	rep := "# Samples\n#\n    12.50%  [.] runtime.mallocgc  -  -  \n     3.00%  [k] _raw_spin_lock\n\n"
 	got := perfTop(rep, 5)
 	if len(got) != 2 || got[0] != "12.50% [.] runtime.mallocgc" {
 		t.Fatalf("%q", got)

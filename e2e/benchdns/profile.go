@@ -67,7 +67,11 @@ func perfTop(report string, n int) []string {
 		if l == "" || l[0] == '#' || !strings.Contains(l, "%") {
 			continue
 		}
-		out = append(out, strings.Join(strings.Fields(l), " "))
+		f := strings.Fields(l)
+		for len(f) > 0 && f[len(f)-1] == "-" { // empty columns of perf's layout
+			f = f[:len(f)-1]
+		}
+		out = append(out, strings.Join(f, " "))
 	}
 	return out
 }

@@ -57,6 +57,7 @@ type RunReport struct {
 	DNSPerfCPU      float64 `json:"dnsperfCpuSeconds"`
 	// The proxy's own histograms (NaN-free: 0 when empty).
 	Holds        float64 `json:"holds"`
+	HoldMeanMs   float64 `json:"holdMeanMs"`
 	HoldP50Ms    float64 `json:"holdP50Ms"`
 	HoldP99Ms    float64 `json:"holdP99Ms"`
 	ProcP50Ms    float64 `json:"processingP50Ms"`
@@ -81,17 +82,21 @@ type ScenarioReport struct {
 	MaxHoldP50Ms    float64 `json:"maxHoldP50Ms"`
 	MaxHoldP99Ms    float64 `json:"maxHoldP99Ms"`
 	// Fixed-rate runs.
-	RateQPS      float64 `json:"rateQps"`
-	P50Ms        float64 `json:"p50Ms"`
-	P99Ms        float64 `json:"p99Ms"`
-	HoldP50Ms    float64 `json:"holdP50Ms"`
-	HoldP99Ms    float64 `json:"holdP99Ms"`
-	ProcP50Ms    float64 `json:"processingP50Ms"`
-	ProcP99Ms    float64 `json:"processingP99Ms"`
-	UpP99Ms      float64 `json:"upstreamP99Ms"`
-	Holds        float64 `json:"holdsPerRun"`
-	HoldTimeouts float64 `json:"holdTimeoutsTotal"`
-	Lost         int     `json:"lostTotal"`
+	RateQPS    float64 `json:"rateQps"`
+	P50Ms      float64 `json:"p50Ms"`
+	P99Ms      float64 `json:"p99Ms"`
+	HoldMeanMs float64 `json:"holdMeanMs"`
+	HoldP50Ms  float64 `json:"holdP50Ms"`
+	HoldP99Ms  float64 `json:"holdP99Ms"`
+	ProcP50Ms  float64 `json:"processingP50Ms"`
+	ProcP99Ms  float64 `json:"processingP99Ms"`
+	UpP99Ms    float64 `json:"upstreamP99Ms"`
+	// HoldTimeoutShare: answers released at the hold bound per hold, at the
+	// fixed rate.
+	HoldTimeoutShare float64 `json:"holdTimeoutShare"`
+	Holds            float64 `json:"holdsPerRun"`
+	HoldTimeouts     float64 `json:"holdTimeoutsTotal"`
+	Lost             int     `json:"lostTotal"`
 }
 
 // RatioReport compares a proxy scenario with direct: medians over rounds
@@ -137,7 +142,8 @@ func (rep *Report) addRound(runs []runResult) {
 			Round: round, Scenario: r.Scenario, Rate: r.Rate, QPS: p.QPS, Sent: p.Sent, Lost: p.Lost, AvgMs: ms(p.AvgLatency),
 			AgentCPUSeconds: r.AgentCPU.Seconds(), DNSPerfCPU: p.CPU.Seconds(),
 			Holds: r.Hold.count, HoldP50Ms: msq(r.Hold, 0.5), HoldP99Ms: msq(r.Hold, 0.99),
-			ProcP50Ms: msq(r.Process, 0.5), ProcP99Ms: msq(r.Process, 0.99),
+			HoldMeanMs: r.Hold.sum * 1000 / float64(max(r.Hold.count, 1)),
+			ProcP50Ms:  msq(r.Process, 0.5), ProcP99Ms: msq(r.Process, 0.99),
 			UpP50Ms: msq(r.Upstream, 0.5), UpP99Ms: msq(r.Upstream, 0.99),
 			HoldTimeouts: r.HoldTimeouts, LearnErrors: r.LearnErrors, Evicted: r.Evicted, CacheIPs: r.CacheIPs,
 		}
@@ -205,6 +211,7 @@ func (rep *Report) finish() {
 			RateQPS:         med(sc, false, func(r RunReport) float64 { return r.QPS }),
 			P50Ms:           med(sc, false, func(r RunReport) float64 { return r.P50Ms }),
 			P99Ms:           med(sc, false, func(r RunReport) float64 { return r.P99Ms }),
+			HoldMeanMs:      med(sc, false, func(r RunReport) float64 { return r.HoldMeanMs }),
 			HoldP50Ms:       med(sc, false, func(r RunReport) float64 { return r.HoldP50Ms }),
 			HoldP99Ms:       med(sc, false, func(r RunReport) float64 { return r.HoldP99Ms }),
 			ProcP50Ms:       med(sc, false, func(r RunReport) float64 { return r.ProcP50Ms }),
@@ -212,9 +219,10 @@ func (rep *Report) finish() {
 			UpP99Ms:         med(sc, false, func(r RunReport) float64 { return r.UpP99Ms }),
 			Holds:           med(sc, false, func(r RunReport) float64 { return r.Holds }),
 		}
-		if s.AgentCPUMsPer1k > 0 {
+		if s.AgentCPUMsPer1k > 0 && sc != "direct" {
 			s.QPSPerAgentCore = 1e6 / s.AgentCPUMsPer1k
 		}
+		s.HoldTimeoutShare = med(sc, false, func(r RunReport) float64 { return r.HoldTimeouts / max(r.Holds, 1) })
 		for _, r := range rep.Runs {
 			if r.Scenario == sc {
 				s.HoldTimeouts += r.HoldTimeouts
@@ -275,8 +283,8 @@ func (rep *Report) WriteTable(w io.Writer) {
 		fmt.Fprintln(w, "  (no complete round)")
 		return
 	}
-	fmt.Fprintf(w, "\n  %-12s | %9s %12s %11s | %9s %8s %8s | %9s %9s %9s %9s\n", "scenario", "max qps", "cpu ms/1k q", "q/s/core", "rate qps", "p50 ms", "p99 ms", "hold p50", "hold p99", "proc p99", "hold@max")
-	fmt.Fprintf(w, "  %s\n", strings.Repeat("-", 126))
+	fmt.Fprintf(w, "\n  %-12s | %9s %12s %11s | %9s %8s %8s | %9s %9s %9s %9s %9s\n", "scenario", "max qps", "cpu ms/1k q", "q/s/core", "rate qps", "p50 ms", "p99 ms", "hold avg", "hold p50", "hold p99", "proc p99", "hold@max")
+	fmt.Fprintf(w, "  %s\n", strings.Repeat("-", 136))
 	for _, s := range rep.Scenarios {
 		perCore := "-"
 		if s.QPSPerAgentCore > 0 {
@@ -288,8 +296,8 @@ func (rep *Report) WriteTable(w io.Writer) {
 			}
 			return fmt.Sprintf("%.3f", v)
 		}
-		fmt.Fprintf(w, "  %-12s | %9.0f %12.1f %11s | %9.0f %8.3f %8.3f | %9s %9s %9.3f %9s\n",
-			s.Name, s.MaxQPS, s.AgentCPUMsPer1k, perCore, s.RateQPS, s.P50Ms, s.P99Ms, hold(s.HoldP50Ms), hold(s.HoldP99Ms), s.ProcP99Ms, hold(s.MaxHoldP99Ms))
+		fmt.Fprintf(w, "  %-12s | %9.0f %12.1f %11s | %9.0f %8.3f %8.3f | %9s %9s %9s %9.3f %9s\n",
+			s.Name, s.MaxQPS, s.AgentCPUMsPer1k, perCore, s.RateQPS, s.P50Ms, s.P99Ms, hold(s.HoldMeanMs), hold(s.HoldP50Ms), hold(s.HoldP99Ms), s.ProcP99Ms, hold(s.MaxHoldP99Ms))
 	}
 	fmt.Fprintln(w, "\n  vs direct, same round (median [min..max]):")
 	for _, r := range rep.Ratios {
@@ -306,9 +314,11 @@ func (rep *Report) WriteTable(w io.Writer) {
 	}
 	for _, s := range rep.Scenarios {
 		if s.HoldTimeouts > 0 || s.Lost > 0 {
-			fmt.Fprintf(w, "  %s: %d queries lost, %.0f answers released at the hold bound over all runs\n", s.Name, s.Lost, s.HoldTimeouts)
+			fmt.Fprintf(w, "  %s: %d queries lost, %.0f answers released at the hold bound over all runs (%.1f%% of holds at the fixed rate)\n", s.Name, s.Lost, s.HoldTimeouts, 100*s.HoldTimeoutShare)
 		}
 	}
+	fmt.Fprintln(w, "  (latency: dnsperf, client side; hold and proc: the proxy's histograms, linear within buckets of 50us x 2^k;")
+	fmt.Fprintln(w, "   q/s/core: completed queries per second of agent CPU, utime+stime from /proc)")
 	for _, name := range []string{"proxy", "proxy+learn"} {
 		if lines := rep.Profiles[name]; len(lines) > 0 {
 			fmt.Fprintf(w, "\n  agent profile, %s at max qps (perf, self time):\n", name)
