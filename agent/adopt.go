@@ -8,7 +8,8 @@ import (
 
 // adoptLocalIdentities gives the compiler, before its first Plan, the
 // node-local identity numbers that the pinned maps hold for CIDR prefixes
-// (an earlier agent's), so that a restart keeps every prefix's number:
+// and learned DNS addresses (an earlier agent's), so that a restart keeps
+// every prefix's number:
 // the first Sync then changes no ipcache or policy entry for them, tracked
 // flows keep their verdicts, and proxies see no new numbers. A number the
 // compiler cannot adopt (out of the CIDR range, or held for two prefixes)
@@ -25,7 +26,7 @@ func (a *Agent) adoptLocalIdentities() {
 	})
 	adopted := 0
 	for _, pf := range pfs {
-		if err := a.compiler.AdoptLocalCIDR(pf, locals[pf]); err != nil {
+		if err := a.compiler.AdoptLocal(pf, locals[pf]); err != nil {
 			a.log.Warn("pinned local identity not adopted: its prefix gets a new number", "prefix", pf, "err", err)
 			continue
 		}

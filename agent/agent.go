@@ -83,6 +83,8 @@ type Agent struct {
 	compMu    sync.Mutex
 	dns       *dnsState
 	proxyKick chan struct{}
+	// live finds learned addresses that tracked flows use (the datapath).
+	live liveAddrs
 
 	mu               sync.RWMutex
 	state            state
@@ -343,6 +345,7 @@ func (a *Agent) openKernel(ctx context.Context) (_ *nodeParts, err error) {
 		return nil, fmt.Errorf("install proxy routing: %w", err)
 	}
 	// Last: nothing fails after its listeners are bound (dns.go).
+	a.live = dp
 	if err := a.newDNSProxy(ctx); err != nil {
 		return nil, err
 	}

@@ -7,9 +7,12 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/moatnet/moat/datapath"
 	"github.com/moatnet/moat/dnsproxy"
@@ -39,6 +42,10 @@ type dnsState struct {
 	// rulesFrom is the Plan whose DNS rules the proxy holds (callers of
 	// dnsPlanSynced hold the agent's syncMu).
 	rulesFrom *policy.Plan
+	// refresh asks refreshLearned for a Plan (capacity 1).
+	refresh chan struct{}
+	// releases wait for releaseLoop (dns_release.go).
+	releases *releases
 }
 
 // dnsView indexes one Plan for the proxy's per-query lookups.
@@ -101,7 +108,7 @@ func (v *dnsView) identityOf(ip netip.Addr) policy.ID {
 // (UDP and TCP, IPv4 and, where the host has it, IPv6) on DNSProxyPort.
 // Nothing serves until runDNSProxy.
 func (a *Agent) newDNSProxy(ctx context.Context) error {
-	d := &dnsState{}
+	d := &dnsState{refresh: make(chan struct{}, 1), releases: newReleases()}
 	d.view.Store(&dnsView{})
 	cfg := dnsproxy.Config{
 		Listen:      []netip.AddrPort{netip.AddrPortFrom(netip.IPv4Unspecified(), a.cfg.DNSProxyPort)},
@@ -115,7 +122,7 @@ func (a *Agent) newDNSProxy(ctx context.Context) error {
 			return policy.ProxyMark(policy.Egress, id)
 		},
 		OnLearn:    a.learnFQDN,
-		OnRelease:  a.forgetFQDN,
+		OnRelease:  d.releases.add,
 		OnFlow:     a.recordDNS,
 		NodeName:   a.cfg.NodeName,
 		Logger:     a.log.With("component", "dnsproxy"),
@@ -124,6 +131,8 @@ func (a *Agent) newDNSProxy(ctx context.Context) error {
 	if hostHasIPv6() {
 		cfg.Listen = append(cfg.Listen, netip.AddrPortFrom(netip.IPv6Unspecified(), a.cfg.DNSProxyPort))
 	}
+	store, saved := a.openDNSStore()
+	cfg.Store = store
 	p, err := dnsproxy.New(cfg)
 	if err != nil {
 		return fmt.Errorf("create dns proxy: %w", err)
@@ -132,9 +141,43 @@ func (a *Agent) newDNSProxy(ctx context.Context) error {
 		return fmt.Errorf("dns proxy: %w", err)
 	}
 	d.proxy = p
-	d.up.Store(true)
 	a.dns = d
+	// Before it serves: the rules and the learned names of the previous
+	// run. The learned addresses go into the compiler (there is no Plan
+	// yet), so the first Plan keeps the pinned ipcache's entries for them.
+	if err := p.Restore(ctx, saved); err != nil {
+		a.log.Warn("dns proxy state partly restored", "err", err)
+	}
+	if n := len(saved.Cache); n > 0 {
+		a.log.Info("restored the dns proxy's state", "cacheEntries", n, "endpointsWithRules", len(saved.Rules))
+	}
+	d.up.Store(true)
 	return nil
+}
+
+// openDNSStore opens the DNS proxy's state in the state directory. A state
+// that cannot be read is moved aside (and logged): the proxy starts empty,
+// as on a first start, rather than not at all.
+func (a *Agent) openDNSStore() (*dnsproxy.Store, dnsproxy.State) {
+	path := filepath.Join(a.cfg.StateDir, "dnsproxy.json")
+	store, saved, err := dnsproxy.OpenStore(path)
+	if err == nil {
+		return store, saved
+	}
+	aside := path + ".unreadable"
+	a.log.Error("dns proxy state unreadable; starting without it", "err", err, "movedTo", aside)
+	_ = os.Rename(path, aside)
+	if js, _ := filepath.Glob(path + ".journal.*"); len(js) > 0 {
+		for _, j := range js {
+			_ = os.Rename(j, aside+"."+filepath.Base(j))
+		}
+	}
+	store, saved, err = dnsproxy.OpenStore(path)
+	if err != nil {
+		a.log.Error("dns proxy state: cannot keep state this run", "err", err)
+		return nil, dnsproxy.State{Version: dnsproxy.StateVersion}
+	}
+	return store, saved
 }
 
 // hostHasIPv6 reports whether the host has IPv6 (the DNS proxy then
@@ -164,7 +207,11 @@ func (a *Agent) runDNSProxy(ctx context.Context) error {
 	if a.dns == nil {
 		return nil
 	}
-	return a.dns.proxy.Run(ctx)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.refreshLearned(ctx) })
+	g.Go(func() error { return a.releaseLoop(ctx) })
+	g.Go(func() error { return a.dns.proxy.Run(ctx) })
+	return g.Wait()
 }
 
 // addDNSPort adds the DNS proxy's port to the redirect ports when its
@@ -211,32 +258,81 @@ func sameDNSRules(a, b *policy.Plan) bool {
 	return true
 }
 
-// learnFQDN is the proxy's OnLearn hook: the addresses go into the compiler
-// and, when that changed the ipcache, the maps are synced, all before the
-// answer is released. Before the first reconcile there is nothing to sync
-// into (the first reconcile writes what was learned).
+// learnFQDN is the proxy's OnLearn hook: the addresses go into the
+// compiler and into the maps before the answer is released. Most answers
+// only add addresses to a class identity the maps hold already: those are
+// written as single ipcache entries (the fast path, policy.LearnedDelta),
+// and the agent's Plan catches up shortly after (refreshLearned). The
+// others take a new Plan and a full map sync. Before the first reconcile
+// there is nothing to sync into (the first reconcile writes what was
+// learned).
 func (a *Agent) learnFQDN(ctx context.Context, name string, ips []netip.Addr, _ []policy.FQDNSelection) error {
-	return a.syncLearned(ctx, func() { a.compiler.LearnFQDN(name, ips) }, ips)
-}
-
-// forgetFQDN is the cache's OnRelease hook.
-func (a *Agent) forgetFQDN(name string, ips []netip.Addr) {
-	if err := a.syncLearned(context.Background(), func() { a.compiler.ForgetFQDN(name, ips) }, nil); err != nil {
-		a.log.Warn("forget expired dns addresses", "name", name, "err", err)
-	}
-}
-
-// syncLearned applies change to the compiler and writes the resulting Plan
-// to the maps (the same write as reconcile's, under the same lock), unless
-// every address of want already has that identity in the maps.
-func (a *Agent) syncLearned(ctx context.Context, change func(), want []netip.Addr) error {
 	a.syncMu.Lock()
 	defer a.syncMu.Unlock()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	a.compMu.Lock()
-	change()
+	a.compiler.LearnFQDN(name, ips)
+	if a.patchLearnedLocked() {
+		a.compMu.Unlock()
+		return nil
+	}
+	return a.syncPlanLocked(ips)
+}
+
+// forgetFQDN forgets addresses the cache released and no live connection
+// uses (releaseNow, dns_release.go). Addresses that leave a class
+// which keeps others are deleted from the maps at once; anything else (a
+// class identity released) waits for the next refresh, so that expiring
+// names never hold up the answers being released.
+func (a *Agent) forgetFQDN(name string, ips []netip.Addr) {
+	a.syncMu.Lock()
+	defer a.syncMu.Unlock()
+	a.compMu.Lock()
+	a.compiler.ForgetFQDN(name, ips)
+	if !a.patchLearnedLocked() {
+		a.kickRefresh()
+	}
+	a.compMu.Unlock()
+}
+
+// patchLearnedLocked writes the compiler's pending learned addresses into
+// the maps as an ipcache patch when that is all they need, and reports
+// whether it did (or had nothing to write). Callers hold syncMu and compMu.
+// When the patch fails, the compiler's next Plan still has the addresses
+// and the full Sync it takes writes what the maps lack.
+func (a *Agent) patchLearnedLocked() bool {
+	a.mu.RLock()
+	plan, synced := a.state.plan, a.proxy.syncedGen
+	a.mu.RUnlock()
+	if plan == nil || plan.Generation != synced {
+		return false // the maps do not hold the latest Plan
+	}
+	delta, ok := a.compiler.LearnedDelta(plan.Generation)
+	if !ok {
+		return false
+	}
+	if delta.Empty() {
+		return true
+	}
+	err := a.maps.PatchIPCache(delta)
+	if err != nil {
+		// The compiler counts the addresses as written; the maps may hold
+		// part of them. A Plan and a full Sync converge both.
+		a.log.Warn("patch ipcache with dns addresses; syncing the plan instead", "err", err)
+		return false
+	}
+	a.m.fqdnWrites.WithLabelValues("patch").Inc()
+	a.kickRefresh()
+	return true
+}
+
+// syncPlanLocked takes a new Plan and writes it to the maps (the same
+// write as reconcile's), unless every address of want already has its
+// identity in the maps. Callers hold syncMu and compMu; it releases
+// compMu.
+func (a *Agent) syncPlanLocked(want []netip.Addr) error {
 	a.mu.RLock()
 	prev := a.state.plan
 	a.mu.RUnlock()
@@ -246,10 +342,11 @@ func (a *Agent) syncLearned(ctx context.Context, change func(), want []netip.Add
 	}
 	plan := a.compiler.Plan()
 	a.compMu.Unlock()
-	if want != nil && sameIPCache(prev, plan, want) {
+	if want != nil && sameIPCache(prev, plan, want) && prev.Generation == a.syncedGeneration() {
 		// These addresses are in the maps with these identities already
 		// (a repeated answer): nothing to wait for. Other changes in the
-		// Plan are reconcile's to write.
+		// Plan are reconcile's or the next refresh's to write.
+		a.kickRefresh()
 		return nil
 	}
 	a.dnsPlanSynced(plan)
@@ -262,6 +359,7 @@ func (a *Agent) syncLearned(ctx context.Context, change func(), want []netip.Add
 	start := time.Now()
 	err := a.maps.Sync(plan, ifaces, proxies)
 	a.m.reconcileSeconds.Observe(time.Since(start).Seconds())
+	a.m.fqdnWrites.WithLabelValues("plan").Inc()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err != nil {
@@ -274,6 +372,57 @@ func (a *Agent) syncLearned(ctx context.Context, change func(), want []netip.Add
 	a.markAppliedLocked()
 	a.publishProxyLocked()
 	return nil
+}
+
+func (a *Agent) syncedGeneration() uint64 {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.proxy.syncedGen
+}
+
+// kickRefresh asks refreshLearned for a Plan soon.
+func (a *Agent) kickRefresh() {
+	if a.dns == nil {
+		return
+	}
+	select {
+	case a.dns.refresh <- struct{}{}:
+	default:
+	}
+}
+
+// refreshLearned brings the agent's Plan up to date with the learned
+// addresses some time after they were patched into the maps (the lookups,
+// `moat fqdn cache` and trace read the Plan), and writes what the fast
+// path left (released class identities). At most one refresh per
+// interval, so a stream of answers costs one Plan per interval.
+func (a *Agent) refreshLearned(ctx context.Context) error {
+	const interval = 250 * time.Millisecond
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.dns.refresh:
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(interval):
+		}
+		if err := a.refreshNow(); err != nil {
+			a.log.Warn("write learned dns addresses", "err", err)
+			a.kickRefresh()
+		}
+	}
+}
+
+// refreshNow takes a Plan and writes it to the maps if it changed the
+// learned addresses.
+func (a *Agent) refreshNow() error {
+	a.syncMu.Lock()
+	defer a.syncMu.Unlock()
+	a.compMu.Lock()
+	return a.syncPlanLocked(nil)
 }
 
 // sameIPCache reports whether every address of ips resolves to the same

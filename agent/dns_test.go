@@ -87,11 +87,33 @@ func TestDNSWiring(t *testing.T) {
 	if evs2, _ := h.r.snapshot(); len(evs2) != n+1 {
 		t.Fatalf("a repeated answer wrote the maps again: %s", formatEvents(evs2[n+1:]))
 	}
-	// Forgetting removes it.
-	h.a.forgetFQDN("api.example.com.", []netip.Addr{ip})
+	// A second address of the same class: one ipcache entry, no sync.
+	ip2 := netip.MustParseAddr("192.0.2.2")
+	if err := h.a.learnFQDN(t.Context(), "api.example.com.", []netip.Addr{ip2}, nil); err != nil {
+		t.Fatal(err)
+	}
 	evs, _ = h.r.snapshot()
-	if _, ok := lastSync(evs).locals["192.0.2.1/32"]; ok || len(evs) != n+2 {
-		t.Fatalf("after forgetFQDN: events %s", formatEvents(evs[n:]))
+	if len(evs) != n+2 || evs[n+1].kind != "patch-ipcache" || evs[n+1].name != "+1-0" {
+		t.Fatalf("learning a known class's address: events %s; want one ipcache patch of one entry", formatEvents(evs[n:]))
+	}
+	// Forgetting one of the two: a patch that deletes it.
+	h.a.forgetFQDN("api.example.com.", []netip.Addr{ip2})
+	evs, _ = h.r.snapshot()
+	if len(evs) != n+3 || evs[n+2].kind != "patch-ipcache" || evs[n+2].name != "+0-1" {
+		t.Fatalf("forgetting one of a class's addresses: events %s; want one ipcache patch deleting one", formatEvents(evs[n:]))
+	}
+	// Forgetting the last one releases the class: no write until the
+	// refresh, which syncs a Plan without it.
+	h.a.forgetFQDN("api.example.com.", []netip.Addr{ip})
+	if evs, _ = h.r.snapshot(); len(evs) != n+3 {
+		t.Fatalf("forgetting a class's last address wrote at once: %s", formatEvents(evs[n+3:]))
+	}
+	if err := h.a.refreshNow(); err != nil {
+		t.Fatal(err)
+	}
+	evs, _ = h.r.snapshot()
+	if _, ok := lastSync(evs).locals["192.0.2.1/32"]; ok || len(evs) != n+4 || !isSync(evs[n+3]) {
+		t.Fatalf("after forgetFQDN and a refresh: events %s", formatEvents(evs[n:]))
 	}
 	// An address of a name no selector selects never reaches the maps.
 	if err := h.a.learnFQDN(t.Context(), "www.example.com.", []netip.Addr{netip.MustParseAddr("192.0.2.9")}, nil); err != nil {

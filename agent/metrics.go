@@ -14,6 +14,8 @@ type agentMetrics struct {
 	redirectsFailClosed   *prometheus.CounterVec
 	tcpEvents             *prometheus.CounterVec
 	tcpRTT                prometheus.Histogram
+	fqdnWrites            *prometheus.CounterVec
+	dnsReleasesDeferred   prometheus.Counter
 }
 
 func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
@@ -56,8 +58,16 @@ func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
 			Help:    "Sampled TCP round-trip times of sockets on the node.",
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16),
 		}),
+		fqdnWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_fqdn_ipcache_writes_total",
+			Help: "Writes of addresses learned by the DNS proxy into the maps, by path: patch (single ipcache entries of class identities the maps hold) or plan (a new Plan and a full sync).",
+		}, []string{"path"}),
+		dnsReleasesDeferred: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "moat_fqdn_releases_deferred_total",
+			Help: "Learned addresses the DNS cache forgot that stayed in the ipcache because a tracked connection used them (checked again each second).",
+		}),
 	}
-	reg.MustRegister(m.tcpEvents, m.tcpRTT)
+	reg.MustRegister(m.tcpEvents, m.tcpRTT, m.fqdnWrites, m.dnsReleasesDeferred)
 	reg.MustRegister(m.policies, m.policyErrors, m.endpoints, m.reconciles, m.reconcileSeconds,
 		m.endpointRegenerations, m.redirectsFailClosed)
 	return m

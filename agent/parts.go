@@ -27,6 +27,9 @@ type policyMaps interface {
 	// Sync writes the plan for the endpoints in ifaces. A redirect entry
 	// whose proxy is not in proxies is written without a port: it drops.
 	Sync(plan *policy.Plan, ifaces map[datapath.EndpointKey]int, proxies datapath.ProxyPorts) error
+	// PatchIPCache writes host entries of the ipcache whose identities
+	// the maps already hold (the DNS proxy's fast path, dns.go).
+	PatchIPCache(delta policy.IPCacheDelta) error
 	// LocalIdentities returns the ipcache's prefixes with a node-local
 	// (CIDR) identity, as the pinned maps hold them before the first
 	// Sync: the numbers an earlier agent gave them.

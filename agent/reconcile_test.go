@@ -164,6 +164,10 @@ func (f fakeMaps) LocalIdentities() map[netip.Prefix]policy.ID {
 	return maps.Clone(f.r.pinned)
 }
 
+func (f fakeMaps) PatchIPCache(d policy.IPCacheDelta) error {
+	return f.r.add(event{kind: "patch-ipcache", name: fmt.Sprintf("+%d-%d", len(d.Put), len(d.Delete))})
+}
+
 func (f fakeMaps) Sync(plan *policy.Plan, ifaces map[datapath.EndpointKey]int, proxies datapath.ProxyPorts) error {
 	e := event{kind: "sync", ports: maps.Clone(proxies), locals: map[string]policy.ID{}}
 	for _, en := range plan.IPCache {

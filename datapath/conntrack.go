@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -55,7 +56,7 @@ const ctSweepBatch = 4096
 
 // ConntrackStats counts the entries of the connection-tracking map without
 // changing it.
-func (d *Datapath) ConntrackStats() (ConntrackStats, error) { return d.sweepCT(false) }
+func (d *Datapath) ConntrackStats() (ConntrackStats, error) { return d.sweepCT(false, nil) }
 
 // ConntrackGC deletes the expired entries of the connection-tracking map
 // and counts the rest, in one sweep. The LRU map would otherwise make room
@@ -68,7 +69,27 @@ func (d *Datapath) ConntrackStats() (ConntrackStats, error) { return d.sweepCT(f
 // expired entry in that window loses its entry, as it would to an LRU
 // eviction; connection-tracking collectors that read before they delete
 // share this window.
-func (d *Datapath) ConntrackGC() (ConntrackStats, error) { return d.sweepCT(true) }
+func (d *Datapath) ConntrackGC() (ConntrackStats, error) { return d.sweepCT(true, nil) }
+
+// ConntrackAddrs returns the addresses of addrs that a flow the
+// connection-tracking map holds (not expired) has at either end: the DNS
+// proxy's learned addresses that a live connection uses, which must not
+// leave the ipcache. One sweep, like ConntrackStats.
+func (d *Datapath) ConntrackAddrs(addrs map[netip.Addr]struct{}) (map[netip.Addr]struct{}, error) {
+	used := map[netip.Addr]struct{}{}
+	if len(addrs) == 0 {
+		return used, nil
+	}
+	_, err := d.sweepCT(false, func(k *moatCtKey) {
+		for _, b := range [][16]byte{k.Daddr, k.Saddr} {
+			a := netip.AddrFrom16(b).Unmap()
+			if _, ok := addrs[a]; ok {
+				used[a] = struct{}{}
+			}
+		}
+	})
+	return used, err
+}
 
 // sweepCT walks moat_ct with batch lookups: 64 syscalls and about 0.1 s of
 // CPU for a full map of 262,144 entries, each syscall short, so nothing
@@ -76,7 +97,8 @@ func (d *Datapath) ConntrackGC() (ConntrackStats, error) { return d.sweepCT(true
 // may not be counted. It works on a duplicate of the map's descriptor,
 // outside the Datapath's lock, so Sync is never kept waiting and Close may
 // run meanwhile.
-func (d *Datapath) sweepCT(remove bool) (ConntrackStats, error) {
+// live, when set, sees the key of every entry not expired.
+func (d *Datapath) sweepCT(remove bool, live func(*moatCtKey)) (ConntrackStats, error) {
 	what := "sweep moat_ct"
 	if remove {
 		what = "collect moat_ct's expired entries"
@@ -113,6 +135,9 @@ func (d *Datapath) sweepCT(remove bool) (ConntrackStats, error) {
 				continue
 			}
 			st.Live++
+			if live != nil {
+				live(&keys[i])
+			}
 			switch keys[i].Proto {
 			case unix.IPPROTO_TCP:
 				st.LiveTCP++

@@ -138,6 +138,9 @@ type Config struct {
 
 	// Cache holds learned names; nil creates one with CacheConfig{}.
 	Cache *Cache
+	// Store, when set, keeps the state on disk (store.go): every learned
+	// answer is journaled before it is released, and Run compacts.
+	Store *Store
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer

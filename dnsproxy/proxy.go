@@ -89,6 +89,9 @@ func (p *Proxy) SetPolicy(pol Policy) error {
 		return err
 	}
 	p.pol.Store(cp)
+	if p.cfg.Store != nil {
+		p.cfg.Store.Touch()
+	}
 	return err
 }
 
@@ -170,12 +173,14 @@ func (p *Proxy) Run(ctx context.Context) error {
 				return
 			case <-t.C:
 				p.cache.Collect()
+				p.compact(false)
 			}
 		}
 	})
 	<-ctx.Done()
 	p.closeSockets()
 	wg.Wait()
+	p.compact(true)
 	return nil
 }
 

@@ -28,6 +28,9 @@ type State struct {
 	Rules   []EndpointRules        `json:"rules,omitempty"`
 	FQDNs   []policy.FQDNSelection `json:"fqdns,omitempty"`
 	Cache   []CacheEntry           `json:"cache,omitempty"`
+	// Journal is the first journal (store.go) whose answers are not in
+	// this snapshot.
+	Journal uint64 `json:"journal,omitempty"`
 }
 
 // EndpointRules are the DNS rule sets of one endpoint.
@@ -116,23 +119,25 @@ func LoadState(path string) (State, error) {
 
 // Restore installs a saved state before the proxy serves: the rules (as
 // SetPolicy), the cache entries that have not expired (or that a live
-// connection still uses), and then OnLearn for every restored name a
-// selector selects, so the agent re-takes their identities and ipcache
-// entries. Errors are joined; what could be restored is restored.
+// connection still uses), and then OnLearn for every restored name, so
+// the agent re-takes their identities and ipcache entries. Errors are joined; what could be restored is restored.
 func (p *Proxy) Restore(ctx context.Context, s State) error {
 	var errs []error
 	if err := p.SetPolicy(s.Policy()); err != nil {
 		errs = append(errs, err)
 	}
 	restored := p.cache.restore(s.Cache)
-	cp := p.pol.Load()
-	if p.cfg.OnLearn == nil || cp == nil {
+	if p.cfg.OnLearn == nil {
 		return errors.Join(errs...)
 	}
+	// Every restored name is learned again, also one the saved rules do
+	// not select (the journal may be newer than the snapshot's rules): the
+	// agent's compiler decides which addresses its selectors select.
+	cp := p.pol.Load()
 	for _, name := range sortedKeys(restored) {
-		sels := cp.selectorsFor(name)
-		if len(sels) == 0 {
-			continue
+		var sels []policy.FQDNSelection
+		if cp != nil {
+			sels = cp.selectorsFor(name)
 		}
 		if err := p.cfg.OnLearn(ctx, name, restored[name], sels); err != nil {
 			errs = append(errs, fmt.Errorf("relearn %s: %w", name, err))

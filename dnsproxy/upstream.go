@@ -242,7 +242,13 @@ func (p *Proxy) hold(ctx context.Context, x *exchange) {
 			todo = append(todo, learn{name, sels})
 		}
 	}
-	if len(todo) == 0 || p.cfg.OnLearn == nil {
+	if len(todo) == 0 {
+		return
+	}
+	for _, l := range todo {
+		p.journal(l.name, x.chain.ips)
+	}
+	if p.cfg.OnLearn == nil {
 		return
 	}
 	ips := make([]netip.Addr, len(x.chain.ips))

@@ -221,3 +221,17 @@ func (a *LocalAllocator) Adopt(kind LocalKind, key string, id ID, gen uint64) er
 	a.free[kind] = f
 	return nil
 }
+
+// Rename gives the number of key from (adopted or released, held by no
+// one) to key to, which has none: a restarted DNS proxy's class takes the
+// number the pinned maps hold for its addresses. It reports whether it did.
+func (a *LocalAllocator) Rename(kind LocalKind, from, to string) bool {
+	e := a.byKey[localKey{kind, from}]
+	if e == nil || e.refs > 0 || a.byKey[localKey{kind, to}] != nil {
+		return false
+	}
+	delete(a.byKey, e.k)
+	e.k = localKey{kind, to}
+	a.byKey[e.k] = e
+	return true
+}

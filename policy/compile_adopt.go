@@ -19,3 +19,32 @@ func (c *Compiler) AdoptLocalCIDR(pf netip.Prefix, id ID) error {
 	}
 	return c.localAlloc.Adopt(LocalCIDR, pf.Masked().String(), id, c.gen)
 }
+
+// AdoptLocal is AdoptLocalCIDR for every pinned ipcache entry with a local
+// identity: a host entry with a number of the FQDN range is an address the
+// DNS proxy learned (AdoptLearned), anything else a policy prefix.
+func (c *Compiler) AdoptLocal(pf netip.Prefix, id ID) error {
+	if first, last := LocalFQDN.bounds(); id >= first && id <= last && pf.IsSingleIP() {
+		return c.AdoptLearned(pf.Addr(), id)
+	}
+	return c.AdoptLocalCIDR(pf, id)
+}
+
+// AdoptLearned records that the pinned maps give learned address ip the
+// class identity id. The number is held back (quarantined, as adopted
+// CIDR numbers are) and, when the address is learned again before the
+// first Plan (the DNS proxy restores its cache), the class it joins at
+// that Plan takes the number back, so the maps keep their entries.
+func (c *Compiler) AdoptLearned(ip netip.Addr, id ID) error {
+	if err := c.localAlloc.Adopt(LocalFQDN, pinnedKey(id), id, c.gen); err != nil {
+		return err
+	}
+	s := c.learned()
+	if s.hints == nil {
+		s.hints = map[netip.Addr]ID{}
+	}
+	s.hints[ip.Unmap()] = id
+	return nil
+}
+
+func pinnedKey(id ID) string { return fmt.Sprintf("pinned:%d", id) }

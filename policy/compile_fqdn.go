@@ -34,6 +34,11 @@ type learnedState struct {
 	// changed); pending: only these.
 	all     bool
 	pending map[netip.Addr]struct{}
+	// sels caches the selectors in force, sorted (nil: stale).
+	sels []FQDNSelector
+	// hints are the class numbers the pinned maps gave addresses
+	// (AdoptLearned), used by the first Plan's new classes.
+	hints map[netip.Addr]ID
 }
 
 type learnedIP struct {
@@ -45,6 +50,9 @@ type learnedID struct {
 	key  string
 	info *idInfo
 	refs int
+	// planned: a Plan carried it (with its policy entries), so an
+	// address may join it with one ipcache write (compile_fqdn_delta.go).
+	planned bool
 }
 
 func (c *Compiler) learned() *learnedState {
@@ -136,6 +144,7 @@ func (c *Compiler) syncLearned(localsChanged bool) {
 	}
 	if localsChanged {
 		s.all = true
+		s.sels = nil
 		// Drop matchers of selectors no longer in force.
 		for f := range s.matchers {
 			if _, ok := c.fqdnIDs[f]; !ok {
@@ -146,11 +155,7 @@ func (c *Compiler) syncLearned(localsChanged bool) {
 	if !s.all && len(s.pending) == 0 {
 		return
 	}
-	sels := make([]FQDNSelector, 0, len(c.fqdnIDs))
-	for f := range c.fqdnIDs {
-		sels = append(sels, f)
-	}
-	sortFQDNSelectors(sels)
+	sels := s.sortedSelectors(c)
 	visit := func(ip netip.Addr) {
 		l := s.ips[ip]
 		if l == nil {
@@ -173,6 +178,9 @@ func (c *Compiler) syncLearned(localsChanged bool) {
 		if key != "" {
 			id := s.byKey[key]
 			if id == nil {
+				if h, ok := s.hints[ip]; ok {
+					c.localAlloc.Rename(LocalFQDN, pinnedKey(h), key)
+				}
 				id = c.newLearnedID(key, set, pf)
 			}
 			if id == nil {
@@ -218,6 +226,7 @@ func (c *Compiler) syncLearned(localsChanged bool) {
 	}
 	s.all = false
 	clear(s.pending)
+	s.hints = nil // only the first Plan after a restart uses them
 }
 
 // selectorsOfNames returns the selectors in force (sels, sorted) that

@@ -67,6 +67,7 @@ type Compiler struct {
 	ipcacheDirty    bool                 // the set of prefixes changed
 	ipcIndex        map[netip.Prefix]int // position in ipcache
 	ipcPatch        []netip.Prefix       // prefixes whose identity may have changed
+	ipcacheFast     bool                 // LearnedDelta changed the set of prefixes
 	addrOwners      map[netip.Addr]map[endpointKey]struct{}
 	fqdns           []FQDNSelection
 

@@ -46,31 +46,10 @@ func (c *Compiler) removeOwner(owners map[netip.Addr]map[endpointKey]struct{}, k
 // namespace/name (see compile_remote.go).
 func (c *Compiler) ipcValue(pf netip.Prefix) (ID, bool) {
 	if pf.Bits() == pf.Addr().BitLen() {
-		var best *endpointKey
-		for k := range c.addrOwners[pf.Addr()] {
-			if best == nil || k.less(*best) {
-				kk := k
-				best = &kk
-			}
-		}
-		if best != nil {
-			return c.endpoints[*best].ident.info.id, true
-		}
-		if id, ok := c.remoteIdentity(pf.Addr()); ok {
+		if id, ok := c.ownerValue(pf.Addr()); ok {
 			return id, true
 		}
-		for _, a := range c.node.Addresses {
-			if a.Unmap() == pf.Addr() {
-				return IDHost, true
-			}
-		}
-		if _, ok := c.apiServers[pf.Addr()]; ok {
-			return IDKubeAPIServer, true
-		}
-		if _, ok := c.remoteNodes[pf.Addr()]; ok {
-			return IDRemoteNode, true
-		}
-		// A learned address ranks below every owner above (compile_fqdn.go).
+		// A learned address ranks below every owner (compile_fqdn.go).
 		if id, ok := c.learnedValue(pf.Addr()); ok {
 			return id, true
 		}
@@ -84,7 +63,42 @@ func (c *Compiler) ipcValue(pf netip.Prefix) (ID, bool) {
 	return 0, false
 }
 
+// ownerValue is the identity of an address that an endpoint, the node, the
+// kube-apiserver or a remote node owns, in that order of precedence.
+func (c *Compiler) ownerValue(a netip.Addr) (ID, bool) {
+	var best *endpointKey
+	for k := range c.addrOwners[a] {
+		if best == nil || k.less(*best) {
+			kk := k
+			best = &kk
+		}
+	}
+	if best != nil {
+		return c.endpoints[*best].ident.info.id, true
+	}
+	if id, ok := c.remoteIdentity(a); ok {
+		return id, true
+	}
+	for _, n := range c.node.Addresses {
+		if n.Unmap() == a {
+			return IDHost, true
+		}
+	}
+	if _, ok := c.apiServers[a]; ok {
+		return IDKubeAPIServer, true
+	}
+	if _, ok := c.remoteNodes[a]; ok {
+		return IDRemoteNode, true
+	}
+	return 0, false
+}
+
 func (c *Compiler) syncIPCache() {
+	if c.ipcacheFast {
+		// LearnedDelta changed the set of prefixes.
+		c.ipcacheFast = false
+		c.ipcacheDirty = true
+	}
 	if !c.ipcacheDirty {
 		for _, pf := range c.ipcPatch {
 			if i, ok := c.ipcIndex[pf]; ok {

@@ -34,6 +34,7 @@ func (c *Compiler) Plan() *Plan {
 		}
 	}
 	c.syncIPCache()
+	c.markLearnedPlanned()
 	p.IPCache = append([]IPCacheEntry(nil), c.ipcache...)
 	if c.identities == nil {
 		c.identities = c.buildIdentities()
