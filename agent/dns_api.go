@@ -13,15 +13,20 @@ import (
 
 // dns_api.go owns POST /v1/fqdn/flush (`moat fqdn flush`): it drops FQDN
 // cache entries so that the next query for the name is learned afresh. The
-// cache forgets them through its release path (the proxy's OnRelease hook,
-// forgetFQDN), so addresses no other name holds leave the compiler and the
+// cache forgets them through its release path (the proxy's OnRelease hook:
+// the pending releases of dns_release.go), and the flush sweeps them at
+// once: addresses no live connection uses leave the compiler and the
 // ipcache, and identities no address needs any more are released, before
-// the request returns.
+// the request returns; addresses in use stay until their flows end (the
+// answer counts them as deferred).
 
 // FQDNFlush is POST /v1/fqdn/flush's answer.
 type FQDNFlush struct {
 	Names     []dnsproxy.FlushedName `json:"names"`
 	Addresses int                    `json:"addresses"`
+	// Deferred counts flushed addresses that a live connection still
+	// uses: they stay in the ipcache until their flows end.
+	Deferred int `json:"deferred"`
 }
 
 // FQDNFlushFilter selects the names a flush drops; the zero value drops all.
@@ -36,6 +41,9 @@ type FQDNFlushFilter struct {
 
 // errUnknownEndpoint answers a flush for an endpoint the Plan lacks.
 var errUnknownEndpoint = errors.New("unknown endpoint")
+
+// errFlushWrite: the flush happened but writing the Plan after it failed.
+var errFlushWrite = errors.New("write the plan after the flush")
 
 // flushFQDN drops the cache entries f selects.
 func (a *Agent) flushFQDN(f FQDNFlushFilter) (FQDNFlush, error) {
@@ -71,6 +79,27 @@ func (a *Agent) flushFQDN(f FQDNFlushFilter) (FQDNFlush, error) {
 	}
 	for _, n := range names {
 		out.Addresses += len(n.IPs)
+	}
+	if len(names) == 0 {
+		return out, nil
+	}
+	if r := a.dns.releases; r != nil {
+		a.releaseNow()
+		r.mu.Lock()
+		for _, n := range names {
+			for _, ip := range n.IPs {
+				if _, ok := r.pending[n.Name][ip.Unmap()]; ok {
+					out.Deferred++
+				}
+			}
+		}
+		r.mu.Unlock()
+	}
+	// The forgotten addresses are out of the maps now (patched), but a
+	// class identity left without addresses goes only with the next Plan:
+	// write it before answering.
+	if err := a.refreshNow(); err != nil {
+		return out, fmt.Errorf("%w: %w", errFlushWrite, err)
 	}
 	return out, nil
 }
@@ -126,6 +155,9 @@ func (a *Agent) registerDNSFlushAPI(mux *http.ServeMux) {
 			return
 		case errors.Is(err, errUnknownEndpoint):
 			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		case errors.Is(err, errFlushWrite):
+			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		case err != nil:
 			http.Error(w, err.Error(), http.StatusBadRequest)

@@ -44,6 +44,25 @@ func (a *testAgent) moatCLI(args ...string) (string, error) {
 
 func (a *testAgent) socket() string { return filepath.Join(a.runDir, agent.APISocket) }
 
+// waitOutOfIPCache waits until the Plan in force has no ipcache entry for
+// ip. Nothing may connect to ip meanwhile: a live flow keeps it.
+func (a *testAgent) waitOutOfIPCache(ip netip.Addr) {
+	a.t.Helper()
+	pf := netip.PrefixFrom(ip, ip.BitLen())
+	waitUntil(a.t, ip.String()+" out of the ipcache", 40*time.Second, func() bool {
+		p, err := a.plan()
+		if err != nil {
+			return false
+		}
+		for _, e := range p.IPCache {
+			if e.Prefix == pf {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // observedDNS is the part of a flow line the DNS checks read.
 type observedDNS struct {
 	Verdict string `json:"verdict"`
@@ -201,6 +220,7 @@ func TestPrivilegedDNSCLI(t *testing.T) {
 	if err != nil || !strings.Contains(out, "flushed api.example.com.") {
 		t.Fatalf("moat fqdn flush --name api.example.com: %v\n%s", err, out)
 	}
+	t.Logf("moat fqdn flush --name api.example.com:\n%s", out)
 	var cache agent.FQDNCache
 	if err := a.getJSON("/v1/fqdn/cache", &cache); err != nil {
 		t.Fatal(err)
@@ -210,6 +230,10 @@ func TestPrivilegedDNSCLI(t *testing.T) {
 			t.Fatalf("after the flush the cache still has %+v", e)
 		}
 	}
+	// An address a connection used stays in the ipcache until its
+	// conntrack entry is gone (the closed connection's, about 10 s), so
+	// that a flush never cuts a live flow; then it leaves.
+	a.waitOutOfIPCache(old)
 	if err := probeTCP(client, netip.AddrPortFrom(old, 80), deniedTimeout); err != errNoAnswer {
 		t.Fatalf("%s:80 after flushing api.example.com: %v; want dropped", old, err)
 	}
@@ -237,6 +261,7 @@ func TestPrivilegedDNSCLI(t *testing.T) {
 		t.Fatalf("flush --endpoint default/client: %+v; want api.example.com. and www.example.com.", flushed)
 	}
 	for _, ip := range []netip.Addr{fresh, www} {
+		a.waitOutOfIPCache(ip)
 		if err := probeTCP(client, netip.AddrPortFrom(ip, 80), deniedTimeout); err != errNoAnswer {
 			t.Fatalf("%s:80 after flushing the client's names: %v; want dropped", ip, err)
 		}

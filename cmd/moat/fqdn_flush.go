@@ -29,6 +29,9 @@ func newFQDNFlushCommand() *cobra.Command {
 name is learned again; until then connections to its old addresses are
 dropped like those to any address no toFQDNs selector selects.
 
+Addresses that a live connection uses stay in the ipcache until its flows
+end (counted as deferred), so that a flush never cuts a connection.
+
 --name takes a name or a pattern in policy matchPattern syntax
 (*.example.com, **.example.com). --endpoint (namespace/name) drops the
 names that endpoint's DNS rules let it ask about; the cache is per node,
@@ -62,8 +65,14 @@ so other endpoints that use those names learn them again too.`,
 				for _, n := range res.Names {
 					fmt.Fprintf(cmd.OutOrStdout(), "flushed %s (%d addresses)\n", n.Name, len(n.IPs))
 				}
-				_, err := fmt.Fprintf(cmd.OutOrStdout(), "%d names, %d addresses flushed\n", len(res.Names), res.Addresses)
-				return err
+				if _, err := fmt.Fprintf(cmd.OutOrStdout(), "%d names, %d addresses flushed\n", len(res.Names), res.Addresses); err != nil {
+					return err
+				}
+				if res.Deferred > 0 {
+					_, err := fmt.Fprintf(cmd.OutOrStdout(), "%d addresses stay in the ipcache until their live connections end\n", res.Deferred)
+					return err
+				}
+				return nil
 			}
 			return writeStructured(cmd.OutOrStdout(), output, res)
 		},
