@@ -72,15 +72,18 @@ func (d *Datapath) ConntrackStats() (ConntrackStats, error) { return d.sweepCT(f
 func (d *Datapath) ConntrackGC() (ConntrackStats, error) { return d.sweepCT(true, nil) }
 
 // ConntrackAddrs returns the addresses of addrs that a flow the
-// connection-tracking map holds (not expired) has at either end: the DNS
-// proxy's learned addresses that a live connection uses, which must not
-// leave the ipcache. One sweep, like ConntrackStats.
+// connection-tracking map holds (not expired, and for TCP not closing) has
+// at either end: the DNS proxy's learned addresses that a live connection
+// uses, which must not leave the ipcache. One sweep, like ConntrackStats.
 func (d *Datapath) ConntrackAddrs(addrs map[netip.Addr]struct{}) (map[netip.Addr]struct{}, error) {
 	used := map[netip.Addr]struct{}{}
 	if len(addrs) == 0 {
 		return used, nil
 	}
-	_, err := d.sweepCT(false, func(k *moatCtKey) {
+	_, err := d.sweepCT(false, func(k *moatCtKey, v *moatCtEntry) {
+		if v.Flags&ctFlagClosing != 0 {
+			return
+		}
 		for _, b := range [][16]byte{k.Daddr, k.Saddr} {
 			a := netip.AddrFrom16(b).Unmap()
 			if _, ok := addrs[a]; ok {
@@ -98,7 +101,7 @@ func (d *Datapath) ConntrackAddrs(addrs map[netip.Addr]struct{}) (map[netip.Addr
 // outside the Datapath's lock, so Sync is never kept waiting and Close may
 // run meanwhile.
 // live, when set, sees the key of every entry not expired.
-func (d *Datapath) sweepCT(remove bool, live func(*moatCtKey)) (ConntrackStats, error) {
+func (d *Datapath) sweepCT(remove bool, live func(*moatCtKey, *moatCtEntry)) (ConntrackStats, error) {
 	what := "sweep moat_ct"
 	if remove {
 		what = "collect moat_ct's expired entries"
@@ -136,7 +139,7 @@ func (d *Datapath) sweepCT(remove bool, live func(*moatCtKey)) (ConntrackStats, 
 			}
 			st.Live++
 			if live != nil {
-				live(&keys[i])
+				live(&keys[i], v)
 			}
 			switch keys[i].Proto {
 			case unix.IPPROTO_TCP:

@@ -34,8 +34,21 @@ var dnsWorldRange = netip.MustParsePrefix("198.19.0.0/16")
 // fakeUpstream is the DNS server in the coredns endpoint.
 type fakeUpstream struct {
 	next  atomic.Uint32
+	rot   atomic.Uint32
 	mu    sync.Mutex
 	asked map[string]int // qname -> queries received
+}
+
+// Rotating names (rot*.example.com) are backed by rotatingPool addresses
+// from 198.19.100.0, answered rotatingBatch at a time, round robin.
+const (
+	rotatingPool  = 1000
+	rotatingBatch = 8
+)
+
+func rotatingAddr(i int) netip.Addr {
+	i %= rotatingPool
+	return netip.AddrFrom4([4]byte{198, 19, byte(100 + i/256), byte(i)})
 }
 
 func (u *fakeUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
@@ -50,7 +63,13 @@ func (u *fakeUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	u.mu.Lock()
 	u.asked[strings.ToLower(q.Name)]++
 	u.mu.Unlock()
-	if q.Qtype == dns.TypeA {
+	if q.Qtype == dns.TypeA && strings.HasPrefix(strings.ToLower(q.Name), "rot") {
+		k := int(u.rot.Add(1) - 1)
+		for j := range rotatingBatch {
+			ip := rotatingAddr(k*rotatingBatch + j)
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 300}, A: ip.AsSlice()})
+		}
+	} else if q.Qtype == dns.TypeA {
 		n := u.next.Add(1)
 		// 198.19.1.0 onwards: a fresh address for every answer.
 		ip := netip.AddrFrom4([4]byte{198, 19, byte(1 + n>>8), byte(n)})
@@ -169,7 +188,7 @@ func firstSYN(src peer, dst netip.AddrPort) error {
 // over UDP and TCP through the transparent proxy, other names get REFUSED
 // without reaching the server, a toFQDNs address is reachable on the
 // allowed port right after resolution and not on another, an address no
-// answer gave is dropped; then MOAT_DNS_ITERATIONS (default 500)
+// answer gave is dropped; then MOAT_DNS_ITERATIONS (default 10,000)
 // resolve-then-connect rounds, each answer a fresh address, count the first
 // SYNs dropped (want 0).
 func TestPrivilegedDNSFQDNs(t *testing.T) {
@@ -300,7 +319,7 @@ func TestPrivilegedDNSFQDNs(t *testing.T) {
 	}
 
 	// The loop.
-	n := 500
+	n := 10000
 	if s := os.Getenv("MOAT_DNS_ITERATIONS"); s != "" {
 		if n, err = strconv.Atoi(s); err != nil || n < 1 {
 			t.Fatalf("MOAT_DNS_ITERATIONS=%q: want a positive number", s)

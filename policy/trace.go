@@ -116,12 +116,6 @@ type TraceL7DNS struct {
 	Rcode   string    `json:"rcode,omitempty"` // REFUSED when denied
 }
 
-// DNSProxyRuns tells whether moat has a DNS proxy to redirect DNS traffic
-// to. The agent runs one (package dnsproxy), so Trace follows the DNS rules
-// as the proxy does; when false, Trace reports a DNS redirect as dropped
-// (fail closed) whatever the rules say.
-const DNSProxyRuns = true
-
 // Trace evaluates req against plan: the egress policy of the source when it
 // is a local endpoint, then the ingress policy of the destination when it
 // is one. The flow is allowed when every step allows it.
@@ -233,12 +227,6 @@ func traceDirection(ep *EndpointPlan, d Direction, remote ID, req TraceRequest) 
 			traceHTTP(&st, dp, remote, req)
 		case L7DNS:
 			traceDNS(&st, dp, remote, req)
-			if !DNSProxyRuns {
-				// The datapath writes a DNS redirect with no proxy port:
-				// the packet is dropped, whatever the DNS rules say.
-				st.Allowed = false
-				st.Reason += "; but no DNS proxy runs in this version of moat, so the datapath drops the packet (fail closed)"
-			}
 		default:
 			st.Reason += "; unknown proxy: dropped"
 		}

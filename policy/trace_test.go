@@ -84,7 +84,6 @@ func TestTrace(t *testing.T) {
 			TraceDenied, 1, "default deny", 0, ""},
 		{"endpoint by address", TraceRequest{From: TracePeer{IP: netip.MustParseAddr("10.0.0.11")}, To: TracePeer{IP: netip.MustParseAddr("10.0.0.10")}, Proto: ProtoTCP, Port: 80},
 			TraceAllowed, 2, "only the connection is allowed", 0, ""},
-		// The DNS rules allow the query and the agent's DNS proxy forwards it.
 		{"dns allowed by the rules", TraceRequest{From: ep("default", "tiefighter"), To: ep("kube-system", "coredns"), Proto: ProtoUDP, Port: 53, DNSQuery: "www.cilium.io."},
 			TraceAllowed, 2, "DNS query allowed by CiliumNetworkPolicy default/dns (dns.yaml doc 1) spec.egress[0]", 0, ""},
 		{"dns refused", TraceRequest{From: ep("default", "tiefighter"), To: ep("kube-system", "coredns"), Proto: ProtoUDP, Port: 53, DNSQuery: "cilium.io"},

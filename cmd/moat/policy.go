@@ -359,10 +359,7 @@ func formatTrace(req policy.TraceRequest, res policy.TraceResult) string {
 			verdict = "denied"
 		}
 		fmt.Fprintf(&b, "  %s of %s: %s", s.Direction, s.Endpoint, verdict)
-		switch {
-		case s.Proxy == "dns" && !policy.DNSProxyRuns:
-			b.WriteString(", a DNS redirect, but no DNS proxy runs yet: dropped (fail closed)")
-		case s.Proxy != "":
+		if s.Proxy != "" {
 			fmt.Fprintf(&b, ", redirected to %s proxy", s.Proxy)
 		}
 		fmt.Fprintf(&b, " (%s)\n", s.Reason)
