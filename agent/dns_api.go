@@ -12,7 +12,8 @@ import (
 )
 
 // dns_api.go owns POST /v1/fqdn/flush (`moat fqdn flush`): it drops FQDN
-// cache entries so that the next query for the name is learned afresh. The
+// cache entries so that the next query for the name is learned afresh (and
+// a restart does not restore them: Proxy.FlushFunc compacts the state). The
 // cache forgets them through its release path (the proxy's OnRelease hook:
 // the pending releases of dns_release.go), and the flush sweeps them at
 // once: addresses no live connection uses leave the compiler and the
@@ -42,8 +43,9 @@ type FQDNFlushFilter struct {
 // errUnknownEndpoint answers a flush for an endpoint the Plan lacks.
 var errUnknownEndpoint = errors.New("unknown endpoint")
 
-// errFlushWrite: the flush happened but writing the Plan after it failed.
-var errFlushWrite = errors.New("write the plan after the flush")
+// errFlushWrite: the flush happened but writing the Plan or the state
+// file after it failed.
+var errFlushWrite = errors.New("write the plan or the dns state after the flush")
 
 // flushFQDN drops the cache entries f selects.
 func (a *Agent) flushFQDN(f FQDNFlushFilter) (FQDNFlush, error) {
@@ -65,7 +67,7 @@ func (a *Agent) flushFQDN(f FQDNFlushFilter) (FQDNFlush, error) {
 		}
 		matchers = append(matchers, m)
 	}
-	names := a.dns.proxy.Cache().FlushFunc(func(name string) bool {
+	names, ferr := a.dns.proxy.FlushFunc(func(name string) bool {
 		for _, m := range matchers {
 			if !m.Match(name) {
 				return false
@@ -100,6 +102,11 @@ func (a *Agent) flushFQDN(f FQDNFlushFilter) (FQDNFlush, error) {
 	// write it before answering.
 	if err := a.refreshNow(); err != nil {
 		return out, fmt.Errorf("%w: %w", errFlushWrite, err)
+	}
+	if ferr != nil {
+		// The names are gone from the cache and the maps; the state file
+		// may still hold them until the next compaction.
+		return out, fmt.Errorf("%w: %w", errFlushWrite, ferr)
 	}
 	return out, nil
 }

@@ -1,6 +1,7 @@
 package dnsproxy
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 )
@@ -53,4 +54,17 @@ func (c *Cache) FlushFunc(match func(name string) bool) []FlushedName {
 		}
 	}
 	return out
+}
+
+// FlushFunc forgets the cached names match picks (Cache.FlushFunc) and,
+// like Flush, writes a snapshot at once so that a restart does not bring
+// them back from the journal.
+func (p *Proxy) FlushFunc(match func(name string) bool) ([]FlushedName, error) {
+	out := p.cache.FlushFunc(match)
+	if p.cfg.Store != nil && len(out) > 0 {
+		if err := p.cfg.Store.Compact(p.State, true); err != nil {
+			return out, fmt.Errorf("flush dns cache: %w", err)
+		}
+	}
+	return out, nil
 }

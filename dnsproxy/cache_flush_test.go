@@ -2,10 +2,13 @@ package dnsproxy
 
 import (
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/moatnet/moat/policy"
 )
 
 // TestCacheFlushFunc: a flush forgets exactly the names the predicate
@@ -48,5 +51,44 @@ func TestCacheFlushFunc(t *testing.T) {
 	c.Learn("api.example.com", learned(time.Minute, "198.18.0.9"))
 	if ips := c.Lookup("api.example.com"); len(ips) != 1 || ips[0] != ip("198.18.0.9") {
 		t.Fatalf("relearned = %v", ips)
+	}
+}
+
+// TestProxyFlushFuncCompacts: flushed names do not come back from the
+// journal when the state is opened again (as after a restart).
+func TestProxyFlushFuncCompacts(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dnsproxy.json")
+	s, _, err := OpenStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(Config{
+		Listen:            []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")},
+		StaticDestination: netip.MustParseAddrPort("127.0.0.1:53"),
+		Endpoints:         EndpointsFunc(func(netip.Addr) (EndpointInfo, bool) { return EndpointInfo{}, false }),
+		Remotes:           RemotesFunc(func(netip.Addr) policy.ID { return policy.IDWorld }),
+		Store:             s,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep, gone := storeEntry("keep.example.com.", 1), storeEntry("gone.example.com.", 2)
+	if err := s.Append([]CacheEntry{keep, gone}); err != nil {
+		t.Fatal(err)
+	}
+	p.cache.Learn(keep.Name, []Learned{{IP: keep.IP, TTL: time.Hour}})
+	p.cache.Learn(gone.Name, []Learned{{IP: gone.IP, TTL: time.Hour}})
+	got, err := p.FlushFunc(func(name string) bool { return name == "gone.example.com." })
+	if err != nil || len(got) != 1 || got[0].Name != "gone.example.com." {
+		t.Fatalf("FlushFunc = %+v, %v", got, err)
+	}
+	s.Close()
+	s2, st, err := OpenStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if keys := cacheKeys(st.Cache); !slices.Equal(keys, []string{"keep.example.com. 192.0.2.1"}) {
+		t.Fatalf("state after the flush: %v; want only keep.example.com.", keys)
 	}
 }
