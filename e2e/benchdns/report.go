@@ -40,12 +40,15 @@ type Report struct {
 
 // RunReport is one dnsperf run.
 type RunReport struct {
-	Round    int     `json:"round"`
-	Scenario string  `json:"scenario"`
-	Rate     int     `json:"rate"` // 0: max throughput
-	QPS      float64 `json:"qps"`
-	Sent     int     `json:"sent"`
-	Lost     int     `json:"lost"`
+	Round    int    `json:"round"`
+	Scenario string `json:"scenario"`
+	Rate     int    `json:"rate"` // 0: max throughput
+	// QPS counts NOERROR answers per second (dnsperf's rate times the
+	// NOERROR share); ErrorShare is the share of other answers and losses.
+	QPS        float64 `json:"qps"`
+	ErrorShare float64 `json:"errorShare"`
+	Sent       int     `json:"sent"`
+	Lost       int     `json:"lost"`
 	// Client-side latency (dnsperf -v; fixed-rate runs only).
 	P50Ms float64 `json:"p50Ms,omitempty"`
 	P99Ms float64 `json:"p99Ms,omitempty"`
@@ -68,6 +71,8 @@ type RunReport struct {
 	LearnErrors  float64 `json:"learnErrors"`
 	Evicted      float64 `json:"cacheEvictions"`
 	CacheIPs     float64 `json:"cacheIps"`
+	// Rejected: the proxy's rejections by reason (overload, timeouts, …).
+	Rejected map[string]float64 `json:"rejected,omitempty"`
 }
 
 // ScenarioReport is a scenario's medians.
@@ -94,6 +99,8 @@ type ScenarioReport struct {
 	// HoldTimeoutShare: answers released at the hold bound per hold, at the
 	// fixed rate.
 	HoldTimeoutShare float64 `json:"holdTimeoutShare"`
+	MaxErrorShare    float64 `json:"maxErrorShare"`
+	RateErrorShare   float64 `json:"rateErrorShare"`
 	Holds            float64 `json:"holdsPerRun"`
 	HoldTimeouts     float64 `json:"holdTimeoutsTotal"`
 	Lost             int     `json:"lostTotal"`
@@ -139,7 +146,7 @@ func (rep *Report) addRound(runs []runResult) {
 	for _, r := range runs {
 		p := r.Perf
 		rr := RunReport{
-			Round: round, Scenario: r.Scenario, Rate: r.Rate, QPS: p.QPS, Sent: p.Sent, Lost: p.Lost, AvgMs: ms(p.AvgLatency),
+			Round: round, Scenario: r.Scenario, Rate: r.Rate, QPS: p.QPS, Sent: p.Sent, Lost: p.Lost, AvgMs: ms(p.AvgLatency), Rejected: r.Rejected,
 			AgentCPUSeconds: r.AgentCPU.Seconds(), DNSPerfCPU: p.CPU.Seconds(),
 			Holds: r.Hold.count, HoldP50Ms: msq(r.Hold, 0.5), HoldP99Ms: msq(r.Hold, 0.99),
 			HoldMeanMs: r.Hold.sum * 1000 / float64(max(r.Hold.count, 1)),
@@ -149,6 +156,15 @@ func (rep *Report) addRound(runs []runResult) {
 		}
 		if p.Completed > 0 {
 			rr.AgentCPUMsPer1k = r.AgentCPU.Seconds() * 1000 / float64(p.Completed) * 1000
+			if len(p.Rcodes) > 0 {
+				rr.QPS = p.QPS * float64(p.Rcodes["NOERROR"]) / float64(p.Completed)
+			}
+		}
+		if p.Sent > 0 {
+			rr.ErrorShare = 1 - float64(p.Rcodes["NOERROR"])/float64(p.Sent)
+			if len(p.Rcodes) == 0 {
+				rr.ErrorShare = float64(p.Lost) / float64(p.Sent)
+			}
 		}
 		if len(p.Latencies) > 0 {
 			rr.P50Ms = ms(latencyQuantile(p.Latencies, 0.5))
@@ -218,6 +234,8 @@ func (rep *Report) finish() {
 			ProcP99Ms:       med(sc, false, func(r RunReport) float64 { return r.ProcP99Ms }),
 			UpP99Ms:         med(sc, false, func(r RunReport) float64 { return r.UpP99Ms }),
 			Holds:           med(sc, false, func(r RunReport) float64 { return r.Holds }),
+			MaxErrorShare:   med(sc, true, func(r RunReport) float64 { return r.ErrorShare }),
+			RateErrorShare:  med(sc, false, func(r RunReport) float64 { return r.ErrorShare }),
 		}
 		if s.AgentCPUMsPer1k > 0 && sc != "direct" {
 			s.QPSPerAgentCore = 1e6 / s.AgentCPUMsPer1k
@@ -283,8 +301,8 @@ func (rep *Report) WriteTable(w io.Writer) {
 		fmt.Fprintln(w, "  (no complete round)")
 		return
 	}
-	fmt.Fprintf(w, "\n  %-12s | %9s %12s %11s | %9s %8s %8s | %9s %9s %9s %9s %9s\n", "scenario", "max qps", "cpu ms/1k q", "q/s/core", "rate qps", "p50 ms", "p99 ms", "hold avg", "hold p50", "hold p99", "proc p99", "hold@max")
-	fmt.Fprintf(w, "  %s\n", strings.Repeat("-", 136))
+	fmt.Fprintf(w, "\n  %-12s | %9s %6s %12s %11s | %9s %6s %8s %8s | %9s %9s %9s %9s %9s\n", "scenario", "max qps", "err", "cpu ms/1k q", "q/s/core", "rate qps", "err", "p50 ms", "p99 ms", "hold avg", "hold p50", "hold p99", "proc p99", "hold@max")
+	fmt.Fprintf(w, "  %s\n", strings.Repeat("-", 152))
 	for _, s := range rep.Scenarios {
 		perCore := "-"
 		if s.QPSPerAgentCore > 0 {
@@ -296,8 +314,8 @@ func (rep *Report) WriteTable(w io.Writer) {
 			}
 			return fmt.Sprintf("%.3f", v)
 		}
-		fmt.Fprintf(w, "  %-12s | %9.0f %12.1f %11s | %9.0f %8.3f %8.3f | %9s %9s %9s %9.3f %9s\n",
-			s.Name, s.MaxQPS, s.AgentCPUMsPer1k, perCore, s.RateQPS, s.P50Ms, s.P99Ms, hold(s.HoldMeanMs), hold(s.HoldP50Ms), hold(s.HoldP99Ms), s.ProcP99Ms, hold(s.MaxHoldP99Ms))
+		fmt.Fprintf(w, "  %-12s | %9.0f %5.1f%% %12.1f %11s | %9.0f %5.1f%% %8.3f %8.3f | %9s %9s %9s %9.3f %9s\n",
+			s.Name, s.MaxQPS, 100*s.MaxErrorShare, s.AgentCPUMsPer1k, perCore, s.RateQPS, 100*s.RateErrorShare, s.P50Ms, s.P99Ms, hold(s.HoldMeanMs), hold(s.HoldP50Ms), hold(s.HoldP99Ms), s.ProcP99Ms, hold(s.MaxHoldP99Ms))
 	}
 	fmt.Fprintln(w, "\n  vs direct, same round (median [min..max]):")
 	for _, r := range rep.Ratios {
@@ -317,7 +335,8 @@ func (rep *Report) WriteTable(w io.Writer) {
 			fmt.Fprintf(w, "  %s: %d queries lost, %.0f answers released at the hold bound over all runs (%.1f%% of holds at the fixed rate)\n", s.Name, s.Lost, s.HoldTimeouts, 100*s.HoldTimeoutShare)
 		}
 	}
-	fmt.Fprintln(w, "  (latency: dnsperf, client side; hold and proc: the proxy's histograms, linear within buckets of 50us x 2^k;")
+	fmt.Fprintln(w, "  (qps: NOERROR answers per second; err: other answers (SERVFAIL: overload, upstream timeout) and losses per query;")
+	fmt.Fprintln(w, "   latency: dnsperf, client side; hold and proc: the proxy's histograms, linear within buckets of 50us x 2^k;")
 	fmt.Fprintln(w, "   q/s/core: completed queries per second of agent CPU, utime+stime from /proc)")
 	for _, name := range []string{"proxy", "proxy+learn"} {
 		if lines := rep.Profiles[name]; len(lines) > 0 {
