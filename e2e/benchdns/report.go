@@ -72,7 +72,10 @@ type RunReport struct {
 	Evicted      float64 `json:"cacheEvictions"`
 	CacheIPs     float64 `json:"cacheIps"`
 	// Rejected: the proxy's rejections by reason (overload, timeouts, …).
-	Rejected map[string]float64 `json:"rejected,omitempty"`
+	Rejected        map[string]float64 `json:"rejected,omitempty"`
+	Forwarded       float64            `json:"proxyForwarded"`
+	UpstreamQueries uint64             `json:"upstreamQueries"`
+	Anomaly         string             `json:"anomaly,omitempty"`
 }
 
 // ScenarioReport is a scenario's medians.
@@ -147,6 +150,7 @@ func (rep *Report) addRound(runs []runResult) {
 		p := r.Perf
 		rr := RunReport{
 			Round: round, Scenario: r.Scenario, Rate: r.Rate, QPS: p.QPS, Sent: p.Sent, Lost: p.Lost, AvgMs: ms(p.AvgLatency), Rejected: r.Rejected,
+			Forwarded: r.Allowed, UpstreamQueries: r.UpstreamQueries, Anomaly: r.Anomaly,
 			AgentCPUSeconds: r.AgentCPU.Seconds(), DNSPerfCPU: p.CPU.Seconds(),
 			Holds: r.Hold.count, HoldP50Ms: msq(r.Hold, 0.5), HoldP99Ms: msq(r.Hold, 0.99),
 			HoldMeanMs: r.Hold.sum * 1000 / float64(max(r.Hold.count, 1)),
@@ -338,6 +342,11 @@ func (rep *Report) WriteTable(w io.Writer) {
 	fmt.Fprintln(w, "  (qps: NOERROR answers per second; err: other answers (SERVFAIL: overload, upstream timeout) and losses per query;")
 	fmt.Fprintln(w, "   latency: dnsperf, client side; hold and proc: the proxy's histograms, linear within buckets of 50us x 2^k;")
 	fmt.Fprintln(w, "   q/s/core: completed queries per second of agent CPU, utime+stime from /proc)")
+	for _, r := range rep.Runs {
+		if r.Anomaly != "" {
+			fmt.Fprintf(w, "  ANOMALY round %d %s rate %d: %s\n", r.Round, r.Scenario, r.Rate, r.Anomaly)
+		}
+	}
 	for _, name := range []string{"proxy", "proxy+learn"} {
 		if lines := rep.Profiles[name]; len(lines) > 0 {
 			fmt.Fprintf(w, "\n  agent profile, %s at max qps (perf, self time):\n", name)
