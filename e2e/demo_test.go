@@ -38,3 +38,35 @@ func TestDemoOutcomeCheck(t *testing.T) {
 		})
 	}
 }
+
+// TestDemoDNSOutcomeCheck: `make demo EXAMPLE=examples/dns-fqdns` fails
+// unless the documented DNS outcome happened, and says which part went
+// wrong.
+func TestDemoDNSOutcomeCheck(t *testing.T) {
+	script := filepath.Join("..", "scripts", "demo.sh")
+	cases := []struct {
+		name                      string
+		allowed, refused          string
+		code80, code81, codeNever string
+		ok                        bool
+		wantInMessage             string
+	}{
+		{"documented outcome", "NOERROR 198.19.0.10", "REFUSED", "200", "000", "000", true, ""},
+		{"allowed name refused", "REFUSED", "REFUSED", "000", "000", "000", false, "api.example.com resolved to 'REFUSED'"},
+		{"other name answered", "NOERROR 198.19.0.10", "NOERROR 198.19.0.130", "200", "000", "000", false, "www.example.org got 'NOERROR 198.19.0.130'; want REFUSED"},
+		{"first connection dropped", "NOERROR 198.19.0.10", "REFUSED", "000", "000", "000", false, "198.19.0.10:80 (resolved, toFQDNs on port 80) got no connection"},
+		{"other port open", "NOERROR 198.19.0.10", "REFUSED", "200", "200", "000", false, "198.19.0.10:81 got 200"},
+		{"unresolved address open", "NOERROR 198.19.0.10", "REFUSED", "200", "000", "200", false, "198.19.0.20:80 (never resolved) got 200"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := exec.CommandContext(t.Context(), "bash", script, "--check-dns-outcome", tc.allowed, tc.refused, tc.code80, tc.code81, tc.codeNever).CombinedOutput()
+			if tc.ok != (err == nil) {
+				t.Fatalf("exit error %v, want ok=%v; output %q", err, tc.ok, out)
+			}
+			if !strings.Contains(string(out), tc.wantInMessage) {
+				t.Fatalf("output %q lacks %q", out, tc.wantInMessage)
+			}
+		})
+	}
+}

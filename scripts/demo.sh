@@ -8,6 +8,7 @@
 # the server, the PUT gets 403 from the proxy, the xwing gets no connection).
 # Usage: scripts/demo.sh [examples/<name>]
 #        scripts/demo.sh --check-outcome POST_CODE PUT_CODE XWING_CODE
+#        scripts/demo.sh --check-dns-outcome ALLOWED REFUSED CODE80 CODE81 CODE_NEVER
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,36 @@ check_outcome() {
 	fi
 	return $bad
 }
+# check_dns_outcome ALLOWED REFUSED LEARNED80 LEARNED81 NEVER: what the
+# dns-fqdns demo saw (resolver output, then HTTP codes).
+check_dns_outcome() {
+	local allowed=$1 refused=$2 l80=$3 l81=$4 never=$5 bad=0
+	if [[ $allowed != "NOERROR 198.19.0.10" ]]; then
+		echo "demo: FAILED: api.example.com resolved to '$allowed'; want 'NOERROR 198.19.0.10'" >&2
+		bad=1
+	fi
+	if [[ $refused != REFUSED ]]; then
+		echo "demo: FAILED: www.example.org got '$refused'; want REFUSED from the DNS proxy" >&2
+		bad=1
+	fi
+	if [[ $l80 == 000 ]]; then
+		echo "demo: FAILED: 198.19.0.10:80 (resolved, toFQDNs on port 80) got no connection; want an answer" >&2
+		bad=1
+	fi
+	if [[ $l81 != 000 ]]; then
+		echo "demo: FAILED: 198.19.0.10:81 got $l81; want no connection (only port 80 is allowed)" >&2
+		bad=1
+	fi
+	if [[ $never != 000 ]]; then
+		echo "demo: FAILED: 198.19.0.20:80 (never resolved) got $never; want no connection" >&2
+		bad=1
+	fi
+	return $bad
+}
+if [[ ${1:-} == --check-dns-outcome ]]; then
+	check_dns_outcome "$2" "$3" "$4" "$5" "$6"
+	exit
+fi
 if [[ ${1:-} == --check-outcome ]]; then
 	check_outcome "$2" "$3" "$4"
 	exit
@@ -59,8 +90,14 @@ prefix=demo-
 pins=/sys/fs/bpf/moat-demo
 agent_pid=""
 server_pid=""
+world=""
 cleanup() {
 	[[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
+	for pid in ${extra_pids:-}; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
+	if [[ -n $world ]]; then
+		ip route del 198.19.0.0/24 2>/dev/null || true
+		ip netns del "$world" 2>/dev/null || true
+	fi
 	[[ -n $agent_pid ]] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
 	./bin/moat-agent cleanup --bpf-root "$pins" --netns-prefix "$prefix" >/dev/null || true
 	rm -rf "$work"
@@ -125,6 +162,50 @@ if [[ $example == *starwars* ]]; then
 	./bin/moat policy trace --policies "$example/policies" --endpoints "$example/endpoints.yaml" \
 		--from default/tiefighter --to default/deathstar --port 80/TCP --http-method PUT --http-path /v1/exhaust-port || true
 fi
+if [[ $example == *dns-fqdns* ]]; then
+	# The cluster DNS server (a stand-in in the coredns endpoint) answers
+	# api.example.com with 198.19.0.10; a "world" netns owns 198.19.0.0/24
+	# and serves HTTP on ports 80 and 81.
+	ip netns exec "${prefix}kube-system-coredns" python3 scripts/demo-dns.py serve 10.200.2.53 &
+	extra_pids="$!"
+	world=${prefix}world
+	ip netns add "$world"
+	ip link add "${prefix}wh" type veth peer name eth0 netns "$world"
+	ip -n "$world" link set lo up
+	ip -n "$world" addr add 198.19.0.1/32 dev eth0
+	ip -n "$world" link set eth0 up
+	ip -n "$world" route add local 198.19.0.0/24 dev lo
+	ip addr add 10.220.255.254/32 dev "${prefix}wh" scope link
+	ip link set "${prefix}wh" up
+	# Replies from the world are forwarded by the host (the agent turns
+	# forwarding on for its own endpoints' interfaces only).
+	sysctl -qw "net.ipv4.conf.${prefix}wh.forwarding=1"
+	ip route add 198.19.0.0/24 via 198.19.0.1 dev "${prefix}wh" onlink
+	ip -n "$world" route add default via 10.220.255.254 dev eth0 onlink
+	for port in 80 81; do
+		ip netns exec "$world" python3 -m http.server "$port" --bind 0.0.0.0 >/dev/null 2>&1 &
+		extra_pids="$extra_pids $!"
+	done
+	for _ in $(seq 50); do # the stand-in servers listen
+		ip netns exec "$world" bash -c 'exec 3<>/dev/tcp/198.19.0.10/81' 2>/dev/null && break
+		sleep 0.1
+	done
+	q() { ip netns exec "$(ns client)" python3 scripts/demo-dns.py query 10.200.2.53 "$1"; }
+	get() { # get VAR URL
+		local -n out=$1
+		out=$(ip netns exec "$(ns client)" curl -s -m 3 -o /dev/null -w '%{http_code}' "$2") || true
+		out=${out:-000}
+		echo "  client: GET $2 -> ${out/000/no connection}"
+	}
+	echo "== traffic"
+	allowed=$(q api.example.com); echo "  client: resolve api.example.com -> $allowed"
+	refused=$(q www.example.org); echo "  client: resolve www.example.org -> $refused"
+	get learned80 "http://198.19.0.10/"      # toFQDNs learned it: allowed on 80
+	get learned81 "http://198.19.0.10:81/"   # not on 81
+	get never "http://198.19.0.20/"          # an address no answer gave
+	echo "== the FQDN cache (moat fqdn cache)"
+	moat fqdn cache
+fi
 echo "== flows (moat observe)"
 moat observe --last 20
 echo "== metrics (hubble_drop_total, hubble_flows_processed_total)"
@@ -132,4 +213,8 @@ curl -s 127.0.0.1:19965/metrics 2>/dev/null | grep -E '^hubble_(drop|flows_proce
 if [[ $example == *starwars* ]]; then
 	check_outcome "$post" "$put" "$xwing" || { echo "demo: agent log:" >&2; tail -n 30 "$work/agent.log" >&2; exit 1; }
 	echo "demo: OK: the allowed request was answered, the denied ones were denied"
+fi
+if [[ $example == *dns-fqdns* ]]; then
+	check_dns_outcome "$allowed" "$refused" "$learned80" "$learned81" "$never" || { echo "demo: agent log:" >&2; tail -n 30 "$work/agent.log" >&2; exit 1; }
+	echo "demo: OK: the allowed name resolved and its address answered on port 80; the other name was REFUSED; the other port and the unresolved address were dropped"
 fi
