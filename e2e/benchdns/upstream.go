@@ -22,7 +22,8 @@ import (
 
 // upstream answers A and AAAA for every name under zone with ips addresses
 // from 198.18.0.0/16 (IPv4) and fd00:6d6f:6174::/48 (IPv6), chosen by a
-// hash of the name and the current rotation period, TTL ttl; NXDOMAIN
+// hash of the name and the name's current rotation period (each name's
+// periods start at its own phase), TTL ttl; NXDOMAIN
 // outside the zone; NOERROR with no answer for other types.
 type upstream struct {
 	ips     int
@@ -67,9 +68,14 @@ func (u *upstream) answer(name string, qtype uint16) []netip.Addr {
 	if qtype != dns.TypeA && qtype != dns.TypeAAAA {
 		return nil
 	}
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(name))
 	var epoch int64
 	if u.rotate > 0 {
-		epoch = u.now().UnixNano() / int64(u.rotate)
+		// Each name rotates at its own phase, so that the cache churns
+		// steadily rather than all at once.
+		phase := int64(h.Sum64() % uint64(u.rotate))
+		epoch = (u.now().UnixNano() + phase) / int64(u.rotate)
 	}
 	out := make([]netip.Addr, 0, u.ips)
 	for k := range u.ips {

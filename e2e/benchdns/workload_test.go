@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -96,7 +97,39 @@ func TestUpstreamAnswer(t *testing.T) {
 	if next := u.answer("q1.z1.bench.test.", dns.TypeA); next[0] == a[0] && next[1] == a[1] {
 		t.Fatal("the addresses did not rotate")
 	}
+	// Names rotate at different phases: over one period some names change
+	// while others keep their addresses.
+	changed := 0
+	for i := range 50 {
+		name := fmt.Sprintf("q%d.z1.bench.test.", i)
+		x := u.answer(name, dns.TypeA)[0]
+		now = now.Add(500 * time.Millisecond)
+		if u.answer(name, dns.TypeA)[0] != x {
+			changed++
+		}
+		now = now.Add(-500 * time.Millisecond)
+	}
+	if changed == 0 || changed == 50 {
+		t.Fatalf("%d of 50 names changed over a quarter period; want some, not all", changed)
+	}
 	if got := u.answer("q1.z1.bench.test.", dns.TypeMX); got != nil {
 		t.Fatalf("MX answered %v", got)
+	}
+}
+
+// TestAnomaly: SERVFAILs the proxy made are not a bypass; answers or
+// upstream queries beyond what the proxy forwarded are.
+func TestAnomaly(t *testing.T) {
+	proxy := scenario{Name: "proxy", Policy: true}
+	shed := runResult{Allowed: 16660, UpstreamQueries: 16660, Perf: &perfResult{Completed: 48275, Rcodes: map[string]int{"NOERROR": 16660, "SERVFAIL": 31615}}}
+	if a := shed.anomaly(proxy); a != "" {
+		t.Fatalf("load shedding reported as %q", a)
+	}
+	bypass := runResult{Allowed: 16660, UpstreamQueries: 48000, Perf: &perfResult{Completed: 48000, Rcodes: map[string]int{"NOERROR": 48000}}}
+	if a := bypass.anomaly(proxy); !strings.Contains(a, "bypassed") {
+		t.Fatalf("bypass not reported: %q", a)
+	}
+	if a := bypass.anomaly(scenario{Name: "direct"}); a != "" {
+		t.Fatalf("direct run reported %q", a)
 	}
 }
