@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -211,31 +212,42 @@ func TestBadResponses(t *testing.T) {
 			return packed(m)
 		}, false, ReasonRespQuestion},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			h := newHarness(t, func(cfg *Config) { cfg.UpstreamTimeout = 300 * time.Millisecond })
-			h.up.setZone("www.allowed.test.", []string{"192.0.2.10"})
-			h.up.setBehave(misbehave(h.up, func(w dns.ResponseWriter, r *dns.Msg) []byte { return c.bad(h.up, w, r) }, c.thenGood))
-			r := h.exchange("udp", mkQuery("www.allowed.test.", dns.TypeA))
-			if c.thenGood {
-				if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
-					t.Fatalf("rcode %s with %d records, want the real answer", dns.RcodeToString[r.Rcode], len(r.Answer))
-				}
-			} else if r.Rcode != dns.RcodeServerFailure || len(r.Answer) != 0 {
-				t.Fatalf("rcode %s with %d records, want SERVFAIL", dns.RcodeToString[r.Rcode], len(r.Answer))
-			}
-			if v := h.rejected(c.reason, resultDrop); v != 1 {
-				t.Errorf("rejected{%s,drop} = %v, want 1", c.reason, v)
-			}
-			for _, e := range h.p.Cache().Entries() {
-				if e.IP != netip.MustParseAddr("192.0.2.10") {
-					t.Errorf("cache learned %s for %s from a bad response", e.IP, e.Name)
-				}
-			}
-			if !c.thenGood && len(h.p.Cache().Entries()) != 0 {
-				t.Errorf("cache learned from a query that got SERVFAIL: %v", h.p.Cache().Entries())
-			}
-		})
+	for _, shared := range []int{1, 64} {
+		for _, c := range cases {
+			t.Run(fmt.Sprintf("%s/socket_queries=%d", c.name, shared), func(t *testing.T) {
+				testBadResponse(t, c.bad, c.thenGood, c.reason, shared)
+			})
+		}
+	}
+}
+
+// testBadResponse runs one case of TestBadResponses with socketQueries
+// queries per upstream UDP socket.
+func testBadResponse(t *testing.T, bad func(u *upstream, w dns.ResponseWriter, r *dns.Msg) []byte, thenGood bool, reason string, socketQueries int) {
+	h := newHarness(t, func(cfg *Config) {
+		cfg.UpstreamTimeout = 300 * time.Millisecond
+		cfg.UpstreamSocketQueries = socketQueries
+	})
+	h.up.setZone("www.allowed.test.", []string{"192.0.2.10"})
+	h.up.setBehave(misbehave(h.up, func(w dns.ResponseWriter, r *dns.Msg) []byte { return bad(h.up, w, r) }, thenGood))
+	r := h.exchange("udp", mkQuery("www.allowed.test.", dns.TypeA))
+	if thenGood {
+		if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+			t.Fatalf("rcode %s with %d records, want the real answer", dns.RcodeToString[r.Rcode], len(r.Answer))
+		}
+	} else if r.Rcode != dns.RcodeServerFailure || len(r.Answer) != 0 {
+		t.Fatalf("rcode %s with %d records, want SERVFAIL", dns.RcodeToString[r.Rcode], len(r.Answer))
+	}
+	if v := h.rejected(reason, resultDrop); v != 1 {
+		t.Errorf("rejected{%s,drop} = %v, want 1", reason, v)
+	}
+	for _, e := range h.p.Cache().Entries() {
+		if e.IP != netip.MustParseAddr("192.0.2.10") {
+			t.Errorf("cache learned %s for %s from a bad response", e.IP, e.Name)
+		}
+	}
+	if !thenGood && len(h.p.Cache().Entries()) != 0 {
+		t.Errorf("cache learned from a query that got SERVFAIL: %v", h.p.Cache().Entries())
 	}
 }
 

@@ -64,7 +64,7 @@ func (p *Proxy) writeUDP(c *net.UDPConn, q *query, resp *dns.Msg) {
 	}
 	var err error
 	if p.cfg.Transparent {
-		err = sendFrom(q.server, q.client, b)
+		err = p.replies.send(q.server, q.client, b)
 	} else {
 		_, err = c.WriteToUDPAddrPort(b, q.client)
 	}

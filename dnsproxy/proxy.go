@@ -39,6 +39,11 @@ type Proxy struct {
 	// self are the bound listening addresses (UDP and TCP).
 	self []netip.AddrPort
 
+	// udp4or6 are the shared upstream UDP sockets (upstream_udp.go).
+	udp4or6 *udpSockets
+	// replies are the sockets transparent answers leave from.
+	replies replySockets
+
 	// upstreamHook, when set (tests), sees every upstream socket.
 	upstreamHook func(fd int)
 }
@@ -67,14 +72,16 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	c.reportLocked()
 	c.mu.Unlock()
-	return &Proxy{
+	p := &Proxy{
 		cfg:     cfg,
 		m:       m,
 		cache:   c,
 		sem:     make(chan struct{}, cfg.MaxInflight),
 		tcpSem:  make(chan struct{}, cfg.MaxTCPConns),
 		epCount: map[EndpointKey]int{},
-	}, nil
+	}
+	p.udp4or6 = &udpSockets{p: p, socks: map[udpKey]*udpSock{}}
+	return p, nil
 }
 
 // Cache returns the proxy's FQDN cache.
@@ -123,6 +130,12 @@ func (p *Proxy) bind(ctx context.Context) error {
 	}
 	udp, tcp := p.Addrs()
 	p.self = append(udp, tcp...)
+	p.replies.mu.Lock()
+	p.replies.listenPorts = map[uint16]bool{}
+	for _, a := range p.self {
+		p.replies.listenPorts[a.Port()] = true
+	}
+	p.replies.mu.Unlock()
 	return nil
 }
 
@@ -174,12 +187,15 @@ func (p *Proxy) Run(ctx context.Context) error {
 			case <-t.C:
 				p.cache.Collect()
 				p.compact(false)
+				p.udp4or6.sweep(time.Now().Add(-socketIdle), false)
 			}
 		}
 	})
 	<-ctx.Done()
 	p.closeSockets()
 	wg.Wait()
+	p.udp4or6.sweep(time.Time{}, true)
+	p.replies.close()
 	p.compact(true)
 	return nil
 }

@@ -1,6 +1,7 @@
 package dnsproxy
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -374,5 +375,41 @@ func TestTCPConnectionBound(t *testing.T) {
 	}
 	if v := h.rejected(ReasonTooManyTCP, resultDrop); v != 1 {
 		t.Errorf("rejected{tcp_conns} = %v, want 1", v)
+	}
+}
+
+// TestSharedUpstreamSockets: with UpstreamSocketQueries = k, every query
+// still gets a fresh random ID, the source port changes every k queries,
+// and concurrent queries on one socket each get their own answer.
+func TestSharedUpstreamSockets(t *testing.T) {
+	const k, n = 8, 64
+	h := newHarness(t, func(cfg *Config) { cfg.UpstreamSocketQueries = k })
+	var wg sync.WaitGroup
+	for i := range n {
+		name := fmt.Sprintf("q%d.allowed.test.", i)
+		h.up.setZone(name, []string{fmt.Sprintf("192.0.2.%d", i+1)})
+		wg.Go(func() {
+			r := h.exchange("udp", mkQuery(name, dns.TypeA))
+			if len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != fmt.Sprintf("192.0.2.%d", i+1) {
+				t.Errorf("%s: answer %v; want its own address", name, r.Answer)
+			}
+		})
+	}
+	wg.Wait()
+	ids, ports := map[uint16]bool{}, map[uint16]int{}
+	for _, s := range h.up.queries() {
+		ids[s.msg.Id] = true
+		ports[s.remote.Port()]++
+	}
+	if len(ids) < n-2 {
+		t.Errorf("%d distinct upstream IDs over %d queries; want ~%d", len(ids), n, n)
+	}
+	for port, c := range ports {
+		if c > k {
+			t.Errorf("source port %d carried %d queries; want at most %d", port, c, k)
+		}
+	}
+	if len(ports) < n/k {
+		t.Errorf("%d source ports over %d queries; want at least %d", len(ports), n, n/k)
 	}
 }

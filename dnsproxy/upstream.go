@@ -87,9 +87,10 @@ func (p *Proxy) forward(ctx context.Context, x *exchange) *dns.Msg {
 	var raw []byte
 	var reason string
 	if x.q.proto == policy.ProtoUDP {
-		resp, raw, reason = p.exchangeUDP(uctx, wire, x.q.server, out.Id, out.Question[0], control)
+		key := udpKey{mark: mark, setMark: p.cfg.Mark != nil, v6: network("udp", x.q.server) == "udp6"}
+		resp, raw, reason = p.exchangeUDP(uctx, wire, x.q.server, out.Question[0], key, control)
 		if resp != nil && resp.Truncated {
-			resp, raw, reason = p.exchangeTCP(uctx, wire, x.q.server, out.Id, out.Question[0], control)
+			resp, raw, reason = p.exchangeTCP(uctx, wire, x.q.server, binary.BigEndian.Uint16(wire), out.Question[0], control)
 		}
 	} else {
 		resp, raw, reason = p.exchangeTCP(uctx, wire, x.q.server, out.Id, out.Question[0], control)
@@ -120,45 +121,6 @@ func (p *Proxy) finishAnswer(ctx context.Context, x *exchange, resp *dns.Msg, ra
 	resp.Question = x.req.Question
 	resp.Compress = true
 	return resp
-}
-
-// exchangeUDP sends wire from a fresh socket and waits for the first
-// packet checkResponse accepts; others are counted and ignored.
-func (p *Proxy) exchangeUDP(ctx context.Context, wire []byte, server netip.AddrPort, id uint16, q dns.Question, control func(string, string, syscall.RawConn) error) (*dns.Msg, []byte, string) {
-	lc := net.ListenConfig{Control: control}
-	local := "0.0.0.0:0"
-	if network("udp", server) == "udp6" {
-		local = "[::]:0"
-	}
-	pc, err := lc.ListenPacket(ctx, network("udp", server), local)
-	if err != nil {
-		return nil, nil, upstreamReason(err)
-	}
-	c := pc.(*net.UDPConn)
-	defer c.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = c.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Now()) })
-	defer stop()
-	if _, err := c.WriteToUDPAddrPort(wire, server); err != nil {
-		return nil, nil, upstreamReason(err)
-	}
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
-	for {
-		n, from, err := c.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			return nil, nil, upstreamReason(err)
-		}
-		m, reason := checkResponse(buf[:n], from, server, id, q)
-		if reason != "" {
-			p.m.reject(reason, resultDrop)
-			continue
-		}
-		return m, append([]byte(nil), buf[:n]...), ""
-	}
 }
 
 // exchangeTCP sends wire over a fresh TCP connection and reads answers
