@@ -7,7 +7,8 @@ SHELL       := bash
 PKGS    ?= ./...
 EXAMPLE ?= examples/starwars
 
-.PHONY: all build demo policy-demo bench-l4 bench-k8s bench-dns e2e test test-unit vet tidy-check generate generate-api generate-check bench clean k8s-bins
+.PHONY: all build demo policy-demo bench-l4 bench-k8s bench-dns e2e test test-unit vet tidy-check generate generate-api generate-check bench clean k8s-bins \
+	cluster-up cluster-down cluster-status e2e-cluster
 
 all: build
 
@@ -52,6 +53,37 @@ test: tidy-check vet
 ## k8s-bins: build (or find cached) etcd, kube-apiserver and kubectl for the Kubernetes tests
 k8s-bins:
 	scripts/k8s-bins.sh
+
+# The local multi-node cluster (e2e/cluster/harness, shared/CLUSTER.md):
+# control plane on the host, each node in its own netns (containerd,
+# kubelet, kube-proxy), CoreDNS; binaries from scripts/k8s-bins.sh.
+CLUSTER_STATE ?= /var/run/moat-cluster
+CLUSTER_NODES ?= 2
+CLUSTER_FLAGS ?=
+CLUSTER_KUBECONFIG = $(CLUSTER_STATE)/etc/admin.kubeconfig
+
+bin/moat-cluster: FORCE
+	$(GO) build -o $@ ./e2e/cluster/cmd/moat-cluster
+
+## cluster-up: start the local multi-node Kubernetes cluster (root; CLUSTER_NODES=2); prints its kubeconfig
+cluster-up: bin/moat-cluster
+	bins="$$(scripts/k8s-bins.sh)" && bin/moat-cluster up -bins "$$bins" -state-dir $(CLUSTER_STATE) -nodes $(CLUSTER_NODES) $(CLUSTER_FLAGS)
+
+## cluster-down: stop the local cluster and restore the host as it was (root)
+cluster-down: bin/moat-cluster
+	bin/moat-cluster down -state-dir $(CLUSTER_STATE)
+
+## cluster-status: the local cluster's daemons and nodes
+cluster-status: bin/moat-cluster
+	bins="$$(scripts/k8s-bins.sh)" && bin/moat-cluster status -bins "$$bins" -state-dir $(CLUSTER_STATE)
+
+## e2e-cluster: the cluster suite (e2e/cluster) against KUBECONFIG (default: the local cluster's)
+e2e-cluster:
+	$(GO) build -o bin/testreport ./internal/cmd/testreport
+	bins="$$(scripts/k8s-bins.sh)" && KUBECONFIG="$${KUBECONFIG:-$(CLUSTER_KUBECONFIG)}" MOAT_CLUSTER_TESTS=1 MOAT_K8S_BINS="$$bins" \
+		$(GO) test -json -count=1 -timeout 15m ./e2e/cluster | bin/testreport
+
+FORCE:
 
 ## e2e: the netns end-to-end suite alone (root)
 e2e:

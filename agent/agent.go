@@ -85,6 +85,8 @@ type Agent struct {
 	proxyKick chan struct{}
 	// live finds learned addresses that tracked flows use (the datapath).
 	live liveAddrs
+	// svc is Service translation (services.go); nil when it is off.
+	svc *serviceState
 
 	mu               sync.RWMutex
 	state            state
@@ -311,6 +313,14 @@ func (a *Agent) openKernel(ctx context.Context) (_ *nodeParts, err error) {
 			return nil, err
 		}
 		closers = append(closers, closeTCP)
+		node.run = append(node.run, run)
+	}
+	if a.cfg.ServiceTranslation {
+		run, closeSvc, err := a.startServices(dcfg.PinRoot)
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, closeSvc)
 		node.run = append(node.run, run)
 	}
 	if len(a.cfg.PrefilterDeny) > 0 {

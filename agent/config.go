@@ -90,6 +90,16 @@ type Config struct {
 	// PrefilterInterfaces, before the network stack.
 	PrefilterDeny       []string `json:"prefilterDeny,omitempty"`
 	PrefilterInterfaces []string `json:"prefilterInterfaces,omitempty"`
+	// ServiceTranslation turns Service frontends (ClusterIPs) into their
+	// backends at the socket, in cgroup sock_addr programs attached to
+	// ServiceCgroup ("" = the cgroup v2 root), for the sockets of local
+	// endpoints only, so that egress policy is judged against the backend
+	// a pod reaches (services.go). Kubernetes mode reads Services and
+	// EndpointSlices; standalone mode takes Services.
+	ServiceTranslation bool   `json:"serviceTranslation,omitempty"`
+	ServiceCgroup      string `json:"serviceCgroup,omitempty"`
+	// Services are standalone mode's Services (with ServiceTranslation).
+	Services []StaticService `json:"services,omitempty"`
 	// Uplinks are the node's interfaces towards other nodes and the world
 	// (by name). The egress proxy's upstream connections keep the client
 	// pod's address towards every destination routed through one of them,
@@ -119,6 +129,11 @@ type Config struct {
 	// listeners (default 15053): the datapath redirects DNS traffic of
 	// ports with DNS rules there.
 	DNSProxyPort uint16 `json:"dnsProxyPort,omitempty"`
+	// DNSUpstreamSocketQueries is how many UDP queries the DNS proxy sends
+	// from one upstream socket (one source port). Default 1: a fresh
+	// random port for every query; more saves system calls per query at
+	// the cost of port entropy (dnsproxy.Config.UpstreamSocketQueries).
+	DNSUpstreamSocketQueries int `json:"dnsUpstreamSocketQueries,omitempty"`
 	// HTTPPaths is how the HTTP proxy treats request paths: "strict" (the
 	// default, also when empty) rejects with 400 every path that is
 	// ambiguous across common back ends; "envoy" is Envoy's exact
@@ -312,6 +327,9 @@ func (c Config) Validate() error {
 	if c.DNSProxyPort == c.EgressHTTPPort || c.DNSProxyPort == c.IngressHTTPPort {
 		bad("dnsProxyPort", "%d is an HTTP proxy port; the DNS proxy's TCP listener needs its own", c.DNSProxyPort)
 	}
+	if c.DNSUpstreamSocketQueries < 0 {
+		bad("dnsUpstreamSocketQueries", "%d is negative; want 0 or 1 (a fresh port per query) or more", c.DNSUpstreamSocketQueries)
+	}
 	if _, err := httpnorm.ParseMode(c.HTTPPaths); err != nil {
 		bad("httpPaths", "%q: want strict, envoy or empty (strict)", c.HTTPPaths)
 	}
@@ -326,6 +344,7 @@ func (c Config) Validate() error {
 	if _, err := flow.ParseMetricsList(c.Metrics); err != nil {
 		bad("metrics", "%v", err)
 	}
+	errs = append(errs, c.validateServices()...)
 	for i, p := range c.PrefilterDeny {
 		if _, err := netip.ParsePrefix(p); err != nil {
 			bad(fmt.Sprintf("prefilterDeny[%d]", i), "%q: %v", p, err)

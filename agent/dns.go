@@ -121,12 +121,13 @@ func (a *Agent) newDNSProxy(ctx context.Context) error {
 		Mark: func(id policy.ID) (uint32, error) {
 			return policy.ProxyMark(policy.Egress, id)
 		},
-		OnLearn:    a.learnFQDN,
-		OnRelease:  d.releases.add,
-		OnFlow:     a.recordDNS,
-		NodeName:   a.cfg.NodeName,
-		Logger:     a.log.With("component", "dnsproxy"),
-		Registerer: a.reg,
+		OnLearn:               a.learnFQDN,
+		OnRelease:             d.releases.add,
+		OnFlow:                a.recordDNS,
+		NodeName:              a.cfg.NodeName,
+		UpstreamSocketQueries: a.cfg.DNSUpstreamSocketQueries,
+		Logger:                a.log.With("component", "dnsproxy"),
+		Registerer:            a.reg,
 	}
 	if hostHasIPv6() {
 		cfg.Listen = append(cfg.Listen, netip.AddrPortFrom(netip.IPv6Unspecified(), a.cfg.DNSProxyPort))

@@ -11,6 +11,12 @@
 // or ACKTimeout, it drops). The reconciler drives the datapath, endpoint
 // manager and xDS server through small interfaces (parts.go).
 //
+// Service translation (services.go, with serviceTranslation: true): the
+// datapath's sock_addr programs get the Service table from k8s.ServiceWatch
+// (Kubernetes mode, written only once it synced) or the config's services
+// list, and their scope (the netns whose sockets they translate) from the
+// endpoints reconcile attached.
+//
 // One agent per pin root (lock.go): Run takes an exclusive flock before it
 // touches any pin; a second agent, or `moat-agent cleanup`, fails naming
 // the holder's pid.

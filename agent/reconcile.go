@@ -318,6 +318,9 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	a.mu.RUnlock()
 
 	ifaces, errs := a.attachEndpoints(ctx, desired, prevIfaces)
+	if err := a.syncServiceScope(desired); err != nil {
+		errs = append(errs, err)
+	}
 
 	a.syncMu.Lock()
 	// The Plan is taken under syncMu: a Plan the DNS proxy's learning wrote
@@ -419,6 +422,7 @@ func (a *Agent) attachEndpoints(ctx context.Context, desired map[datapath.Endpoi
 			continue
 		}
 		ifaces[k] = link.HostIfindex
+		a.noteEndpointNetns(k, link.Netns)
 		if _, had := prev[k]; !had {
 			a.m.endpointRegenerations.WithLabelValues("success").Inc()
 		}

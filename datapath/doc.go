@@ -15,6 +15,14 @@
 // node's uplinks (SetUplinks, uplink.go): it hands the replies of a proxy's
 // upstream legs that keep a client pod's address and arrive from outside
 // the node to the proxy's socket, and passes everything else untouched.
+// Service translation (sockaddr.go, services.go, bpf/sockaddr.c) is a set
+// of cgroup sock_addr programs: connect and sendmsg turn a Service
+// frontend into one of its backends at the socket, recvmsg and getpeername
+// show the frontend again, for sockets in the network namespaces of the
+// scope only; the tc programs then see the backend's address and judge
+// policy on its identity. The table is a pure spec (Services) that a
+// planner writes in an order that never leaves a frontend without the
+// backends it has before and after.
 //
 // Maps, in the order a packet meets them (bpf/maps.h): moat_ct, one LRU
 // entry per flow and endpoint that the flow's packets and its replies both

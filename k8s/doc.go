@@ -15,6 +15,11 @@
 // did not change (a relist after an apiserver restart or a watch expiry)
 // changes nothing in the Sink.
 //
+// Beside the Source, ServiceWatch (services.go) watches Services and
+// their EndpointSlices in every namespace and gives the table of ClusterIP
+// frontends with their ready backends, for the datapath's socket-level
+// Service translation.
+//
 // It never writes to the API (identity allocation and policy status belong
 // to k8s/identity and the operator) and never touches the kernel.
 package k8s

@@ -53,6 +53,7 @@ func newFlagSet(cfg *agent.Config) (fs *flag.FlagSet, configPath *string, noMetr
 	fs.Var(uintFlag[uint16]{&cfg.EgressHTTPPort}, "egress-http-port", "port of the egress HTTP proxy listener (default 15001)")
 	fs.Var(uintFlag[uint16]{&cfg.IngressHTTPPort}, "ingress-http-port", "port of the ingress HTTP proxy listener (default 15002)")
 	fs.Var(uintFlag[uint16]{&cfg.DNSProxyPort}, "dns-proxy-port", "port of the DNS proxy's transparent UDP and TCP listeners (default 15053)")
+	fs.IntVar(&cfg.DNSUpstreamSocketQueries, "dns-upstream-socket-queries", 0, "UDP queries the DNS proxy sends from one upstream socket (default 1: a fresh random source port per query)")
 	fs.Var(durationFlag{&cfg.ACKTimeout}, "ack-timeout", "how long redirects wait for the proxy's ACK before they fail closed (default 5s)")
 	fs.StringVar(&cfg.XDSAddress, "xds-address", cfg.XDSAddress, "also serve xDS on this loopback TCP address")
 	fs.StringVar(&cfg.MetricsAddress, "metrics-address", cfg.MetricsAddress, "serve /metrics here (default "+agent.DefaultMetricsAddress+")")

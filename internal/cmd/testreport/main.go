@@ -24,6 +24,10 @@ var allowedSkips = []struct {
 	// Envoy cannot be installed on the development and CI machines; the
 	// same matrix runs against the embedded proxy in every run.
 	{pkg: "/e2e", prefix: "TestEnvoyBinary", why: "needs an Envoy binary in ENVOY_BIN"},
+	// The cluster suite needs a running multi-node cluster; make test runs
+	// before make cluster-up, and make e2e-cluster runs it with
+	// MOAT_CLUSTER_TESTS=1, where a missing cluster fails.
+	{pkg: "/e2e/cluster", prefix: "TestCluster", onlyWithout: "MOAT_CLUSTER_TESTS", why: "needs a cluster: KUBECONFIG (make cluster-up; make e2e-cluster)"},
 }
 
 // event is one line of `go test -json` (cmd/test2json).
