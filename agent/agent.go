@@ -23,6 +23,7 @@ import (
 	"github.com/moatnet/moat/datapath"
 	"github.com/moatnet/moat/envoy"
 	"github.com/moatnet/moat/flow"
+	"github.com/moatnet/moat/k8s"
 	"github.com/moatnet/moat/l7proxy"
 	"github.com/moatnet/moat/policy"
 	"github.com/moatnet/moat/xds"
@@ -72,6 +73,11 @@ type Agent struct {
 	src       source
 	policies  *policySource
 	endpoints endpointsSource
+	// cni serves moat-cni (cni.go; nil unless Config.CNI).
+	cni *cniServer
+	// nodeRoutesNetns is the netns the node routes go to ("": the
+	// agent's own; tests use a netns of their own).
+	nodeRoutesNetns string
 	// confirmedGen is the last Plan generation confirmed to the compiler
 	// (policyLoop only).
 	confirmedGen uint64
@@ -170,7 +176,12 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		if err != nil {
 			return nil, err
 		}
-		if a.src, err = newKubeSource(cfg, rc, log); err != nil {
+		var atts k8s.PodAttachments
+		if cfg.CNI {
+			a.cni = newCNIServer(a)
+			atts = a.cni
+		}
+		if a.src, err = newKubeSource(cfg, rc, atts, log); err != nil {
 			return nil, err
 		}
 	}
@@ -238,6 +249,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer node.close()
 	a.maps, a.plumb = node.maps, node.plumb
 	a.adoptLocalIdentities() // before the first Plan: pinned prefixes keep their numbers
+	if a.cni != nil {
+		// Before the first Plan: attached pods keep their addresses.
+		if err := a.cni.load(); err != nil {
+			return err
+		}
+	}
+	extra, err := a.kubeNodeParts(ctx)
+	if err != nil {
+		return err
+	}
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.xds.Run(ctx) })
@@ -246,7 +267,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.MetricsAddress != "" {
 		g.Go(func() error { return a.serveMetrics(ctx) })
 	}
-	for _, run := range node.run {
+	for _, run := range append(node.run, extra...) {
 		g.Go(func() error { return run(ctx) })
 	}
 	g.Go(func() error { return a.src.run(ctx) })

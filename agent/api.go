@@ -151,6 +151,7 @@ func (a *Agent) APIHandler() http.Handler {
 	mux.HandleFunc("GET "+envoy.IntendedResourcesPath, a.serveIntended)
 	a.registerDNSAPI(mux)
 	a.registerDNSFlushAPI(mux)
+	a.registerCNIAPI(mux)
 	return mux
 }
 

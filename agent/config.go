@@ -49,6 +49,32 @@ type Config struct {
 	// controller-revision-hash, ...).
 	IdentityExcludedLabels []string `json:"identityExcludedLabels,omitempty"`
 
+	// CNI makes the agent the node's CNI (Kubernetes mode, cni.go):
+	// moat-cni hands it each pod sandbox, and local pods' addresses come
+	// from those attachments, never from the pods' status.
+	CNI bool `json:"cni,omitempty"`
+	// CNIPodCIDR is the pods' address pool when the Node has no
+	// spec.podCIDR(s) (IPv4).
+	CNIPodCIDR string `json:"cniPodCIDR,omitempty"`
+	// CNIPodWait bounds how long a CNI request waits for the pod in the
+	// cache and for its enforcement (default 30s).
+	CNIPodWait Duration `json:"cniPodWait,omitempty"`
+	// CNIBinDir and CNIConfDir, when set, are where the agent installs
+	// moat-cni (CNIPluginBinary) and its conflist (CNIConfName) at start
+	// (cniinstall.go).
+	CNIBinDir       string `json:"cniBinDir,omitempty"`
+	CNIConfDir      string `json:"cniConfDir,omitempty"`
+	CNIConfName     string `json:"cniConfName,omitempty"`
+	CNIPluginBinary string `json:"cniPluginBinary,omitempty"`
+	// CNIRemoveConfOnExit removes the conflist when the agent stops
+	// cleanly. Off by default (fail closed): with the conflist in place and
+	// the agent down, ADD fails and the runtime retries, so no pod starts
+	// unpoliced.
+	CNIRemoveConfOnExit bool `json:"cniRemoveConfOnExit,omitempty"`
+	// NodeRoutes installs a route to every other node's pod CIDR via its
+	// InternalIP (Kubernetes mode, direct routing, noderoutes.go).
+	NodeRoutes bool `json:"nodeRoutes,omitempty"`
+
 	// Policies is a policy file or directory, watched for changes.
 	Policies string `json:"policies,omitempty"`
 	// Endpoints is the standalone endpoints file, watched for changes.
@@ -187,6 +213,8 @@ const (
 	DefaultACKTimeout      = 5 * time.Second
 	DefaultMetricsAddress  = "127.0.0.1:9965"
 	DefaultFlowBuffer      = 4096
+	DefaultCNIPodWait      = 30 * time.Second
+	DefaultCNIConfName     = "05-moat.conflist"
 )
 
 // Proxy choices.
@@ -251,6 +279,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.FlowBuffer == 0 {
 		c.FlowBuffer = DefaultFlowBuffer
+	}
+	if c.CNIPodWait == 0 {
+		c.CNIPodWait = Duration(DefaultCNIPodWait)
+	}
+	if c.CNIConfName == "" {
+		c.CNIConfName = DefaultCNIConfName
 	}
 	return c
 }
@@ -356,6 +390,7 @@ func (c Config) Validate() error {
 	if c.FlowBuffer < 1 {
 		bad("flowBuffer", "%d: must be at least 1", c.FlowBuffer)
 	}
+	c.validateCNI(bad)
 	return errors.Join(errs...)
 }
 
@@ -378,4 +413,42 @@ func LoadConfig(path string) (Config, error) {
 		return c, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
+}
+
+// validateCNI checks the moat-cni and node-route fields.
+func (c Config) validateCNI(bad func(field, format string, args ...any)) {
+	if c.CNI && !c.Kubernetes() {
+		bad("cni", "only in Kubernetes mode (kubeconfig or inCluster)")
+	}
+	if c.NodeRoutes && !c.Kubernetes() {
+		bad("nodeRoutes", "only in Kubernetes mode (kubeconfig or inCluster)")
+	}
+	if c.CNIPodCIDR != "" {
+		p, err := netip.ParsePrefix(c.CNIPodCIDR)
+		switch {
+		case err != nil:
+			bad("cniPodCIDR", "%q: %v", c.CNIPodCIDR, err)
+		case !p.Addr().Is4():
+			bad("cniPodCIDR", "%q: want an IPv4 prefix", c.CNIPodCIDR)
+		case p.Bits() > 30:
+			bad("cniPodCIDR", "%q: want /30 or larger", c.CNIPodCIDR)
+		}
+	}
+	if c.CNIPodWait < Duration(time.Second) {
+		bad("cniPodWait", "%s is below 1s", time.Duration(c.CNIPodWait))
+	}
+	if (c.CNIBinDir == "") != (c.CNIConfDir == "") {
+		bad("cniConfDir", "cniBinDir and cniConfDir go together (both set installs moat-cni)")
+	}
+	for field, dir := range map[string]string{"cniBinDir": c.CNIBinDir, "cniConfDir": c.CNIConfDir} {
+		if dir != "" && !filepath.IsAbs(dir) {
+			bad(field, "%q is not an absolute path", dir)
+		}
+	}
+	if c.CNIBinDir != "" && !c.CNI {
+		bad("cniBinDir", "installing moat-cni needs cni: true")
+	}
+	if c.CNIConfName != "" && (strings.Contains(c.CNIConfName, "/") || !strings.HasSuffix(c.CNIConfName, ".conflist")) {
+		bad("cniConfName", "%q: want a file name ending in .conflist", c.CNIConfName)
+	}
 }

@@ -17,6 +17,13 @@
 // list, and their scope (the netns whose sockets they translate) from the
 // endpoints reconcile attached.
 //
+// moat-cni (cni.go, ipam.go, cniinstall.go; Kubernetes mode): the agent
+// makes each pod's routed veth in the runtime's netns with the standalone
+// endpoint code, allocates its address from the node's pod CIDR, and
+// answers ADD only after a reconcile attached the programs and wrote the
+// maps for it. noderoutes.go routes other nodes' pod CIDRs via their
+// InternalIPs.
+//
 // One agent per pin root (lock.go): Run takes an exclusive flock before it
 // touches any pin; a second agent, or `moat-agent cleanup`, fails naming
 // the holder's pid.

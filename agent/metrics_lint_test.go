@@ -7,6 +7,9 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/moatnet/moat/envoy"
 	"github.com/moatnet/moat/internal/metricslint"
@@ -64,6 +67,27 @@ func TestMetricsLint(t *testing.T) {
 		"moat_envoy_restarts_total",      // envoy supervisor
 		"go_goroutines",                  // runtime collectors
 	} {
+		if !slices.Contains(names, want) {
+			t.Errorf("lint did not see %s (saw %v)", want, names)
+		}
+	}
+}
+
+// TestCNIMetricsLint: moat-cni's metrics (registered in Kubernetes mode
+// with cni: true) pass promlint too.
+func TestCNIMetricsLint(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := &cniServer{atts: map[string]*cniAttachment{}}
+	m := newCNIMetrics(reg, c)
+	m.observe("add", false, time.Now())
+	problems, names, err := metricslint.Lint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+	for _, want := range []string{"moat_cni_requests_total", "moat_cni_add_duration_seconds", "moat_cni_attachments"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("lint did not see %s (saw %v)", want, names)
 		}

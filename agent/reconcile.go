@@ -395,6 +395,9 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		a.setLastError(nil)
 	}
 	a.kickProxy()
+	if a.cni != nil {
+		a.cni.signalReconciled()
+	}
 	return err
 }
 

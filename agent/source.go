@@ -131,8 +131,8 @@ func (a *Agent) endpointConfig() datapath.EndpointConfig {
 }
 
 // newKubeSource builds Kubernetes mode's source over rc.
-func newKubeSource(cfg Config, rc *rest.Config, log *slog.Logger) (*kubeSource, error) {
-	kc := k8s.Config{NodeName: cfg.NodeName}
+func newKubeSource(cfg Config, rc *rest.Config, atts k8s.PodAttachments, log *slog.Logger) (*kubeSource, error) {
+	kc := k8s.Config{NodeName: cfg.NodeName, Attachments: atts}
 	if len(cfg.IdentityExcludedLabels) > 0 {
 		kc.ExcludedLabels = cfg.IdentityExcludedLabels
 	}

@@ -247,7 +247,7 @@ func (m *EndpointManager) ensureCreated(ctx context.Context, ep policy.Endpoint)
 	if owner, ok := m.podOwner(pod); ok && owner != epAlias(m.cfg.NetnsPrefix, ep) {
 		return EndpointLink{}, fmt.Errorf("netns %s already belongs to %q", nsPath, owner)
 	}
-	hostLink, podLink, err := m.ensureVeth(ctx, ep, podNs, pod)
+	hostLink, podLink, err := m.ensureVeth(ctx, vethNames{host: epHostIfname(m.cfg.NetnsPrefix, ep), pod: epPodIfname, netns: nsPath}, podNs, pod)
 	if err != nil {
 		return EndpointLink{}, err
 	}
@@ -275,16 +275,19 @@ func (m *EndpointManager) podOwner(pod *netlink.Handle) (string, bool) {
 	return "", false
 }
 
+// vethNames names the two ends of an endpoint's veth and the pod's netns.
+type vethNames struct{ host, pod, netns string }
+
 // ensureVeth returns the host and pod ends of ep's veth, (re)creating the
 // pair unless both ends exist and point at each other.
-func (m *EndpointManager) ensureVeth(ctx context.Context, ep policy.Endpoint, podNs netns.NsHandle, pod *netlink.Handle) (netlink.Link, netlink.Link, error) {
-	hostIf := epHostIfname(m.cfg.NetnsPrefix, ep)
+func (m *EndpointManager) ensureVeth(ctx context.Context, names vethNames, podNs netns.NsHandle, pod *netlink.Handle) (netlink.Link, netlink.Link, error) {
+	hostIf, podIf := names.host, names.pod
 	nsid, err := m.host.GetNetNsIdByFd(int(podNs))
 	if err != nil {
-		return nil, nil, fmt.Errorf("get netns id of %s: %w", m.NetnsPath(ep), err)
+		return nil, nil, fmt.Errorf("get netns id of %s: %w", names.netns, err)
 	}
 	hostLink, hostErr := m.host.LinkByName(hostIf)
-	podLink, podErr := pod.LinkByName(epPodIfname)
+	podLink, podErr := pod.LinkByName(podIf)
 	if hostErr == nil && podErr == nil && nsid >= 0 &&
 		hostLink.Type() == "veth" && hostLink.Attrs().NetNsID == nsid &&
 		hostLink.Attrs().ParentIndex == podLink.Attrs().Index {
@@ -298,26 +301,26 @@ func (m *EndpointManager) ensureVeth(ctx context.Context, ep policy.Endpoint, po
 	} else if !epNotFound(hostErr) {
 		return nil, nil, fmt.Errorf("get link %s: %w", hostIf, hostErr)
 	}
-	if l, err := pod.LinkByName(epPodIfname); err == nil {
+	if l, err := pod.LinkByName(podIf); err == nil {
 		if err := pod.LinkDel(l); err != nil {
-			return nil, nil, fmt.Errorf("delete stale pod link %s: %w", epPodIfname, err)
+			return nil, nil, fmt.Errorf("delete stale pod link %s: %w", podIf, err)
 		}
 	}
 	veth := &netlink.Veth{
 		LinkAttrs:     netlink.LinkAttrs{Name: hostIf, MTU: m.cfg.MTU},
-		PeerName:      epPodIfname,
+		PeerName:      podIf,
 		PeerNamespace: netlink.NsFd(int(podNs)),
 		PeerMTU:       uint32(m.cfg.MTU),
 	}
 	if err := m.host.LinkAdd(veth); err != nil {
-		return nil, nil, fmt.Errorf("add veth %s/%s: %w", hostIf, epPodIfname, err)
+		return nil, nil, fmt.Errorf("add veth %s/%s: %w", hostIf, podIf, err)
 	}
-	m.log.InfoContext(ctx, "created endpoint veth", "host_ifname", hostIf, "netns", m.NetnsPath(ep))
+	m.log.InfoContext(ctx, "created endpoint veth", "host_ifname", hostIf, "netns", names.netns)
 	if hostLink, err = m.host.LinkByName(hostIf); err != nil {
 		return nil, nil, fmt.Errorf("get link %s: %w", hostIf, err)
 	}
-	if podLink, err = pod.LinkByName(epPodIfname); err != nil {
-		return nil, nil, fmt.Errorf("get pod link %s: %w", epPodIfname, err)
+	if podLink, err = pod.LinkByName(podIf); err != nil {
+		return nil, nil, fmt.Errorf("get pod link %s: %w", podIf, err)
 	}
 	return hostLink, podLink, nil
 }
@@ -341,11 +344,11 @@ func (m *EndpointManager) ensurePodSide(ep policy.Endpoint, pod *netlink.Handle,
 	}
 	if podLink.Attrs().Alias != alias {
 		if err := pod.LinkSetAlias(podLink, alias); err != nil {
-			return fmt.Errorf("set alias of pod link %s: %w", epPodIfname, err)
+			return fmt.Errorf("set alias of pod link %s: %w", podLink.Attrs().Name, err)
 		}
 	}
 	if err := pod.LinkSetUp(podLink); err != nil {
-		return fmt.Errorf("set pod link %s up: %w", epPodIfname, err)
+		return fmt.Errorf("set pod link %s up: %w", podLink.Attrs().Name, err)
 	}
 	want := epHostPrefixes(ep)
 	for _, p := range want {
@@ -354,13 +357,13 @@ func (m *EndpointManager) ensurePodSide(ep policy.Endpoint, pod *netlink.Handle,
 			a.Flags = unix.IFA_F_NODAD
 		}
 		if err := pod.AddrReplace(podLink, a); err != nil {
-			return fmt.Errorf("add address %v to pod link %s: %w", p, epPodIfname, err)
+			return fmt.Errorf("add address %v to pod link %s: %w", p, podLink.Attrs().Name, err)
 		}
 	}
 	// Drop addresses of a previous incarnation (the endpoint's IP changed).
 	addrs, err := dump(func() ([]netlink.Addr, error) { return pod.AddrList(podLink, netlink.FAMILY_ALL) })
 	if err != nil {
-		return fmt.Errorf("list addresses of pod link %s: %w", epPodIfname, err)
+		return fmt.Errorf("list addresses of pod link %s: %w", podLink.Attrs().Name, err)
 	}
 	for _, a := range addrs {
 		p, ok := epPrefix(a.IPNet)
@@ -368,7 +371,7 @@ func (m *EndpointManager) ensurePodSide(ep policy.Endpoint, pod *netlink.Handle,
 			continue
 		}
 		if err := pod.AddrDel(podLink, &a); err != nil {
-			return fmt.Errorf("delete stale address %v from pod link %s: %w", p, epPodIfname, err)
+			return fmt.Errorf("delete stale address %v from pod link %s: %w", p, podLink.Attrs().Name, err)
 		}
 	}
 	for _, gw := range m.gateways(ep) {

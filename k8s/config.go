@@ -7,10 +7,10 @@ import (
 )
 
 // AnnotationInterface names, on a local pod, the host-side interface of
-// its veth for the agent to adopt and attach its programs to. Until the CNI
-// hands pods to the agent (the next step), a local pod without it is
-// compiled into the Plan and the ipcache but has no interface to enforce
-// on.
+// its veth for the agent to adopt and attach its programs to, when the
+// agent is not the node's CNI (Config.Attachments nil). Without it such a
+// pod is compiled into the Plan and the ipcache but has no interface to
+// enforce on. With moat-cni, the attachments say where local pods are.
 const AnnotationInterface = "moat.io/interface"
 
 // Config configures a Source.
@@ -26,6 +26,9 @@ type Config struct {
 	// ConfigMapNamespace/ConfigMapName name the agent's ConfigMap, watched
 	// when both are set (ConfigMap returns its data).
 	ConfigMapNamespace, ConfigMapName string
+	// Attachments, when set, is where local pods' addresses come from
+	// (moat-cni, see attachments.go): never from a local pod's status.
+	Attachments PodAttachments
 }
 
 // Validate reports what is wrong, naming the field.

@@ -662,10 +662,18 @@ func (s *Source) podEndpoint(p *corev1.Pod) (policy.Endpoint, bool) {
 			ep.IPv6 = a
 		}
 	}
+	ep.Interface = p.Annotations[AnnotationInterface]
+	if s.cfg.Attachments != nil && p.Spec.NodeName == s.cfg.NodeName {
+		// The CNI's attachment, not the status, says where a local pod is.
+		att, ok := s.cfg.Attachments.Attachment(p.Namespace, p.Name, string(p.UID))
+		if !ok {
+			return policy.Endpoint{}, false
+		}
+		ep.IPv4, ep.IPv6, ep.Interface = att.IPv4, att.IPv6, att.HostIfname
+	}
 	if !ep.IPv4.IsValid() && !ep.IPv6.IsValid() {
 		return policy.Endpoint{}, false
 	}
-	ep.Interface = p.Annotations[AnnotationInterface]
 	return ep, true
 }
 

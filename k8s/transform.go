@@ -56,6 +56,7 @@ func transformNode(obj any) (any, error) {
 	}
 	out := &corev1.Node{ObjectMeta: slimMeta(&n.ObjectMeta)}
 	out.Labels = nil
+	out.Spec.PodCIDR, out.Spec.PodCIDRs = n.Spec.PodCIDR, n.Spec.PodCIDRs
 	for _, a := range n.Status.Addresses {
 		if a.Type == corev1.NodeInternalIP {
 			out.Status.Addresses = append(out.Status.Addresses, a)

@@ -23,6 +23,7 @@ func cleanup(args []string) error {
 	fs := flag.NewFlagSet("moat-agent cleanup", flag.ContinueOnError)
 	root := fs.String("bpf-root", datapath.DefaultPinRoot, "bpffs pin directory")
 	prefix := fs.String("netns-prefix", "", "also delete the endpoint network namespaces with this prefix (standalone mode)")
+	nodeRoutes := fs.Bool("node-routes", false, "also delete the routes to other nodes' pod CIDRs (Kubernetes mode --node-routes; only when no agent of this node runs)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -72,6 +73,12 @@ func cleanup(args []string) error {
 	fmt.Printf("removed moat's programs, links and pins under %s in %s\n", *root, time.Since(start).Round(time.Millisecond))
 	if opts.KeepTCFilters {
 		fmt.Printf("kept moat's legacy tc filters: other agents run (%v)\n", others)
+	}
+	if *nodeRoutes {
+		if err := agent.RemoveNodeRoutes(); err != nil {
+			return fmt.Errorf("cleanup node routes: %w", err)
+		}
+		fmt.Println("removed moat's routes to other nodes' pod CIDRs")
 	}
 	return nil
 }

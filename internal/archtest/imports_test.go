@@ -35,6 +35,7 @@ var rules = []rule{
 	{"k8s", []string{"datapath", "envoy", "xds", "l7proxy", "dnsproxy", "agent", "cmd"}, "informers feed the agent", false},
 	{"agent", []string{"cmd"}, "main packages are leaves", false},
 	{"policyload", []string{"datapath", "envoy", "xds", "l7proxy", "dnsproxy", "flow", "k8s", "agent", "cmd"}, "the loader reads files for policy and hands policies on", false},
+	{"cni", []string{"policy", "datapath", "envoy", "xds", "l7proxy", "dnsproxy", "flow", "k8s", "agent", "cmd", "policyload"}, "moat-cni is a thin client of the agent's API: it never acts on its own", false},
 	{"internal/testutil", []string{"policy", "datapath", "envoy", "xds", "l7proxy", "dnsproxy", "flow", "k8s", "agent", "cmd"}, "test helpers stay generic", false},
 }
 
@@ -129,6 +130,7 @@ var thirdParty = map[string][]string{
 	"flow":                 {"github.com/prometheus/client_golang", "google.golang.org/grpc", "github.com/envoyproxy/go-control-plane", "google.golang.org/protobuf", "github.com/google/go-cmp"},
 	"k8s":                  {"k8s.io/client-go", "k8s.io/apimachinery", "k8s.io/api", "github.com/prometheus/client_golang"}, // moat_identity_* and moat_operator_* metrics
 	"internal/testutil":    {},
+	"cni":                  {"github.com/containernetworking/cni"},
 	"internal/httpnorm":    {},
 	"internal/netns":       {"golang.org/x/sys"},
 	"internal/adsclient":   {"github.com/envoyproxy/go-control-plane", "google.golang.org/grpc", "google.golang.org/protobuf", "google.golang.org/genproto"},
