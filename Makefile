@@ -7,7 +7,7 @@ SHELL       := bash
 PKGS    ?= ./...
 EXAMPLE ?= examples/starwars
 
-.PHONY: all build demo policy-demo bench-l4 bench-k8s bench-dns e2e test test-unit vet tidy-check generate generate-api generate-check bench clean k8s-bins \
+.PHONY: all build demo policy-demo bench-l4 bench-k8s bench-dns e2e test test-unit vet tidy-check generate generate-api generate-dashboards generate-check bench clean k8s-bins \
 	cluster-up cluster-down cluster-status e2e-cluster
 
 all: build
@@ -92,8 +92,8 @@ e2e:
 test-unit:
 	bins="$$(scripts/k8s-bins.sh)" && MOAT_K8S_BINS="$$bins" $(GO) test -count=1 $(PKGS)
 
-## generate: rebuild the committed generated code: bpf2go output from bpf/ (clang-14), and the API deepcopy and CRDs
-generate: generate-api
+## generate: rebuild the committed generated code: bpf2go output from bpf/ (clang-14), the API deepcopy and CRDs, and the Grafana dashboards
+generate: generate-api generate-dashboards
 	$(GO) generate ./datapath/...
 
 ## generate-api: regenerate api/ deepcopy functions and the CRD manifests (charts/moat/crds, charts/moat/extra-crds) with controller-gen
@@ -103,7 +103,11 @@ generate-api:
 	$(GO) tool controller-gen crd:crdVersions=v1 paths=./api/v1alpha1/... output:crd:artifacts:config=charts/moat/crds
 	$(GO) tool controller-gen crd:crdVersions=v1 paths=./api/ciliumv2/... output:crd:artifacts:config=charts/moat/extra-crds/cilium
 
-GENERATED := datapath/ api/ charts/moat/crds/ charts/moat/extra-crds/
+## generate-dashboards: regenerate the Grafana dashboards (charts/moat/dashboards/*.json) from their Go definitions in dashboards/
+generate-dashboards:
+	$(GO) run ./dashboards/gen -out charts/moat/dashboards
+
+GENERATED := datapath/ api/ charts/moat/crds/ charts/moat/extra-crds/ charts/moat/dashboards/
 
 ## generate-check: fail when the committed generated code differs from a fresh build (changed or new files)
 generate-check: generate

@@ -54,6 +54,8 @@ func newFlagSet(cfg *agent.Config) (fs *flag.FlagSet, configPath *string, noMetr
 	fs.StringVar(&cfg.TCPHealthCgroup, "tcp-health-cgroup", cfg.TCPHealthCgroup, "cgroup v2 directory the TCP health program watches (default: the root)")
 	fs.Var(listFlag{list: &cfg.PrefilterDeny, set: new(bool)}, "prefilter-deny", "CIDR denied at XDP before the network stack (repeat the flag for more)")
 	fs.Var(listFlag{list: &cfg.PrefilterInterfaces, set: new(bool)}, "prefilter-interfaces", "interface the XDP prefilter attaches to (repeat the flag for more)")
+	fs.BoolVar(&cfg.ServiceTranslation, "service-translation", cfg.ServiceTranslation, "translate Service ClusterIPs to ready backends at the socket (cgroup sock_addr programs) for local endpoints; Services come from the API (Kubernetes mode) or the config file's services list")
+	fs.StringVar(&cfg.ServiceCgroup, "service-cgroup", cfg.ServiceCgroup, "cgroup v2 directory the Service programs attach to (default: the cgroup v2 root)")
 	fs.Var(listFlag{list: &cfg.Uplinks, set: new(bool)}, "uplinks", "interface towards other nodes and the world, where replies to the egress proxy's upstream connections arrive; upstreams routed through one keep the client's address (repeat the flag for more)")
 	fs.BoolVar(&cfg.AllowHostIngress, "allow-host-ingress", cfg.AllowHostIngress, "let the node itself into every endpoint")
 	fs.StringVar(&cfg.Proxy, "proxy", cfg.Proxy, "HTTP proxy: embedded (default), envoy (run --envoy-binary) or external")
