@@ -181,9 +181,12 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 			a.cni = newCNIServer(a)
 			atts = a.cni
 		}
-		if a.src, err = newKubeSource(cfg, rc, atts, log); err != nil {
+		ks, err := newKubeSource(cfg, rc, atts, log)
+		if err != nil {
 			return nil, err
 		}
+		a.src = ks
+		a.reg.MustRegister(ks.alloc.Collector()) // moat_identity_*
 	}
 	a.openNode = a.openKernel
 	a.als = flow.NewAccessLogServer(flow.EnricherFunc(a.resolve), a.record, log.With("component", "accesslog"))

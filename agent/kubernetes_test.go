@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"log/slog"
 	"net"
@@ -296,6 +297,10 @@ func TestKubernetesTwoAgents(t *testing.T) {
 	if planIPCache(p1)["192.168.60.2/32"] != policy.IDRemoteNode || planIPCache(p1)["192.168.60.1/32"] != policy.IDHost {
 		t.Errorf("node addresses in node-1's ipcache: %v", planIPCache(p1))
 	}
+	// The allocator's metrics are on the agent's registry.
+	if v := gaugeValue(t, a1.a.Registry(), "moat_identity_referenced_label_sets"); v < 2 {
+		t.Errorf("moat_identity_referenced_label_sets = %v on node-1, want at least its 2 label sets", v)
+	}
 	_, p2 := a2.waitAPI(t, "node-2 has the policy", func(st Status, p *policy.Plan) bool { return st.Policies == 1 })
 	// Cluster-wide identities: the same number for client on both nodes
 	// (local on node-2, a peer on node-1), and for web.
@@ -482,4 +487,19 @@ func TestKubernetesConfigMapChanges(t *testing.T) {
 			t.Fatalf("running flowBuffer %d, want 100 (a ConfigMap change applies at restart)", a.a.cfg.FlowBuffer)
 		}
 	}
+}
+
+// gaugeValue reads an unlabelled gauge from reg (-1 when it is missing).
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
 }
