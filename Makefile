@@ -7,7 +7,7 @@ SHELL       := bash
 PKGS    ?= ./...
 EXAMPLE ?= examples/starwars
 
-.PHONY: all build demo policy-demo bench-l4 bench-k8s e2e test test-unit vet tidy-check generate generate-api generate-dashboards generate-check bench clean k8s-bins \
+.PHONY: all build demo policy-demo bench-l4 bench-k8s bench-dns e2e test test-unit vet tidy-check generate generate-api generate-dashboards generate-check bench clean k8s-bins \
 	cluster-up cluster-down cluster-status e2e-cluster
 
 all: build
@@ -128,6 +128,12 @@ bench-l4:
 bench-k8s:
 	$(GO) build -o bin/moat-agent ./cmd/moat-agent
 	bins="$$(scripts/k8s-bins.sh)" && MOAT_K8S_BINS="$$bins" $(GO) run ./e2e/benchk8s -agent bin/moat-agent -json bench-k8s.json $(BENCH_K8S_FLAGS)
+
+## bench-dns: DNS proxy benchmark (root, needs dnsperf): dnsperf direct vs through moat's proxy with 1,000 DNS rules, with and without toFQDNs learning
+bench-dns:
+	@command -v dnsperf >/dev/null || { echo "bench-dns needs dnsperf: apt-get install dnsperf" >&2; exit 1; }
+	$(GO) build -o bin/moat-agent ./cmd/moat-agent
+	$(GO) run ./e2e/benchdns -agent bin/moat-agent -json bench-dns.json $(BENCH_DNS_FLAGS)
 
 clean:
 	rm -rf bin/

@@ -128,8 +128,10 @@ func (a *Agent) serveAPI(ctx context.Context) error {
 //	GET /v1/status                    Status as JSON
 //	GET /v1/plan                      the Plan in force as JSON
 //	GET /v1/flows?last=N&follow=true  flows as JSON lines; filters: verdict,
-//	                                  namespace, pod, protocol, port, l7
+//	                                  namespace, pod, protocol, port, l7,
+//	                                  dns-name (pattern), rcode (repeatable)
 //	GET /v1/xds/resources?node=NAME   the xDS resources served to the proxy
+//	POST /v1/fqdn/flush?name=&endpoint= drop FQDN cache entries (dns_api.go)
 func (a *Agent) APIHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
@@ -148,6 +150,7 @@ func (a *Agent) APIHandler() http.Handler {
 	mux.HandleFunc("GET /v1/flows", a.serveFlows)
 	mux.HandleFunc("GET "+envoy.IntendedResourcesPath, a.serveIntended)
 	a.registerDNSAPI(mux)
+	a.registerDNSFlushAPI(mux)
 	a.registerCNIAPI(mux)
 	return mux
 }
@@ -181,6 +184,9 @@ func ParseFlowQuery(q map[string][]string) (flt flow.Filter, last int, follow bo
 	flt.Pod = get("pod")
 	flt.Protocol = get("protocol")
 	flt.L7 = get("l7")
+	if flt, err = flt.WithDNS(get("dns-name"), q["rcode"]); err != nil {
+		return flt, 0, false, err
+	}
 	if s := get("port"); s != "" {
 		n, perr := strconv.ParseUint(s, 10, 16)
 		if perr != nil {

@@ -3,6 +3,8 @@ package flow
 import (
 	"fmt"
 	"strings"
+
+	"github.com/moatnet/moat/policy/fqdn"
 )
 
 // Filter selects flows. Every set field must match; the zero Filter matches
@@ -22,6 +24,15 @@ type Filter struct {
 	Port uint16
 	// L7 keeps only L7 flows of this kind: "http" or "dns" ("" = any flow).
 	L7 string
+	// DNSName keeps DNS flows whose query matches this pattern (policy
+	// matchPattern syntax); Rcodes keeps DNS flows answered with one of
+	// these rcodes (filter_dns.go). Set them with WithDNS.
+	DNSName string
+	Rcodes  []uint32
+	// DeniedRcode is the rcode of queries the DNS proxy denied (default
+	// DeniedRcode, REFUSED).
+	DeniedRcode uint32
+	dnsName     *fqdn.Matcher // compiled DNSName (WithDNS)
 }
 
 // Validate checks the filter's enumerated fields.
@@ -31,7 +42,7 @@ func (fl Filter) Validate() error {
 	default:
 		return fmt.Errorf("validate filter: l7 %q: want http or dns", fl.L7)
 	}
-	return nil
+	return fl.validateDNS()
 }
 
 // Match reports whether f passes the filter.
@@ -77,7 +88,7 @@ func (fl *Filter) Match(f *Flow) bool {
 			return false
 		}
 	}
-	return true
+	return fl.matchDNS(f)
 }
 
 func matchPod(want string, ep *Endpoint) bool {

@@ -19,7 +19,7 @@ func newFQDNCommand() *cobra.Command {
 		Use:   "fqdn",
 		Short: "Inspect the agent's DNS proxy state",
 	}
-	cmd.AddCommand(newFQDNCacheCommand())
+	cmd.AddCommand(newFQDNCacheCommand(), newFQDNFlushCommand())
 	return cmd
 }
 

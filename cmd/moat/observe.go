@@ -20,6 +20,7 @@ func newObserveCommand() *cobra.Command {
 		namespace, pod, protocol, l7 string
 		port, last                   int
 		follow                       bool
+		dns                          dnsFilterFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "observe",
@@ -53,6 +54,9 @@ func newObserveCommand() *cobra.Command {
 			if port > 0 {
 				q.Set("port", strconv.Itoa(port))
 			}
+			if err := dns.addTo(q); err != nil {
+				return err
+			}
 			q.Set("last", strconv.Itoa(last))
 			q.Set("follow", strconv.FormatBool(follow))
 			body, err := newAgentClient(socket).get(cmd.Context(), "/v1/flows", q)
@@ -74,6 +78,7 @@ func newObserveCommand() *cobra.Command {
 	f.IntVar(&last, "last", 20, "start with this many recent flows")
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new flows")
 	f.StringVarP(&output, "output", "o", "compact", "output format: compact or json")
+	dns.register(f)
 	return cmd
 }
 
@@ -172,7 +177,7 @@ func compactFlow(f *flowLine) string {
 			}
 		}
 		if d := f.L7.DNS; d != nil {
-			s += " dns " + d.Query
+			s += " dns " + d.Query + dnsCompactSuffix(f)
 		}
 	}
 	if f.Dir != "" {
