@@ -275,11 +275,13 @@ func (a *Agent) learnFQDN(ctx context.Context, name string, ips []netip.Addr, _ 
 	}
 	a.compMu.Lock()
 	a.compiler.LearnFQDN(name, ips)
-	if a.patchLearnedLocked() {
+	if a.patchLearnedLocked() && !a.compiler.LearnedPending(ips) {
 		a.compMu.Unlock()
 		return nil
 	}
-	return a.syncPlanLocked(ips)
+	// An address of this answer needs a Plan (a new class identity):
+	// written before the answer is released.
+	return a.syncPlanLocked()
 }
 
 // forgetFQDN forgets addresses the cache released and no live connection
@@ -298,9 +300,11 @@ func (a *Agent) forgetFQDN(name string, ips []netip.Addr) {
 	a.compMu.Unlock()
 }
 
-// patchLearnedLocked writes the compiler's pending learned addresses into
-// the maps as an ipcache patch when that is all they need, and reports
-// whether it did (or had nothing to write). Callers hold syncMu and compMu.
+// patchLearnedLocked writes the compiler's pending learned addresses that
+// need no more than an ipcache entry into the maps as a patch, and reports
+// whether it could look at them (the maps hold the latest Plan). What needs
+// a Plan waits for the next refresh, or for the caller's Plan. Callers hold
+// syncMu and compMu.
 // When the patch fails, the compiler's next Plan still has the addresses
 // and the full Sync it takes writes what the maps lack.
 func (a *Agent) patchLearnedLocked() bool {
@@ -313,6 +317,9 @@ func (a *Agent) patchLearnedLocked() bool {
 	delta, ok := a.compiler.LearnedDelta(plan.Generation)
 	if !ok {
 		return false
+	}
+	if a.compiler.LearnedWaiting() > 0 {
+		a.kickRefresh()
 	}
 	if delta.Empty() {
 		return true
@@ -330,10 +337,9 @@ func (a *Agent) patchLearnedLocked() bool {
 }
 
 // syncPlanLocked takes a new Plan and writes it to the maps (the same
-// write as reconcile's), unless every address of want already has its
-// identity in the maps. Callers hold syncMu and compMu; it releases
+// write as reconcile's). Callers hold syncMu and compMu; it releases
 // compMu.
-func (a *Agent) syncPlanLocked(want []netip.Addr) error {
+func (a *Agent) syncPlanLocked() error {
 	a.mu.RLock()
 	prev := a.state.plan
 	a.mu.RUnlock()
@@ -343,13 +349,6 @@ func (a *Agent) syncPlanLocked(want []netip.Addr) error {
 	}
 	plan := a.compiler.Plan()
 	a.compMu.Unlock()
-	if want != nil && sameIPCache(prev, plan, want) && prev.Generation == a.syncedGeneration() {
-		// These addresses are in the maps with these identities already
-		// (a repeated answer): nothing to wait for. Other changes in the
-		// Plan are reconcile's or the next refresh's to write.
-		a.kickRefresh()
-		return nil
-	}
 	a.dnsPlanSynced(plan)
 	a.mu.Lock()
 	a.state.plan = plan
@@ -373,12 +372,6 @@ func (a *Agent) syncPlanLocked(want []netip.Addr) error {
 	a.markAppliedLocked()
 	a.publishProxyLocked()
 	return nil
-}
-
-func (a *Agent) syncedGeneration() uint64 {
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	return a.proxy.syncedGen
 }
 
 // kickRefresh asks refreshLearned for a Plan soon.
@@ -423,29 +416,7 @@ func (a *Agent) refreshNow() error {
 	a.syncMu.Lock()
 	defer a.syncMu.Unlock()
 	a.compMu.Lock()
-	return a.syncPlanLocked(nil)
-}
-
-// sameIPCache reports whether every address of ips resolves to the same
-// host entry in both Plans.
-func sameIPCache(a, b *policy.Plan, ips []netip.Addr) bool {
-	find := func(p *policy.Plan, ip netip.Addr) (policy.ID, bool) {
-		pf := netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen())
-		for _, e := range p.IPCache {
-			if e.Prefix == pf {
-				return e.Identity, true
-			}
-		}
-		return 0, false
-	}
-	for _, ip := range ips {
-		x, okx := find(a, ip)
-		y, oky := find(b, ip)
-		if okx != oky || x != y {
-			return false
-		}
-	}
-	return true
+	return a.syncPlanLocked()
 }
 
 // FQDNCacheEntry is one line of GET /v1/fqdn/cache (`moat fqdn cache`).

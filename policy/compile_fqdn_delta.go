@@ -19,86 +19,97 @@ type IPCacheDelta struct {
 func (d IPCacheDelta) Empty() bool { return len(d.Put) == 0 && len(d.Delete) == 0 }
 
 // LearnedDelta applies the learned addresses that LearnFQDN and ForgetFQDN
-// left pending and returns their ipcache change, when that change is all
-// that separates the next Plan from the one of generation applied (the Plan
-// the caller's maps hold): the Compiler has no other pending work, applied
-// is its latest Plan, no address needs a class identity that applied did
-// not have, and no class identity is released. The next Plan contains the
-// change. Otherwise it changes nothing and returns false: the caller takes
-// a Plan.
-func (c *Compiler) LearnedDelta(applied uint64) (IPCacheDelta, bool) {
+// left pending and whose change is only an ipcache host entry against the
+// Plan of generation applied (the Plan the caller's maps hold): an address
+// joins a class identity that Plan had, or leaves a class that keeps other
+// addresses. It returns their ipcache change; the next Plan contains it.
+// The others stay pending for the next Plan: an address that needs a new
+// class identity, one that changes class, one whose class would be
+// released. ok is false, and nothing is applied, unless applied is the
+// Compiler's latest Plan and nothing but learned addresses changed since.
+func (c *Compiler) LearnedDelta(applied uint64) (d IPCacheDelta, ok bool) {
 	s := c.fq
 	if s == nil || s.all || applied+1 != c.gen || !c.onlyLearnedPending() {
 		return IPCacheDelta{}, false
 	}
-	type step struct {
-		ip  netip.Addr
-		l   *learnedIP
-		id  *learnedID // the class the address joins; nil: it leaves old
-		old *learnedID
-	}
-	steps := make([]step, 0, len(s.pending))
 	leaving := map[*learnedID]int{}
 	for ip := range s.pending {
 		l := s.ips[ip]
 		if l == nil {
+			delete(s.pending, ip)
 			continue
 		}
 		key := ""
-		var set []FQDNSelector
 		if len(l.names) > 0 {
-			set = c.selectorsOfNames(l.names, s.sortedSelectors(c))
-		}
-		if len(set) > 0 {
-			key = learnedKey(set, c.longestPolicyPrefix(ip))
+			if set := c.selectorsOfNames(l.names, s.sortedSelectors(c)); len(set) > 0 {
+				key = learnedKey(set, c.longestPolicyPrefix(ip))
+			}
 		}
 		old := l.id
+		pf := netip.PrefixFrom(ip, ip.BitLen())
 		switch {
 		case old == nil && key == "", old != nil && old.key == key:
-			steps = append(steps, step{ip: ip, l: l, old: old, id: old})
+			// No change for the maps.
 		case old == nil:
 			id := s.byKey[key]
 			if id == nil || !id.planned {
-				return IPCacheDelta{}, false // a new class: a new Plan
+				continue // a new class: the next Plan
 			}
-			steps = append(steps, step{ip: ip, l: l, id: id})
-		case key == "":
-			leaving[old]++
-			if leaving[old] >= old.refs {
-				return IPCacheDelta{}, false // the class goes: a new Plan
-			}
-			steps = append(steps, step{ip: ip, l: l, old: old})
-		default:
-			return IPCacheDelta{}, false // the address changes class
-		}
-	}
-	var d IPCacheDelta
-	for _, st := range steps {
-		pf := netip.PrefixFrom(st.ip, st.ip.BitLen())
-		_, owned := c.ownerValue(st.ip)
-		switch {
-		case st.id == st.old:
-		case st.old == nil:
-			st.id.refs++
-			st.l.id = st.id
-			if !owned {
-				d.Put = append(d.Put, IPCacheEntry{Prefix: pf, Identity: st.id.info.id})
+			id.refs++
+			l.id = id
+			if _, owned := c.ownerValue(ip); !owned {
+				d.Put = append(d.Put, IPCacheEntry{Prefix: pf, Identity: id.info.id})
 			}
 			c.ipcacheFast = true
-		default:
-			st.old.refs--
-			st.l.id = nil
-			if !owned {
+		case key == "":
+			if leaving[old]+1 >= old.refs {
+				continue // the class would go: the next Plan
+			}
+			leaving[old]++
+			old.refs--
+			l.id = nil
+			if _, owned := c.ownerValue(ip); !owned {
 				d.Delete = append(d.Delete, pf)
 			}
 			c.ipcacheFast = true
+		default:
+			continue // the address changes class: the next Plan
 		}
-		if len(st.l.names) == 0 {
-			delete(s.ips, st.ip)
+		if len(l.names) == 0 {
+			delete(s.ips, ip)
+		}
+		delete(s.pending, ip)
+	}
+	return d, true
+}
+
+// LearnedWaiting returns how many learned addresses wait for a Plan.
+func (c *Compiler) LearnedWaiting() int {
+	if c.fq == nil {
+		return 0
+	}
+	if c.fq.all {
+		return max(1, len(c.fq.ips))
+	}
+	return len(c.fq.pending)
+}
+
+// LearnedPending reports whether any of ips waits for a Plan (after
+// LearnedDelta: it needs a new class identity or another change only a
+// Plan makes).
+func (c *Compiler) LearnedPending(ips []netip.Addr) bool {
+	if c.fq == nil {
+		return false
+	}
+	if c.fq.all {
+		return len(ips) > 0
+	}
+	for _, ip := range ips {
+		if _, ok := c.fq.pending[ip.Unmap()]; ok {
+			return true
 		}
 	}
-	clear(s.pending)
-	return d, true
+	return false
 }
 
 // onlyLearnedPending reports whether the Compiler has no pending work
