@@ -69,6 +69,9 @@ type Cache struct {
 	cfg   CacheConfig
 	mu    sync.Mutex
 	names map[string]*nameEntry
+	// nIPs counts the addresses of every name (for the size metric,
+	// without a walk per answer).
+	nIPs int
 	// observer is told about sizes and evictions (metrics); may be nil.
 	observer cacheObserver
 }
@@ -132,6 +135,7 @@ func (c *Cache) Learn(name string, ips []Learned) {
 			continue
 		}
 		e.ips[ip] = &ipEntry{expires: exp, lastSeen: now}
+		c.nIPs++
 	}
 	if over := len(e.ips) - c.cfg.MaxIPsPerName; over > 0 {
 		type cand struct {
@@ -158,6 +162,7 @@ func (c *Cache) Learn(name string, ips []Learned) {
 				continue
 			}
 			delete(e.ips, cd.ip)
+			c.nIPs--
 			evicted = append(evicted, cd.ip)
 			over--
 		}
@@ -185,14 +190,9 @@ func (c *Cache) released(name string, ips []netip.Addr, reason string) {
 
 // reportLocked tells the observer the sizes. Caller holds c.mu.
 func (c *Cache) reportLocked() {
-	if c.observer == nil {
-		return
+	if c.observer != nil {
+		c.observer.cacheSize(len(c.names), c.nIPs)
 	}
-	n := 0
-	for _, e := range c.names {
-		n += len(e.ips)
-	}
-	c.observer.cacheSize(len(c.names), n)
 }
 
 // Lookup returns the unexpired addresses of name (any case), sorted; none
@@ -295,6 +295,7 @@ func (c *Cache) Collect() int {
 				continue
 			}
 			delete(e.ips, ip)
+			c.nIPs--
 			gone[name] = append(gone[name], ip)
 			n++
 		}
@@ -337,6 +338,7 @@ func (c *Cache) Flush(pattern string) (int, error) {
 			gone[name] = append(gone[name], ip)
 			n++
 		}
+		c.nIPs -= len(e.ips)
 		delete(c.names, name)
 	}
 	c.reportLocked()
@@ -372,6 +374,7 @@ func (c *Cache) restore(entries []CacheEntry) map[string][]netip.Addr {
 			continue
 		}
 		e.ips[ip] = &ipEntry{expires: en.Expires, lastSeen: en.LastSeen}
+		c.nIPs++
 		out[name] = append(out[name], ip)
 	}
 	c.reportLocked()

@@ -35,6 +35,7 @@ func (c *Cache) FlushFunc(match func(name string) bool) []FlushedName {
 		}
 		slices.SortFunc(f.IPs, netip.Addr.Compare)
 		out = append(out, f)
+		c.nIPs -= len(e.ips)
 		delete(c.names, name)
 	}
 	c.reportLocked()

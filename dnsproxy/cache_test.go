@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"sync"
@@ -251,5 +252,59 @@ func TestHoldBounded(t *testing.T) {
 	}
 	if v := h2.rejected(ReasonLearnError, resultReleased); v != 1 {
 		t.Errorf("rejected{learn_error} = %v, want 1", v)
+	}
+}
+
+type sizeObserver struct{ names, ips int }
+
+func (o *sizeObserver) cacheSize(names, ips int) { o.names, o.ips = names, ips }
+func (o *sizeObserver) cacheEvicted(string, int) {}
+
+// TestCacheSizeCount: the address count the cache reports (kept as it
+// changes, not recounted) is the number of entries after any mix of
+// learning, evictions, expiry, flushes and restores.
+func TestCacheSizeCount(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	c := NewCache(CacheConfig{MaxIPsPerName: 5, Now: func() time.Time { return now }})
+	obs := &sizeObserver{}
+	c.observer = obs
+	rng := rand.New(rand.NewPCG(3, 4))
+	check := func(op string) {
+		t.Helper()
+		es := c.Entries()
+		names := map[string]bool{}
+		for _, e := range es {
+			names[e.Name] = true
+		}
+		if obs.ips != len(es) || obs.names != len(c.names) {
+			t.Fatalf("after %s: reported %d names / %d addresses, the cache holds %d / %d", op, obs.names, obs.ips, len(c.names), len(es))
+		}
+	}
+	for i := range 2000 {
+		name := fmt.Sprintf("n%d.example.com", rng.IntN(6))
+		switch rng.IntN(10) {
+		case 0:
+			now = now.Add(time.Duration(rng.IntN(30)) * time.Second)
+			c.Collect()
+			check("collect")
+		case 1:
+			if _, err := c.Flush(name); err != nil {
+				t.Fatal(err)
+			}
+			check("flush")
+		case 2:
+			c.FlushFunc(func(n string) bool { return n == name+"." })
+			check("flush func")
+		case 3:
+			c.restore([]CacheEntry{{Name: name, IP: netip.AddrFrom4([4]byte{192, 0, 2, byte(rng.IntN(20))}), Expires: now.Add(time.Minute)}})
+			check("restore")
+		default:
+			var ls []Learned
+			for range 1 + rng.IntN(3) {
+				ls = append(ls, Learned{IP: netip.AddrFrom4([4]byte{192, 0, 2, byte(rng.IntN(20))}), TTL: time.Duration(1+rng.IntN(20)) * time.Second})
+			}
+			c.Learn(name, ls)
+			check(fmt.Sprintf("learn %d", i))
+		}
 	}
 }
