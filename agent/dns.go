@@ -42,8 +42,11 @@ type dnsState struct {
 	// rulesFrom is the Plan whose DNS rules the proxy holds (callers of
 	// dnsPlanSynced hold the agent's syncMu).
 	rulesFrom *policy.Plan
-	// refresh asks refreshLearned for a Plan (capacity 1).
+	// refresh asks refreshLearned for a Plan soon (capacity 1); stale
+	// says the maps hold learned addresses the agent's Plan lacks, which
+	// the next periodic refresh takes in.
 	refresh chan struct{}
+	stale   atomic.Bool
 	// releases wait for releaseLoop (dns_release.go).
 	releases *releases
 }
@@ -332,7 +335,7 @@ func (a *Agent) patchLearnedLocked() bool {
 		return false
 	}
 	a.m.fqdnWrites.WithLabelValues("patch").Inc()
-	a.kickRefresh()
+	a.dns.stale.Store(true)
 	return true
 }
 
@@ -386,22 +389,29 @@ func (a *Agent) kickRefresh() {
 }
 
 // refreshLearned brings the agent's Plan up to date with the learned
-// addresses some time after they were patched into the maps (the lookups,
-// `moat fqdn cache` and trace read the Plan), and writes what the fast
-// path left (released class identities). At most one refresh per
-// interval, so a stream of answers costs one Plan per interval.
+// addresses: soon (kickRefreshDelay) when addresses wait for a Plan (a
+// class released or changed), and every staleRefresh when the maps hold
+// patched addresses the Plan lacks (the API's plan and trace read it; the
+// DNS proxy's lookups and `moat fqdn cache` do not need it). A stream of
+// answers so costs one Plan per period, not one per answer.
 func (a *Agent) refreshLearned(ctx context.Context) error {
-	const interval = 250 * time.Millisecond
+	const kickRefreshDelay, staleRefresh = 250 * time.Millisecond, 2 * time.Second
+	t := time.NewTicker(staleRefresh)
+	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-t.C:
+			if !a.dns.stale.Load() {
+				continue
+			}
 		case <-a.dns.refresh:
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(interval):
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(kickRefreshDelay):
+			}
 		}
 		if err := a.refreshNow(); err != nil {
 			a.log.Warn("write learned dns addresses", "err", err)
@@ -416,6 +426,9 @@ func (a *Agent) refreshNow() error {
 	a.syncMu.Lock()
 	defer a.syncMu.Unlock()
 	a.compMu.Lock()
+	if a.dns != nil {
+		a.dns.stale.Store(false)
+	}
 	return a.syncPlanLocked()
 }
 
@@ -440,30 +453,28 @@ type FQDNCache struct {
 var errNoDNSProxy = errors.New("the dns proxy is not running")
 
 // fqdnCache reports the proxy's cache with the identities the addresses
-// have in the Plan in force.
+// have in the maps (the compiler's host entries: what the last Plan and
+// the patches since wrote).
 func (a *Agent) fqdnCache() (FQDNCache, error) {
 	if a.dns == nil {
 		return FQDNCache{}, errNoDNSProxy
 	}
 	var out FQDNCache
 	a.mu.RLock()
-	plan := a.state.plan
+	planned := a.state.plan != nil
 	a.mu.RUnlock()
-	var view *dnsView
-	if plan != nil {
-		view = newDNSView(plan)
-	}
 	now := time.Now()
-	for _, e := range a.dns.proxy.Cache().Entries() {
+	entries := a.dns.proxy.Cache().Entries()
+	a.compMu.Lock()
+	for _, e := range entries {
 		fe := FQDNCacheEntry{Name: e.Name, IP: e.IP.String(), Expires: e.Expires, TTL: max(0, e.Expires.Sub(now)).Round(time.Second).String()}
-		if view != nil {
-			if id, ok := view.hosts[e.IP.Unmap()]; ok {
+		if planned {
+			if id, ok := a.compiler.HostIdentity(e.IP); ok {
 				fe.Identity = id
 			}
 		}
 		out.Entries = append(out.Entries, fe)
 	}
-	a.compMu.Lock()
 	out.LearnedAddresses, out.LearnedIdentities = a.compiler.LearnedFQDNs()
 	a.compMu.Unlock()
 	return out, nil

@@ -142,3 +142,11 @@ func (c *Compiler) markLearnedPlanned() {
 		id.planned = true
 	}
 }
+
+// HostIdentity returns the identity of ip's host entry in the ipcache as
+// the Compiler holds it now (learned addresses included, also those only
+// LearnedDelta has written so far); false when ip has no host entry.
+func (c *Compiler) HostIdentity(ip netip.Addr) (ID, bool) {
+	ip = ip.Unmap()
+	return c.ipcValue(netip.PrefixFrom(ip, ip.BitLen()))
+}
