@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -47,6 +48,10 @@ type dnsState struct {
 	// the next periodic refresh takes in.
 	refresh chan struct{}
 	stale   atomic.Bool
+	// planWaiters wait for runPlans' next Plan (waitPlan).
+	planMu      sync.Mutex
+	planWaiters []chan error
+	planRunning bool
 	// releases wait for releaseLoop (dns_release.go).
 	releases *releases
 }
@@ -272,19 +277,62 @@ func sameDNSRules(a, b *policy.Plan) bool {
 // learned).
 func (a *Agent) learnFQDN(ctx context.Context, name string, ips []netip.Addr, _ []policy.FQDNSelection) error {
 	a.syncMu.Lock()
-	defer a.syncMu.Unlock()
 	if err := ctx.Err(); err != nil {
+		a.syncMu.Unlock()
 		return err
 	}
 	a.compMu.Lock()
 	a.compiler.LearnFQDN(name, ips)
 	if a.patchLearnedLocked() && !a.compiler.LearnedPending(ips) {
 		a.compMu.Unlock()
+		a.syncMu.Unlock()
 		return nil
 	}
+	a.compMu.Unlock()
+	a.syncMu.Unlock()
 	// An address of this answer needs a Plan (a new class identity):
-	// written before the answer is released.
-	return a.syncPlanLocked()
+	// written before the answer is released, by the next Plan that
+	// starts after this learn (one Plan for every answer that waits).
+	return a.waitPlan(ctx)
+}
+
+// waitPlan waits for a Plan taken after the caller's changes to the
+// compiler and for its map write. Concurrent callers share Plans: each
+// round of runPlans serves every caller that was waiting when it began.
+func (a *Agent) waitPlan(ctx context.Context) error {
+	ch := make(chan error, 1)
+	a.dns.planMu.Lock()
+	a.dns.planWaiters = append(a.dns.planWaiters, ch)
+	if !a.dns.planRunning {
+		a.dns.planRunning = true
+		go a.runPlans()
+	}
+	a.dns.planMu.Unlock()
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// runPlans takes Plans and writes them while callers of waitPlan wait.
+func (a *Agent) runPlans() {
+	for {
+		a.dns.planMu.Lock()
+		waiters := a.dns.planWaiters
+		a.dns.planWaiters = nil
+		if len(waiters) == 0 {
+			a.dns.planRunning = false
+			a.dns.planMu.Unlock()
+			return
+		}
+		a.dns.planMu.Unlock()
+		err := a.refreshNow()
+		for _, w := range waiters {
+			w <- err
+		}
+	}
 }
 
 // forgetFQDN forgets addresses the cache released and no live connection
