@@ -28,4 +28,7 @@ for d in /var/lib/cni /var/lib/kubelet /var/log/containers /var/log/pods /run/co
 	if [[ -e $d ]]; then find "$d" -maxdepth 3 2>/dev/null | sort; else echo "$d absent"; fi
 done
 section "processes"
-ps -eo comm= | grep -E '^(etcd|kube|containerd|coredns|agnhost|pause|runc)' | sort | uniq -c || true
+# Zombies are left out: a daemon the harness stopped has exited, and only
+# this machine's PID 1 (not an init that reaps promptly) still holds its
+# exit status for a moment.
+ps -eo stat=,comm= | awk '$1 !~ /^Z/ {print $2}' | grep -E '^(etcd|kube|containerd|coredns|agnhost|pause|runc)' | sort | uniq -c || true
