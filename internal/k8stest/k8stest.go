@@ -256,7 +256,20 @@ func (c *Cluster) ApplyCRDs(t testing.TB, paths ...string) {
 	t.Helper()
 	for _, p := range paths {
 		c.MustKubectl(t, "apply", "--server-side", "-f", p)
-		c.MustKubectl(t, "wait", "--for=condition=established", "--timeout=60s", "-f", p)
+		// kubectl wait fails at once, instead of waiting, on a CRD whose
+		// status has no conditions yet ("accessor error: <nil>"), which a
+		// CRD just created can be: try again until the deadline.
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			out, err := c.Kubectl("wait", "--for=condition=established", "--timeout=60s", "-f", p)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) || !strings.Contains(out, "accessor error") {
+				t.Fatalf("kubectl wait --for=condition=established -f %s: %v\n%s", p, err, out)
+			}
+			time.Sleep(100 * time.Millisecond) // poll interval of a deadline-bounded wait
+		}
 	}
 }
 
