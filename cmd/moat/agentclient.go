@@ -34,11 +34,16 @@ func newAgentClient(socket string) *agentClient {
 // get performs GET path?query and returns the open body; the caller closes
 // it. Non-2xx answers become errors carrying the agent's message.
 func (c *agentClient) get(ctx context.Context, path string, query url.Values) (io.ReadCloser, error) {
+	return c.request(ctx, http.MethodGet, path, query)
+}
+
+// request performs method path?query with no body; see get.
+func (c *agentClient) request(ctx context.Context, method, path string, query url.Values) (io.ReadCloser, error) {
 	u := "http://agent" + path
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -84,26 +84,7 @@ so other endpoints that use those names learn them again too.`,
 	return cmd
 }
 
-// post performs POST path?query with no body and returns the open body; the
-// caller closes it. Non-2xx answers become errors carrying the agent's
-// message.
+// post performs POST path?query with no body (agentclient.go's request).
 func (c *agentClient) post(ctx context.Context, path string, query url.Values) (io.ReadCloser, error) {
-	u := "http://agent" + path
-	if len(query) > 0 {
-		u += "?" + query.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("reach moat-agent at %s (is it running? --agent sets the socket): %w", c.socket, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		defer resp.Body.Close()
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return nil, fmt.Errorf("moat-agent %s: %s: %s", path, resp.Status, strings.TrimSpace(string(msg)))
-	}
-	return resp.Body, nil
+	return c.request(ctx, http.MethodPost, path, query)
 }
